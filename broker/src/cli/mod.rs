@@ -1,0 +1,1 @@
+//! The `oxbow` command-line tool.

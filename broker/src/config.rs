@@ -1,0 +1,96 @@
+//! Broker configuration: built-in defaults, then an optional file, then `OXBOW__SECTION__KEY` environment
+//! variables, then command-line flags. Every limit has its unit last in its name.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// Address to bind; port 0 picks a free port.
+    pub listen: String,
+    /// Host clients are told to connect to (defaults to the listen host).
+    pub advertised_host: Option<String>,
+    pub data_dir: PathBuf,
+    /// Threads (actix arbiters) that run partition actors. 0: one per CPU.
+    pub partition_threads: usize,
+    /// Threads (actix arbiters) that run client connections.
+    pub network_threads: usize,
+    pub frame_bytes_max: usize,
+    pub connections_max: usize,
+    /// Requests read from one connection and not yet answered, beyond which reading pauses.
+    pub connection_in_flight_max: usize,
+    pub partitions_max: u32,
+    /// Create a topic with `default_partitions` when a client asks metadata for an unknown one.
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub fetch_wait_max_ms: u64,
+    pub shutdown_timeout_ms: u64,
+    pub log: LogDefaults,
+}
+
+/// Broker-wide defaults of the per-topic configs (see `topic::config`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogDefaults {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    /// fsync interval; 0 means acknowledge a write only after it is fsynced (group commit).
+    pub flush_ms: u64,
+    pub max_message_bytes: u64,
+    pub index_interval_bytes: u64,
+}
+
+impl BrokerConfig {
+    /// Loads defaults, the optional file and `OXBOW__...` environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<BrokerConfig, config::ConfigError> {
+        let mut builder = config::Config::builder()
+            .set_default("node_id", 1)?
+            .set_default("listen", "127.0.0.1:9092")?
+            .set_default("data_dir", "./data")?
+            .set_default("partition_threads", 0)?
+            .set_default("network_threads", 1)?
+            .set_default("frame_bytes_max", oxbow::protocol::frame::FRAME_BYTES_MAX_DEFAULT as u64)?
+            .set_default("connections_max", 4096)?
+            .set_default("connection_in_flight_max", 256)?
+            .set_default("partitions_max", 1024)?
+            .set_default("auto_create_topics", false)?
+            .set_default("default_partitions", 1)?
+            .set_default("fetch_wait_max_ms", 30_000)?
+            .set_default("shutdown_timeout_ms", 10_000)?
+            .set_default("log.segment_bytes", 1u64 << 30)?
+            .set_default("log.segment_ms", 7 * 24 * 3_600_000i64)?
+            .set_default("log.flush_ms", 1_000)?
+            .set_default("log.max_message_bytes", 8u64 << 20)?
+            .set_default("log.index_interval_bytes", 4096)?;
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("OXBOW").prefix_separator("__").separator("__").try_parsing(true),
+        );
+        let config: BrokerConfig = builder.build()?.try_deserialize()?;
+        config.validate().map_err(config::ConfigError::Message)?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.log.max_message_bytes as usize + 4096 > self.frame_bytes_max {
+            return Err("log.max_message_bytes must be at least 4 KiB below frame_bytes_max".into());
+        }
+        if self.network_threads == 0 {
+            return Err("network_threads must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn partition_threads(&self) -> usize {
+        if self.partition_threads > 0 {
+            self.partition_threads
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}

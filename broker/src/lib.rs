@@ -1,0 +1,13 @@
+//! The Oxbow broker: partition actors over segment files, a topic registry, and the TCP server speaking
+//! the protocol of `oxbow::protocol`. The `oxbow` command-line tool lives here too (`cli`).
+
+pub mod cli;
+pub mod config;
+pub mod partition;
+pub mod server;
+pub mod topic;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,357 @@
+//! One segment of a partition's log: `<base offset>.log` holds batches exactly as received (offsets stamped),
+//! `<base offset>.index` maps relative offsets to file positions (sparse), `<base offset>.timeindex` maps
+//! timestamps to relative offsets (sparse). Both indexes are kept in memory and appended to their files.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use oxbow::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+
+/// Digits in a segment file name: the zero-padded base offset.
+const FILE_NAME_DIGITS: usize = 20;
+pub const INDEX_ENTRY_BYTES: usize = 8;
+pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+/// Bytes read from the start of a batch to learn its offsets and length.
+const BATCH_PREFIX_PEEK_BYTES: usize = 27;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeIndexEntry {
+    pub timestamp: i64,
+    pub relative_offset: u32,
+}
+
+/// What recovery found in a segment file.
+#[derive(Debug)]
+pub struct ScanOutcome {
+    /// Bytes of whole, valid batches from the start.
+    pub valid_bytes: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub problem: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: u64,
+    /// One past the last offset stored here (equals `base_offset` when empty).
+    pub next_offset: u64,
+    pub size_bytes: u64,
+    pub max_timestamp: i64,
+    /// Wall-clock milliseconds when the first batch was appended (for `segment.ms`).
+    pub first_append_ms: Option<i64>,
+    log_path: PathBuf,
+    log: File,
+    index: Vec<IndexEntry>,
+    time_index: Vec<TimeIndexEntry>,
+    index_file: File,
+    time_index_file: File,
+    bytes_since_index_entry: u64,
+    index_interval_bytes: u64,
+}
+
+pub fn log_file_name(base_offset: u64) -> String {
+    format!("{base_offset:0width$}.log", width = FILE_NAME_DIGITS)
+}
+
+/// Parses `00000000000000000042.log` into 42.
+pub fn parse_log_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != FILE_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl Segment {
+    /// Creates an empty segment (the caller fsyncs the directory).
+    pub fn create(dir: &Path, base_offset: u64, index_interval_bytes: u64) -> io::Result<Segment> {
+        let log_path = dir.join(log_file_name(base_offset));
+        let log = OpenOptions::new().read(true).append(true).create_new(true).open(&log_path)?;
+        let index_file = open_truncated(&log_path.with_extension("index"))?;
+        let time_index_file = open_truncated(&log_path.with_extension("timeindex"))?;
+        Ok(Segment {
+            base_offset,
+            next_offset: base_offset,
+            size_bytes: 0,
+            max_timestamp: i64::MIN,
+            first_append_ms: None,
+            log_path,
+            log,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            index_file,
+            time_index_file,
+            bytes_since_index_entry: 0,
+            index_interval_bytes,
+        })
+    }
+
+    /// Opens an existing segment, validating every batch (CRC, framing, offsets that only grow) and
+    /// rebuilding both indexes from what is valid. The file is not changed: the caller decides what to do
+    /// with an invalid tail (see [`Segment::truncate_to`]).
+    pub fn recover(dir: &Path, base_offset: u64, index_interval_bytes: u64, batch_bytes_max: usize) -> io::Result<(Segment, ScanOutcome)> {
+        let log_path = dir.join(log_file_name(base_offset));
+        let log = OpenOptions::new().read(true).append(true).open(&log_path)?;
+        let file_bytes = log.metadata()?.len();
+        let mut segment = Segment {
+            base_offset,
+            next_offset: base_offset,
+            size_bytes: 0,
+            max_timestamp: i64::MIN,
+            first_append_ms: None,
+            log_path: log_path.clone(),
+            log,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            index_file: OpenOptions::new().read(true).write(true).create(true).truncate(false).open(log_path.with_extension("index"))?,
+            time_index_file: OpenOptions::new().read(true).write(true).create(true).truncate(false).open(log_path.with_extension("timeindex"))?,
+            bytes_since_index_entry: 0,
+            index_interval_bytes,
+        };
+        let mut reader = io::BufReader::with_capacity(1 << 20, segment.log.try_clone()?);
+        let mut batch_buf = Vec::new();
+        let mut problem = None;
+        while segment.size_bytes < file_bytes {
+            let remaining = file_bytes - segment.size_bytes;
+            if remaining < BATCH_HEADER_BYTES as u64 {
+                problem = Some(format!("torn batch header ({remaining} bytes) at position {}", segment.size_bytes));
+                break;
+            }
+            batch_buf.resize(BATCH_HEADER_BYTES, 0);
+            reader.read_exact(&mut batch_buf)?;
+            let header = match BatchHeader::parse(&batch_buf) {
+                Ok(header) => header,
+                Err(error) => {
+                    problem = Some(format!("bad batch header at position {}: {error}", segment.size_bytes));
+                    break;
+                }
+            };
+            let total = header.total_bytes();
+            if total > batch_bytes_max || total as u64 > remaining {
+                problem = Some(format!("batch of {total} bytes at position {} runs past the file or the limit", segment.size_bytes));
+                break;
+            }
+            batch_buf.resize(total, 0);
+            reader.read_exact(&mut batch_buf[BATCH_HEADER_BYTES..])?;
+            if let Err(error) = batch::validate_batch(&batch_buf, false) {
+                problem = Some(format!("corrupt batch at offset {} (position {}): {error}", header.base_offset, segment.size_bytes));
+                break;
+            }
+            if header.base_offset < segment.next_offset || header.last_offset() - base_offset > u64::from(u32::MAX) {
+                problem = Some(format!("batch offset {} out of order at position {}", header.base_offset, segment.size_bytes));
+                break;
+            }
+            segment.note_appended(&header, total as u64);
+        }
+        segment.rewrite_indexes_if_stale()?;
+        let valid_bytes = segment.size_bytes;
+        Ok((segment, ScanOutcome { valid_bytes, problem }))
+    }
+
+    /// Appends batches whose offsets are already stamped in `prefixes` (the first 16 bytes of each batch);
+    /// the rest of each batch is written from the caller's buffer without a copy. On error the segment is
+    /// truncated back so no partial batch stays.
+    pub fn append(&mut self, batches: &[(BatchHeader, Bytes)], prefixes: &[[u8; 16]], now_ms: i64) -> io::Result<()> {
+        let mut slices = Vec::with_capacity(batches.len() * 2);
+        for ((_, bytes), prefix) in batches.iter().zip(prefixes) {
+            slices.push(IoSlice::new(prefix));
+            slices.push(IoSlice::new(&bytes[16..]));
+        }
+        if let Err(error) = write_all_vectored(&mut self.log, &mut slices) {
+            // Remove any partial write; if even that fails the caller takes the partition offline.
+            self.log.set_len(self.size_bytes)?;
+            return Err(error);
+        }
+        for ((header, bytes), prefix) in batches.iter().zip(prefixes) {
+            let mut header = *header;
+            header.base_offset = u64::from_be_bytes(prefix[..8].try_into().expect("8 bytes"));
+            self.note_appended_and_index(header, bytes.len() as u64);
+        }
+        self.first_append_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one holding `offset`, at most `max_bytes` (but at least the
+    /// first batch). Returns `None` when no batch here holds `offset` or a later one.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> io::Result<Option<Bytes>> {
+        let Some(position) = self.find_position(offset)? else { return Ok(None) };
+        let mut peek = [0u8; BATCH_PREFIX_PEEK_BYTES];
+        self.log.read_exact_at(&mut peek, position)?;
+        let first_bytes = batch_total_bytes(&peek);
+        let available = self.size_bytes - position;
+        let wanted = (max_bytes.max(first_bytes) as u64).min(available) as usize;
+        let mut buf = BytesMut::zeroed(wanted);
+        self.log.read_exact_at(&mut buf, position)?;
+        // Keep whole batches only.
+        let (_, whole) = batch::split_batches(&buf).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        buf.truncate(whole);
+        Ok(Some(buf.freeze()))
+    }
+
+    /// Position of the first batch whose last offset is at or after `offset`.
+    pub fn find_position(&self, offset: u64) -> io::Result<Option<u64>> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let relative = offset.saturating_sub(self.base_offset) as u32;
+        let entry_idx = self.index.partition_point(|entry| entry.relative_offset <= relative);
+        let mut position = if entry_idx == 0 { 0 } else { u64::from(self.index[entry_idx - 1].position) };
+        let mut peek = [0u8; BATCH_PREFIX_PEEK_BYTES];
+        while position < self.size_bytes {
+            self.log.read_exact_at(&mut peek, position)?;
+            let base_offset = u64::from_be_bytes(peek[..8].try_into().expect("8 bytes"));
+            let last_offset_delta = u32::from_be_bytes(peek[23..27].try_into().expect("4 bytes"));
+            if base_offset + u64::from(last_offset_delta) >= offset {
+                return Ok(Some(position));
+            }
+            position += batch_total_bytes(&peek) as u64;
+        }
+        Ok(None)
+    }
+
+    /// The first batch whose max timestamp is at or after `timestamp`: (position, header).
+    pub fn find_timestamp(&self, timestamp: i64) -> io::Result<Option<(u64, Bytes)>> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let entry_idx = self.time_index.partition_point(|entry| entry.timestamp < timestamp);
+        let start_offset = if entry_idx == 0 { self.base_offset } else { self.base_offset + u64::from(self.time_index[entry_idx - 1].relative_offset) };
+        let Some(mut position) = self.find_position(start_offset)? else { return Ok(None) };
+        let mut header_buf = [0u8; BATCH_HEADER_BYTES];
+        while position < self.size_bytes {
+            self.log.read_exact_at(&mut header_buf, position)?;
+            let header = BatchHeader::parse(&header_buf).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            if header.max_timestamp >= timestamp {
+                let mut buf = BytesMut::zeroed(header.total_bytes());
+                self.log.read_exact_at(&mut buf, position)?;
+                return Ok(Some((position, buf.freeze())));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Cuts the file (and indexes) back to `valid_bytes`, as recovery decided.
+    pub fn truncate_to(&mut self, valid_bytes: u64) -> io::Result<()> {
+        self.log.set_len(valid_bytes)?;
+        self.log.sync_all()?;
+        self.size_bytes = valid_bytes;
+        Ok(())
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        self.log.sync_data()?;
+        self.index_file.sync_data()?;
+        self.time_index_file.sync_data()
+    }
+
+    /// A second handle on the log file, for an fsync off the actor's thread.
+    pub fn log_handle(&self) -> io::Result<File> {
+        self.log.try_clone()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    /// Records an appended batch and appends any new index entries to the index files. An index write
+    /// error is logged, not returned: the batch is stored, and recovery rebuilds indexes from the log.
+    fn note_appended_and_index(&mut self, header: BatchHeader, bytes: u64) {
+        let entries_before = (self.index.len(), self.time_index.len());
+        self.note_appended(&header, bytes);
+        let mut result = Ok(());
+        if self.index.len() > entries_before.0 {
+            let entry = self.index[self.index.len() - 1];
+            let mut buf = [0u8; INDEX_ENTRY_BYTES];
+            buf[..4].copy_from_slice(&entry.relative_offset.to_be_bytes());
+            buf[4..].copy_from_slice(&entry.position.to_be_bytes());
+            result = result.and(self.index_file.write_all(&buf));
+        }
+        if self.time_index.len() > entries_before.1 {
+            let entry = self.time_index[self.time_index.len() - 1];
+            let mut buf = [0u8; TIME_INDEX_ENTRY_BYTES];
+            buf[..8].copy_from_slice(&entry.timestamp.to_be_bytes());
+            buf[8..].copy_from_slice(&entry.relative_offset.to_be_bytes());
+            result = result.and(self.time_index_file.write_all(&buf));
+        }
+        if let Err(error) = result {
+            tracing::warn!(segment = %self.log_path.display(), %error, "index append failed; it is rebuilt on restart");
+        }
+    }
+
+    /// Updates the in-memory state for a batch now stored at `self.size_bytes`.
+    fn note_appended(&mut self, header: &BatchHeader, bytes: u64) {
+        assert!(header.base_offset >= self.next_offset, "offsets only grow");
+        let relative_offset = (header.base_offset - self.base_offset) as u32;
+        if self.index.is_empty() || self.bytes_since_index_entry >= self.index_interval_bytes {
+            self.index.push(IndexEntry { relative_offset, position: self.size_bytes as u32 });
+            if header.max_timestamp > self.max_timestamp {
+                self.time_index.push(TimeIndexEntry { timestamp: header.max_timestamp, relative_offset });
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += bytes;
+        self.size_bytes += bytes;
+        self.next_offset = header.last_offset() + 1;
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+    }
+
+    /// Rewrites the index files when they do not match the indexes rebuilt from the log.
+    fn rewrite_indexes_if_stale(&mut self) -> io::Result<()> {
+        let mut index_bytes = Vec::with_capacity(self.index.len() * INDEX_ENTRY_BYTES);
+        for entry in &self.index {
+            index_bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
+            index_bytes.extend_from_slice(&entry.position.to_be_bytes());
+        }
+        let mut time_bytes = Vec::with_capacity(self.time_index.len() * TIME_INDEX_ENTRY_BYTES);
+        for entry in &self.time_index {
+            time_bytes.extend_from_slice(&entry.timestamp.to_be_bytes());
+            time_bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
+        }
+        for (file, expected, kind) in [(&mut self.index_file, index_bytes, "index"), (&mut self.time_index_file, time_bytes, "time index")] {
+            let mut current = Vec::new();
+            file.read_to_end(&mut current)?;
+            if current != expected {
+                tracing::info!(segment = %self.log_path.display(), "rebuilt the {kind} ({} entries)", expected.len());
+                file.set_len(0)?;
+                file.write_all_at(&expected, 0)?;
+                file.sync_data()?;
+            }
+            // Later appends go to the end.
+            std::io::Seek::seek(file, io::SeekFrom::End(0))?;
+        }
+        Ok(())
+    }
+}
+
+fn batch_total_bytes(prefix: &[u8]) -> usize {
+    batch::BATCH_LENGTH_PREFIX_BYTES + u32::from_be_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize
+}
+
+fn open_truncated(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)
+}
+
+fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes")),
+            Ok(written) => IoSlice::advance_slices(&mut slices, written),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! CreateTopics, DeleteTopics and DescribeTopics.
+
+use oxbow::protocol::api::create_topics::{CreateTopicsRequest, CreateTopicsResponse, TopicResult};
+use oxbow::protocol::api::delete_topics::{DeleteTopicsRequest, DeleteTopicsResponse};
+use oxbow::protocol::api::describe_topics::{
+    ConfigEntry, DescribeTopicsRequest, DescribeTopicsResponse, PartitionDescription, TopicDescription,
+};
+use oxbow::protocol::ErrorCode;
+
+use super::{ApiError, Encoded};
+use crate::server::connection::RequestScope;
+use crate::topic::TopicError;
+
+pub async fn create_topics(request: CreateTopicsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+    let registry = &scope.context.registry;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let result = registry
+            .create_topic(&topic.name, topic.partitions, topic.replication_factor, topic.configs, request.validate_only)
+            .await;
+        topics.push(topic_result(topic.name, result));
+    }
+    Ok(Encoded::new(&CreateTopicsResponse { topics }))
+}
+
+pub async fn delete_topics(request: DeleteTopicsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+    let registry = &scope.context.registry;
+    let mut topics = Vec::with_capacity(request.names.len());
+    for name in request.names {
+        let result = registry.delete_topic(&name).await;
+        topics.push(topic_result(name, result));
+    }
+    Ok(Encoded::new(&DeleteTopicsResponse { topics }))
+}
+
+pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+    let context = &scope.context;
+    let node_id = context.config.node_id;
+    let registry = &context.registry;
+    let names = request.names.unwrap_or_else(|| registry.topics().iter().map(|topic| topic.name.clone()).collect());
+    let topics = names
+        .into_iter()
+        .map(|name| match registry.topic(&name) {
+            None => TopicDescription {
+                error_message: Some(format!("topic '{name}' does not exist")),
+                name,
+                error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                internal: false,
+                configs: vec![],
+                partitions: vec![],
+            },
+            Some(topic) => TopicDescription {
+                name,
+                error_code: ErrorCode::NONE,
+                error_message: None,
+                internal: false,
+                configs: topic
+                    .config
+                    .entries()
+                    .into_iter()
+                    .map(|(name, value, is_default)| ConfigEntry { name, value, is_default })
+                    .collect(),
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(partition_idx, handle)| {
+                        let offsets = *handle.offsets.borrow();
+                        PartitionDescription {
+                            partition: partition_idx as u32,
+                            leader: node_id,
+                            replicas: vec![node_id],
+                            isr: vec![node_id],
+                            log_start_offset: offsets.log_start_offset,
+                            high_watermark: offsets.high_watermark,
+                            log_end_offset: offsets.log_end_offset,
+                        }
+                    })
+                    .collect(),
+            },
+        })
+        .collect();
+    Ok(Encoded::new(&DescribeTopicsResponse { topics }))
+}
+
+fn topic_result(name: String, result: Result<(), TopicError>) -> TopicResult {
+    match result {
+        Ok(()) => TopicResult { name, error_code: ErrorCode::NONE, error_message: None },
+        Err(error) => TopicResult { name, error_code: error.code, error_message: Some(error.message) },
+    }
+}

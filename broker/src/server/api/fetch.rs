@@ -1,0 +1,127 @@
+//! Fetch: reads stored batches from each partition's actor; if fewer than `min_bytes` are ready, waits for
+//! any of the partitions to grow (or `max_wait_ms`, or shutdown) and reads again.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::select_all;
+use oxbow::protocol::api::fetch::{FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse};
+use oxbow::protocol::ErrorCode;
+
+use super::{log_error_code, mailbox_error_code, ApiError, Encoded};
+use crate::partition::Read;
+use crate::server::connection::RequestScope;
+use crate::topic::PartitionHandle;
+
+struct PartitionRead {
+    partition: u32,
+    error_code: ErrorCode,
+    high_watermark: u64,
+    log_start_offset: u64,
+    records: Bytes,
+}
+
+pub async fn handle(request: FetchRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+    let context = &scope.context;
+    let max_wait = Duration::from_millis(u64::from(request.max_wait_ms).min(context.config.fetch_wait_max_ms));
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let mut shutdown = scope.shutdown.clone();
+    // Resolve every partition once; unknown ones answer with an error code.
+    let mut handles: Vec<Vec<Option<PartitionHandle>>> = request
+        .topics
+        .iter()
+        .map(|topic| topic.partitions.iter().map(|p| context.registry.partition(&topic.name, p.partition)).collect())
+        .collect();
+    loop {
+        for handle in handles.iter_mut().flatten().flatten() {
+            handle.offsets.borrow_and_update();
+        }
+        let reads = read_all(&request, &handles).await;
+        let total_bytes: usize = reads.iter().flatten().map(|read| read.records.len()).sum();
+        let any_error = reads.iter().flatten().any(|read| read.error_code != ErrorCode::NONE);
+        let expired = tokio::time::Instant::now() >= deadline || *shutdown.borrow();
+        if total_bytes >= request.min_bytes as usize || any_error || expired {
+            return Ok(encode(&request, &reads));
+        }
+        let mut waiters: Vec<_> = handles
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .map(|handle| Box::pin(handle.offsets.changed()))
+            .collect();
+        if waiters.is_empty() {
+            return Ok(encode(&request, &reads));
+        }
+        tokio::select! {
+            _ = select_all(waiters.iter_mut()) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn read_all(request: &FetchRequest, handles: &[Vec<Option<PartitionHandle>>]) -> Vec<Vec<PartitionRead>> {
+    let mut remaining_bytes = request.max_bytes as usize;
+    let mut reads = Vec::with_capacity(request.topics.len());
+    for (topic, topic_handles) in request.topics.iter().zip(handles) {
+        let mut topic_reads = Vec::with_capacity(topic.partitions.len());
+        for (wanted, handle) in topic.partitions.iter().zip(topic_handles) {
+            let mut read = PartitionRead {
+                partition: wanted.partition,
+                error_code: ErrorCode::NONE,
+                high_watermark: 0,
+                log_start_offset: 0,
+                records: Bytes::new(),
+            };
+            match handle {
+                None => read.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(handle) => {
+                    let offsets = *handle.offsets.borrow();
+                    (read.high_watermark, read.log_start_offset) = (offsets.high_watermark, offsets.log_start_offset);
+                    // Skip the actor when nothing new can be there, and stop filling once the response is full
+                    // (the first batch is always returned whole so that a consumer progresses).
+                    let has_data = wanted.fetch_offset < offsets.high_watermark || wanted.fetch_offset < offsets.log_start_offset;
+                    let out_of_range = wanted.fetch_offset > offsets.log_end_offset;
+                    let budget = (wanted.partition_max_bytes as usize).min(remaining_bytes);
+                    if (has_data && (budget > 0 || remaining_bytes == request.max_bytes as usize)) || out_of_range {
+                        match handle.addr.send(Read { offset: wanted.fetch_offset, max_bytes: budget.max(1) }).await {
+                            Ok(Ok(outcome)) => {
+                                read.high_watermark = outcome.offsets.high_watermark;
+                                read.log_start_offset = outcome.offsets.log_start_offset;
+                                remaining_bytes = remaining_bytes.saturating_sub(outcome.records.len());
+                                read.records = outcome.records;
+                            }
+                            Ok(Err(error)) => read.error_code = log_error_code(&error),
+                            Err(error) => read.error_code = mailbox_error_code(error),
+                        }
+                    }
+                }
+            }
+            topic_reads.push(read);
+        }
+        reads.push(topic_reads);
+    }
+    reads
+}
+
+fn encode(request: &FetchRequest, reads: &[Vec<PartitionRead>]) -> Encoded {
+    let topics = request
+        .topics
+        .iter()
+        .zip(reads)
+        .map(|(topic, reads)| FetchTopicResponse {
+            name: topic.name.clone(),
+            partitions: reads
+                .iter()
+                .map(|read| FetchPartitionResponse {
+                    partition: read.partition,
+                    error_code: read.error_code,
+                    high_watermark: read.high_watermark,
+                    log_start_offset: read.log_start_offset,
+                    records: &read.records,
+                })
+                .collect(),
+        })
+        .collect();
+    Encoded::new(&FetchResponse { topics })
+}

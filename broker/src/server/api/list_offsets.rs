@@ -1,0 +1,41 @@
+//! ListOffsets: earliest (log start), latest (high watermark), or the first offset at or after a timestamp.
+
+use oxbow::protocol::api::list_offsets::{
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use oxbow::protocol::{offset_spec, ErrorCode};
+
+use super::{log_error_code, mailbox_error_code, ApiError, Encoded};
+use crate::partition::ListOffset;
+use crate::server::connection::RequestScope;
+
+pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+    let registry = &scope.context.registry;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for wanted in topic.partitions {
+            let mut response =
+                ListOffsetsPartitionResponse { partition: wanted.partition, error_code: ErrorCode::NONE, offset: 0, timestamp: -1 };
+            match registry.partition(&topic.name, wanted.partition) {
+                None => response.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(handle) => {
+                    let offsets = *handle.offsets.borrow();
+                    match wanted.timestamp {
+                        offset_spec::LATEST => response.offset = offsets.high_watermark,
+                        offset_spec::EARLIEST => response.offset = offsets.log_start_offset,
+                        timestamp => match handle.addr.send(ListOffset { timestamp }).await {
+                            Ok(Ok(Some((offset, found)))) => (response.offset, response.timestamp) = (offset, found),
+                            Ok(Ok(None)) => response.offset = offsets.high_watermark,
+                            Ok(Err(error)) => response.error_code = log_error_code(&error),
+                            Err(error) => response.error_code = mailbox_error_code(error),
+                        },
+                    }
+                }
+            }
+            partitions.push(response);
+        }
+        topics.push(ListOffsetsTopicResponse { name: topic.name, partitions });
+    }
+    Ok(Encoded::new(&ListOffsetsResponse { topics }))
+}

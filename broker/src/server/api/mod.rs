@@ -1,0 +1,78 @@
+//! Request handlers, one module per API. Each decodes its body, does its work and encodes its response.
+
+mod admin;
+mod fetch;
+mod list_offsets;
+mod metadata;
+pub mod produce;
+
+use actix::MailboxError;
+use bytes::BytesMut;
+use oxbow::protocol::api::api_versions::ApiVersionsResponse;
+use oxbow::protocol::frame::{self, ResponseHeader};
+use oxbow::protocol::{ApiKey, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+use super::connection::RequestScope;
+use crate::partition::LogError;
+
+/// An error for the whole request: sent as the response header's error code with an `ErrorBody`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+}
+
+/// A response frame encoded before its correlation id is known.
+pub struct Encoded(BytesMut);
+
+impl Encoded {
+    pub fn new<T: Serialize + ?Sized>(body: &T) -> Encoded {
+        let mut out = BytesMut::new();
+        frame::encode_response(ResponseHeader { correlation_id: 0, error_code: ErrorCode::NONE }, body, &mut out);
+        Encoded(out)
+    }
+
+    pub fn into_frame(mut self, correlation_id: u32) -> BytesMut {
+        let at = frame::FRAME_LENGTH_BYTES;
+        self.0[at..at + 4].copy_from_slice(&correlation_id.to_be_bytes());
+        self.0
+    }
+}
+
+/// Runs every API except Produce (see `produce::hand_off`).
+pub async fn handle(api: ApiKey, body: &[u8], scope: &RequestScope) -> Result<Encoded, ApiError> {
+    match api {
+        ApiKey::ApiVersions => Ok(Encoded::new(&ApiVersionsResponse::supported())),
+        ApiKey::Metadata => metadata::handle(decode(body)?, scope).await,
+        ApiKey::CreateTopics => admin::create_topics(decode(body)?, scope).await,
+        ApiKey::DeleteTopics => admin::delete_topics(decode(body)?, scope).await,
+        ApiKey::DescribeTopics => admin::describe_topics(decode(body)?, scope).await,
+        ApiKey::Fetch => fetch::handle(decode(body)?, scope).await,
+        ApiKey::ListOffsets => list_offsets::handle(decode(body)?, scope).await,
+        ApiKey::Produce => Err(ApiError::new(ErrorCode::UNKNOWN_SERVER_ERROR, "produce is dispatched separately")),
+    }
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    frame::decode_body(body).map_err(|error| ApiError::new(ErrorCode::INVALID_REQUEST, error.to_string()))
+}
+
+/// The wire error for a partition-level failure.
+pub fn log_error_code(error: &LogError) -> ErrorCode {
+    match error {
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+        LogError::Storage(_) | LogError::Offline(_) => ErrorCode::STORAGE_ERROR,
+    }
+}
+
+/// A partition actor that no longer takes messages was stopped by a topic delete or by shutdown.
+pub fn mailbox_error_code(_error: MailboxError) -> ErrorCode {
+    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+}

@@ -1,0 +1,136 @@
+//! Produce: validate each partition's batches on the connection's thread (CRC, framing, size), hand them
+//! to the partition actors in request order, then await the replies (acks) in a separate task.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use oxbow::protocol::api::produce::{ProducePartitionResponse, ProduceRequest, ProduceTopicResponse, ProduceResponse};
+use oxbow::protocol::batch::{self, BatchHeader};
+use oxbow::protocol::{acks, ErrorCode};
+use tokio::sync::oneshot;
+
+use super::{decode, log_error_code, mailbox_error_code, ApiError, Encoded};
+use crate::partition::{Append, AppendOutcome, LogError};
+use crate::server::connection::{error_frame, RequestScope};
+
+/// Longest produce timeout honoured.
+const PRODUCE_TIMEOUT_MAX_MS: u32 = 300_000;
+
+/// A produce request whose batches are with the partition actors.
+pub struct PendingProduce {
+    acks: i8,
+    timeout: Duration,
+    outcome: Result<Vec<(String, Vec<PendingPartition>)>, ApiError>,
+}
+
+enum PendingPartition {
+    Done(ProducePartitionResponse),
+    Waiting { partition: u32, reply: oneshot::Receiver<Result<AppendOutcome, LogError>> },
+}
+
+/// Decodes and validates; sends each partition's batches to its actor and returns once all are queued.
+pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
+    let request: ProduceRequest<'_> = match decode(body) {
+        Ok(request) => request,
+        Err(error) => return PendingProduce { acks: acks::LEADER, timeout: Duration::ZERO, outcome: Err(error) },
+    };
+    let timeout = Duration::from_millis(u64::from(request.timeout_ms.min(PRODUCE_TIMEOUT_MAX_MS)));
+    if ![acks::NONE, acks::LEADER, acks::ALL].contains(&request.acks) {
+        let error = ApiError::new(ErrorCode::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, got {}", request.acks));
+        return PendingProduce { acks: acks::LEADER, timeout, outcome: Err(error) };
+    }
+    let registry = &scope.context.registry;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let registered = registry.topic(&topic.name);
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for data in topic.partitions {
+            let partition = data.partition;
+            let failed = |code: ErrorCode, message: String| PendingPartition::Done(partition_error(partition, code, message));
+            let Some(handle) = registered.as_ref().and_then(|t| t.partitions.get(partition as usize)) else {
+                let message = format!("topic '{}' partition {partition} does not exist", topic.name);
+                partitions.push(failed(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, message));
+                continue;
+            };
+            let max_message_bytes = registered.as_ref().map_or(0, |t| t.config.max_message_bytes) as usize;
+            let batches = match validate(&body.slice_ref(data.records), max_message_bytes) {
+                Ok(batches) => batches,
+                Err((code, message)) => {
+                    tracing::debug!(topic = %topic.name, partition, %message, "rejected a produce");
+                    partitions.push(failed(code, message));
+                    continue;
+                }
+            };
+            let (reply_tx, reply) = oneshot::channel();
+            match handle.addr.send(Append { batches, reply: reply_tx }).await {
+                Ok(()) => partitions.push(PendingPartition::Waiting { partition, reply }),
+                Err(error) => partitions.push(failed(mailbox_error_code(error), "the partition is closing".into())),
+            }
+        }
+        topics.push((topic.name, partitions));
+    }
+    PendingProduce { acks: request.acks, timeout, outcome: Ok(topics) }
+}
+
+impl PendingProduce {
+    /// Awaits every partition's reply (up to the request's timeout); `None` for acks=0.
+    pub async fn complete(self, correlation_id: u32) -> Option<BytesMut> {
+        let topics = match self.outcome {
+            Ok(topics) => topics,
+            Err(error) => return Some(error_frame(correlation_id, error.code, error.message)),
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut response = ProduceResponse { topics: Vec::with_capacity(topics.len()) };
+        for (name, partitions) in topics {
+            let mut results = Vec::with_capacity(partitions.len());
+            for pending in partitions {
+                results.push(match pending {
+                    PendingPartition::Done(result) => result,
+                    PendingPartition::Waiting { partition, reply } => match tokio::time::timeout_at(deadline, reply).await {
+                        Ok(Ok(Ok(outcome))) => ProducePartitionResponse {
+                            partition,
+                            error_code: ErrorCode::NONE,
+                            error_message: None,
+                            base_offset: outcome.base_offset,
+                            log_start_offset: outcome.log_start_offset,
+                        },
+                        Ok(Ok(Err(error))) => partition_error(partition, log_error_code(&error), error.to_string()),
+                        Ok(Err(_)) => partition_error(partition, ErrorCode::BROKER_SHUTTING_DOWN, "the partition stopped".into()),
+                        Err(_) => partition_error(partition, ErrorCode::REQUEST_TIMED_OUT, "not acknowledged within timeout_ms".into()),
+                    },
+                });
+            }
+            response.topics.push(ProduceTopicResponse { name, partitions: results });
+        }
+        (self.acks != acks::NONE).then(|| Encoded::new(&response).into_frame(correlation_id))
+    }
+}
+
+/// Splits and checks the batches of one partition; nothing is stored if any batch is refused.
+fn validate(records: &Bytes, max_message_bytes: usize) -> Result<Vec<(BatchHeader, Bytes)>, (ErrorCode, String)> {
+    let corrupt = |message: String| (ErrorCode::CORRUPT_MESSAGE, message);
+    if records.is_empty() {
+        return Err(corrupt("no record batch in the request".into()));
+    }
+    let (ranges, covered) = batch::split_batches(records).map_err(|error| corrupt(error.to_string()))?;
+    if covered != records.len() {
+        return Err(corrupt(format!("{} bytes after the last whole batch", records.len() - covered)));
+    }
+    let mut batches = Vec::with_capacity(ranges.len());
+    for (_, range) in ranges {
+        let bytes = records.slice(range);
+        if bytes.len() > max_message_bytes {
+            return Err((
+                ErrorCode::RECORD_BATCH_TOO_LARGE,
+                format!("batch of {} bytes is over max.message.bytes {max_message_bytes}", bytes.len()),
+            ));
+        }
+        let header = batch::validate_batch(&bytes, true).map_err(|error| corrupt(error.to_string()))?;
+        batches.push((header, bytes));
+    }
+    Ok(batches)
+}
+
+fn partition_error(partition: u32, error_code: ErrorCode, message: String) -> ProducePartitionResponse {
+    ProducePartitionResponse { partition, error_code, error_message: Some(message), base_offset: 0, log_start_offset: 0 }
+}

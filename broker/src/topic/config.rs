@@ -1,0 +1,121 @@
+//! Per-topic configs: the keys a topic may override, their validation, and the effective values.
+
+use std::collections::BTreeMap;
+
+use crate::config::LogDefaults;
+use crate::partition::LogConfig;
+
+/// The keys a topic accepts, with the broker default each falls back to.
+pub const KEYS: &[&str] = &["flush.ms", "index.interval.bytes", "max.message.bytes", "segment.bytes", "segment.ms"];
+
+const SEGMENT_BYTES_MIN: u64 = 1024;
+const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// A topic's effective configs: overrides on top of the broker defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub overrides: BTreeMap<String, String>,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub flush_ms: u64,
+    pub max_message_bytes: u64,
+    pub index_interval_bytes: u64,
+}
+
+impl TopicConfig {
+    /// Validates `overrides`; the error names the key and says what is accepted.
+    pub fn resolve(defaults: &LogDefaults, overrides: BTreeMap<String, String>, frame_bytes_max: usize) -> Result<TopicConfig, String> {
+        let mut config = TopicConfig {
+            overrides: BTreeMap::new(),
+            segment_bytes: defaults.segment_bytes,
+            segment_ms: defaults.segment_ms,
+            flush_ms: defaults.flush_ms,
+            max_message_bytes: defaults.max_message_bytes,
+            index_interval_bytes: defaults.index_interval_bytes,
+        };
+        for (key, value) in &overrides {
+            match key.as_str() {
+                "segment.bytes" => config.segment_bytes = parse_in(key, value, SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX)?,
+                "segment.ms" => config.segment_ms = parse_in(key, value, 1, i64::MAX as u64)? as i64,
+                "flush.ms" => config.flush_ms = parse_in(key, value, 0, 24 * 3_600_000)?,
+                "max.message.bytes" => {
+                    config.max_message_bytes = parse_in(key, value, 128, frame_bytes_max.saturating_sub(4096) as u64)?
+                }
+                "index.interval.bytes" => config.index_interval_bytes = parse_in(key, value, 0, u32::MAX as u64)?,
+                _ => return Err(format!("unknown config key '{key}' (known: {})", KEYS.join(", "))),
+            }
+        }
+        config.overrides = overrides;
+        Ok(config)
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            index_interval_bytes: self.index_interval_bytes,
+            max_message_bytes: self.max_message_bytes as usize,
+        }
+    }
+
+    /// Every key with its effective value and whether it is the broker default.
+    pub fn entries(&self) -> Vec<(String, String, bool)> {
+        let values = [
+            ("flush.ms", self.flush_ms.to_string()),
+            ("index.interval.bytes", self.index_interval_bytes.to_string()),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", self.segment_ms.to_string()),
+        ];
+        values.into_iter().map(|(key, value)| (key.to_string(), value, !self.overrides.contains_key(key))).collect()
+    }
+}
+
+fn parse_in(key: &str, value: &str, min: u64, max: u64) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(number) if (min..=max).contains(&number) => Ok(number),
+        _ => Err(format!("invalid value '{value}' for config '{key}': expected an integer in {min}..={max}")),
+    }
+}
+
+/// Topic names: 1-249 of `[a-zA-Z0-9._-]`, not starting with '.' (the broker's own directories do).
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 249 {
+        return Err(format!("topic name must be 1-249 characters, got {}", name.len()));
+    }
+    if name.starts_with('.') {
+        return Err(format!("topic name '{name}' must not start with '.'"));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("topic name '{}' has the invalid character {bad:?}; use [a-zA-Z0-9._-]", name.escape_debug()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> LogDefaults {
+        LogDefaults { segment_bytes: 1 << 30, segment_ms: 1000, flush_ms: 1000, max_message_bytes: 1 << 20, index_interval_bytes: 4096 }
+    }
+
+    #[test]
+    fn overrides_and_errors_name_the_key() {
+        let config = TopicConfig::resolve(&defaults(), [("segment.bytes".into(), "4096".into())].into(), 64 << 20).unwrap();
+        assert_eq!(config.segment_bytes, 4096);
+        assert!(config.entries().iter().any(|(k, v, d)| k == "segment.bytes" && v == "4096" && !d));
+        let error = TopicConfig::resolve(&defaults(), [("nope".into(), "1".into())].into(), 64 << 20).unwrap_err();
+        assert!(error.contains("'nope'"));
+        let error = TopicConfig::resolve(&defaults(), [("flush.ms".into(), "-3".into())].into(), 64 << 20).unwrap_err();
+        assert!(error.contains("'flush.ms'"));
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("bookings.v1_x-y").is_ok());
+        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "ä", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Topics: per-topic configs and the registry that maps (topic, partition) to its partition actor.
+
+pub mod config;
+mod registry;
+
+pub use config::TopicConfig;
+pub use registry::{PartitionHandle, Registry, Topic, TopicError};

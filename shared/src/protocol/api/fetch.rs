@@ -1,0 +1,76 @@
+//! Fetch: stored batches from an offset, as they are on disk; long-polls with `min_bytes` and `max_wait_ms`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ApiKey, Request};
+use crate::protocol::ErrorCode;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// Longest time to wait for `min_bytes` to become available.
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    /// Limit on the whole response; the first batch is returned even when larger, so a consumer progresses.
+    pub max_bytes: u32,
+    pub topics: Vec<FetchTopic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchTopic {
+    pub name: String,
+    pub partitions: Vec<FetchPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchPartition {
+    pub partition: u32,
+    pub fetch_offset: u64,
+    pub partition_max_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchResponse<'a> {
+    #[serde(borrow)]
+    pub topics: Vec<FetchTopicResponse<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchTopicResponse<'a> {
+    pub name: String,
+    #[serde(borrow)]
+    pub partitions: Vec<FetchPartitionResponse<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchPartitionResponse<'a> {
+    pub partition: u32,
+    pub error_code: ErrorCode,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    /// Whole batches starting with the one that holds `fetch_offset`; may hold records below it.
+    #[serde(borrow, with = "serde_bytes")]
+    pub records: &'a [u8],
+}
+
+impl Request for FetchRequest {
+    const API_KEY: ApiKey = ApiKey::Fetch;
+    type Response = FetchResponse<'static>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        super::super::tests::round_trip(&FetchRequest {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            topics: vec![FetchTopic {
+                name: "t".into(),
+                partitions: vec![FetchPartition { partition: 0, fetch_offset: 3, partition_max_bytes: 1 << 20 }],
+            }],
+        });
+    }
+}

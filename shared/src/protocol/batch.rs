@@ -1,0 +1,428 @@
+//! The record batch: the unit the producer builds, the broker stores as received and the consumer decodes.
+//!
+//! All integers are big-endian. The layout is specified in `docs/protocol.md` ("Record batch").
+//! The CRC-32C covers everything from `attributes` to the end, so the broker can stamp `base_offset`
+//! and `leader_epoch` without recomputing it.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Size of the fixed batch header, up to the first record.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before `batch_length` ends: `base_offset` (8) + `batch_length` (4).
+pub const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
+pub const MAGIC: u8 = 1;
+
+const OFFSET_BASE_OFFSET: usize = 0;
+const OFFSET_BATCH_LENGTH: usize = 8;
+const OFFSET_LEADER_EPOCH: usize = 12;
+const OFFSET_MAGIC: usize = 16;
+const OFFSET_CRC: usize = 17;
+const OFFSET_ATTRIBUTES: usize = 21;
+const OFFSET_LAST_OFFSET_DELTA: usize = 23;
+const OFFSET_BASE_TIMESTAMP: usize = 27;
+const OFFSET_MAX_TIMESTAMP: usize = 35;
+const OFFSET_PRODUCER_ID: usize = 43;
+const OFFSET_PRODUCER_EPOCH: usize = 51;
+const OFFSET_BASE_SEQUENCE: usize = 53;
+const OFFSET_RECORD_COUNT: usize = 57;
+
+/// Fixed bytes of one record besides its key, value and headers.
+pub const RECORD_OVERHEAD_BYTES: usize = 4 + 1 + 4 + 4 + 4 + 4 + 4;
+
+/// Why a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch truncated: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch_length {batch_length} is invalid")]
+    InvalidLength { batch_length: i64 },
+    #[error("unsupported magic byte {magic}")]
+    UnsupportedMagic { magic: u8 },
+    #[error("CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("unsupported attributes {attributes:#06x} (compression is not supported yet)")]
+    UnsupportedAttributes { attributes: u16 },
+    #[error("record structure invalid: {reason}")]
+    InvalidRecords { reason: &'static str },
+}
+
+/// The header fields of a batch, read without touching its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    pub batch_length: u32,
+    pub leader_epoch: i32,
+    pub magic: u8,
+    pub crc: u32,
+    pub attributes: u16,
+    pub last_offset_delta: u32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: u32,
+}
+
+impl BatchHeader {
+    /// Total size on the wire and on disk.
+    pub fn total_bytes(&self) -> usize {
+        BATCH_LENGTH_PREFIX_BYTES + self.batch_length as usize
+    }
+
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta)
+    }
+
+    /// Parses the header at the start of `buf` (which may hold only part of the batch).
+    pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        if buf.len() < BATCH_HEADER_BYTES {
+            return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: buf.len() });
+        }
+        let batch_length = read_i32(buf, OFFSET_BATCH_LENGTH);
+        if (batch_length as i64) < (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i64 {
+            return Err(BatchError::InvalidLength { batch_length: batch_length as i64 });
+        }
+        let magic = buf[OFFSET_MAGIC];
+        if magic != MAGIC {
+            return Err(BatchError::UnsupportedMagic { magic });
+        }
+        Ok(BatchHeader {
+            base_offset: read_u64(buf, OFFSET_BASE_OFFSET),
+            batch_length: batch_length as u32,
+            leader_epoch: read_i32(buf, OFFSET_LEADER_EPOCH),
+            magic,
+            crc: read_u32(buf, OFFSET_CRC),
+            attributes: read_u16(buf, OFFSET_ATTRIBUTES),
+            last_offset_delta: read_u32(buf, OFFSET_LAST_OFFSET_DELTA),
+            base_timestamp: read_i64(buf, OFFSET_BASE_TIMESTAMP),
+            max_timestamp: read_i64(buf, OFFSET_MAX_TIMESTAMP),
+            producer_id: read_i64(buf, OFFSET_PRODUCER_ID),
+            producer_epoch: read_u16(buf, OFFSET_PRODUCER_EPOCH) as i16,
+            base_sequence: read_i32(buf, OFFSET_BASE_SEQUENCE),
+            record_count: read_u32(buf, OFFSET_RECORD_COUNT),
+        })
+    }
+}
+
+/// Checks one complete batch (`buf` is exactly the batch): header, CRC, and that the records tile the
+/// batch exactly with offset deltas `0..record_count` when `strict_offsets` (as a producer must send them).
+pub fn validate_batch(buf: &[u8], strict_offsets: bool) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(buf)?;
+    if buf.len() != header.total_bytes() {
+        return Err(BatchError::Truncated { needed: header.total_bytes(), available: buf.len() });
+    }
+    let computed = crc32c::crc32c(&buf[OFFSET_ATTRIBUTES..]);
+    if computed != header.crc {
+        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+    }
+    if header.attributes != 0 {
+        return Err(BatchError::UnsupportedAttributes { attributes: header.attributes });
+    }
+    if header.record_count == 0 {
+        return Err(BatchError::InvalidRecords { reason: "a batch holds at least one record" });
+    }
+    if strict_offsets && header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::InvalidRecords { reason: "last_offset_delta must be record_count - 1" });
+    }
+    // Walk the record lengths (not their contents) so a consumer is never served records that do not parse.
+    let mut position = BATCH_HEADER_BYTES;
+    let mut previous_delta: Option<u32> = None;
+    for record_idx in 0..header.record_count {
+        if buf.len() - position < RECORD_OVERHEAD_BYTES {
+            return Err(BatchError::InvalidRecords { reason: "record header runs past the batch" });
+        }
+        let length = read_u32(buf, position) as usize;
+        if length < RECORD_OVERHEAD_BYTES - 4 || length > buf.len() - position - 4 {
+            return Err(BatchError::InvalidRecords { reason: "record length runs past the batch" });
+        }
+        let offset_delta = read_u32(buf, position + 9);
+        if strict_offsets && offset_delta != record_idx {
+            return Err(BatchError::InvalidRecords { reason: "offset deltas must be 0, 1, 2, ..." });
+        }
+        if previous_delta.is_some_and(|previous| offset_delta <= previous) || offset_delta > header.last_offset_delta {
+            return Err(BatchError::InvalidRecords { reason: "offset deltas must increase" });
+        }
+        previous_delta = Some(offset_delta);
+        position += 4 + length;
+    }
+    if position != buf.len() {
+        return Err(BatchError::InvalidRecords { reason: "bytes after the last record" });
+    }
+    Ok(header)
+}
+
+/// Splits a buffer of concatenated batches into (header, batch bytes) pairs, checking only framing.
+/// Stops at the first incomplete batch; returns the batches and the number of bytes they cover.
+pub fn split_batches(buf: &[u8]) -> Result<(Vec<(BatchHeader, std::ops::Range<usize>)>, usize), BatchError> {
+    let mut batches = Vec::new();
+    let mut position = 0;
+    while buf.len() - position >= BATCH_HEADER_BYTES {
+        let header = BatchHeader::parse(&buf[position..])?;
+        let end = position + header.total_bytes();
+        if end > buf.len() {
+            break;
+        }
+        batches.push((header, position..end));
+        position = end;
+    }
+    Ok((batches, position))
+}
+
+/// Writes the broker-assigned fields into the first 16 bytes of a batch header (not covered by the CRC).
+pub fn stamp_header_prefix(prefix: &mut [u8], base_offset: u64, leader_epoch: i32) {
+    prefix[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    prefix[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// One record as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// Builds one batch in a single buffer; `finish` writes the header and CRC.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    record_count: u32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl BatchBuilder {
+    pub fn new(capacity_bytes: usize) -> BatchBuilder {
+        let mut buf = BytesMut::with_capacity(capacity_bytes.max(BATCH_HEADER_BYTES));
+        buf.put_bytes(0, BATCH_HEADER_BYTES);
+        BatchBuilder { buf, record_count: 0, base_timestamp: 0, max_timestamp: i64::MIN }
+    }
+
+    /// Bytes a record adds to a batch.
+    pub fn record_bytes(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(String, Option<Bytes>)]) -> usize {
+        RECORD_OVERHEAD_BYTES
+            + key.map_or(0, <[u8]>::len)
+            + value.map_or(0, <[u8]>::len)
+            + headers.iter().map(|(k, v)| 2 + k.len() + 4 + v.as_ref().map_or(0, Bytes::len)).sum::<usize>()
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+
+    /// Whether a record with this timestamp can join (timestamp deltas are 32-bit).
+    pub fn accepts_timestamp(&self, timestamp: i64) -> bool {
+        self.record_count == 0 || i32::try_from(timestamp - self.base_timestamp).is_ok()
+    }
+
+    /// Appends a record. Header keys longer than 65535 bytes are cut (documented limit).
+    pub fn append(&mut self, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(String, Option<Bytes>)]) {
+        debug_assert!(self.accepts_timestamp(timestamp));
+        if self.record_count == 0 {
+            self.base_timestamp = timestamp;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        let length = Self::record_bytes(key, value, headers) - 4;
+        self.buf.reserve(length + 4);
+        self.buf.put_u32(length as u32);
+        self.buf.put_u8(0);
+        self.buf.put_i32((timestamp - self.base_timestamp) as i32);
+        self.buf.put_u32(self.record_count);
+        put_nullable(&mut self.buf, key);
+        put_nullable(&mut self.buf, value);
+        self.buf.put_u32(headers.len() as u32);
+        for (header_key, header_value) in headers {
+            let key_bytes = &header_key.as_bytes()[..header_key.len().min(u16::MAX as usize)];
+            self.buf.put_u16(key_bytes.len() as u16);
+            self.buf.put_slice(key_bytes);
+            put_nullable(&mut self.buf, header_value.as_deref());
+        }
+        self.record_count += 1;
+    }
+
+    /// Writes the header (base offset 0, leader epoch -1, no producer id) and CRC.
+    pub fn finish(self) -> Bytes {
+        self.finish_with_producer(-1, -1, -1)
+    }
+
+    pub fn finish_with_producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Bytes {
+        assert!(self.record_count > 0, "an empty batch is never sent");
+        let batch_length = (self.buf.len() - BATCH_LENGTH_PREFIX_BYTES) as u32;
+        let header = &mut self.buf[..BATCH_HEADER_BYTES];
+        header[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&0u64.to_be_bytes());
+        header[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
+        header[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        header[OFFSET_MAGIC] = MAGIC;
+        header[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&0u16.to_be_bytes());
+        header[OFFSET_LAST_OFFSET_DELTA..OFFSET_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&(self.record_count - 1).to_be_bytes());
+        header[OFFSET_BASE_TIMESTAMP..OFFSET_BASE_TIMESTAMP + 8].copy_from_slice(&self.base_timestamp.to_be_bytes());
+        header[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        header[OFFSET_PRODUCER_ID..OFFSET_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+        header[OFFSET_PRODUCER_EPOCH..OFFSET_PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+        header[OFFSET_BASE_SEQUENCE..OFFSET_BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
+        header[OFFSET_RECORD_COUNT..OFFSET_RECORD_COUNT + 4].copy_from_slice(&self.record_count.to_be_bytes());
+        let crc = crc32c::crc32c(&self.buf[OFFSET_ATTRIBUTES..]);
+        self.buf[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        self.buf.freeze()
+    }
+}
+
+/// Decodes the records of a buffer of batches (as served by Fetch), verifying each batch's CRC.
+/// A trailing partial batch is ignored. Records below `from_offset` are skipped.
+pub fn decode_records(buf: &Bytes, from_offset: u64) -> Result<Vec<Record>, BatchError> {
+    let (batches, _) = split_batches(buf)?;
+    let mut records = Vec::new();
+    for (header, range) in batches {
+        if header.last_offset() < from_offset {
+            continue;
+        }
+        let batch = buf.slice(range);
+        validate_batch(&batch, false)?;
+        decode_batch_records(&batch, &header, from_offset, &mut records)?;
+    }
+    Ok(records)
+}
+
+fn decode_batch_records(batch: &Bytes, header: &BatchHeader, from_offset: u64, out: &mut Vec<Record>) -> Result<(), BatchError> {
+    let mut position = BATCH_HEADER_BYTES;
+    for _ in 0..header.record_count {
+        let length = read_u32(batch, position) as usize;
+        let end = position + 4 + length;
+        let timestamp_delta = read_i32(batch, position + 5);
+        let offset_delta = read_u32(batch, position + 9);
+        let mut cursor = position + 13;
+        let key = take_nullable(batch, &mut cursor, end)?;
+        let value = take_nullable(batch, &mut cursor, end)?;
+        if end - cursor < 4 {
+            return Err(BatchError::InvalidRecords { reason: "header count runs past the record" });
+        }
+        let header_count = read_u32(batch, cursor);
+        cursor += 4;
+        let mut headers = Vec::with_capacity(header_count.min(64) as usize);
+        for _ in 0..header_count {
+            if end - cursor < 2 {
+                return Err(BatchError::InvalidRecords { reason: "header key runs past the record" });
+            }
+            let key_length = read_u16(batch, cursor) as usize;
+            cursor += 2;
+            if end - cursor < key_length {
+                return Err(BatchError::InvalidRecords { reason: "header key runs past the record" });
+            }
+            let header_key = String::from_utf8_lossy(&batch[cursor..cursor + key_length]).into_owned();
+            cursor += key_length;
+            let header_value = take_nullable(batch, &mut cursor, end)?;
+            headers.push((header_key, header_value));
+        }
+        let offset = header.base_offset + u64::from(offset_delta);
+        if offset >= from_offset {
+            out.push(Record { offset, timestamp: header.base_timestamp + i64::from(timestamp_delta), key, value, headers });
+        }
+        position = end;
+    }
+    Ok(())
+}
+
+fn put_nullable(buf: &mut BytesMut, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            buf.put_i32(bytes.len() as i32);
+            buf.put_slice(bytes);
+        }
+        None => buf.put_i32(-1),
+    }
+}
+
+fn take_nullable(batch: &Bytes, cursor: &mut usize, end: usize) -> Result<Option<Bytes>, BatchError> {
+    if end - *cursor < 4 {
+        return Err(BatchError::InvalidRecords { reason: "field length runs past the record" });
+    }
+    let length = read_i32(batch, *cursor);
+    *cursor += 4;
+    if length < 0 {
+        return Ok(None);
+    }
+    let length = length as usize;
+    if end - *cursor < length {
+        return Err(BatchError::InvalidRecords { reason: "field runs past the record" });
+    }
+    let bytes = batch.slice(*cursor..*cursor + length);
+    *cursor += length;
+    Ok(Some(bytes))
+}
+
+fn read_u16(buf: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+fn read_u32(buf: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn read_i32(buf: &[u8], at: usize) -> i32 {
+    read_u32(buf, at) as i32
+}
+
+fn read_u64(buf: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn read_i64(buf: &[u8], at: usize) -> i64 {
+    read_u64(buf, at) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_batch() -> Bytes {
+        let mut builder = BatchBuilder::new(256);
+        builder.append(1_000, Some(b"k1"), Some(b"v1"), &[]);
+        builder.append(1_005, None, Some(b"v2"), &[("h".to_string(), Some(Bytes::from_static(b"x")))]);
+        builder.append(999, Some(b"k3"), None, &[]);
+        builder.finish()
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut batch = sample_batch().to_vec();
+        let header = validate_batch(&batch, true).unwrap();
+        assert_eq!(header.record_count, 3);
+        assert_eq!(header.max_timestamp, 1_005);
+        stamp_header_prefix(&mut batch[..16], 40, 7);
+        let header = validate_batch(&batch, true).expect("stamping keeps the CRC valid");
+        assert_eq!((header.base_offset, header.leader_epoch, header.last_offset()), (40, 7, 42));
+        let records = decode_records(&Bytes::from(batch), 41).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].offset, 41);
+        assert_eq!(records[0].timestamp, 1_005);
+        assert_eq!(records[0].headers[0].0, "h");
+        assert_eq!(records[1].key.as_deref(), Some(&b"k3"[..]));
+        assert_eq!(records[1].value, None);
+    }
+
+    #[test]
+    fn every_flipped_byte_after_the_prefix_is_detected() {
+        let batch = sample_batch();
+        for idx in OFFSET_MAGIC..batch.len() {
+            let mut corrupt = batch.to_vec();
+            corrupt[idx] ^= 0x40;
+            assert!(validate_batch(&corrupt, true).is_err(), "flip at {idx} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let batch = sample_batch();
+        for len in 0..batch.len() {
+            assert!(validate_batch(&batch[..len], true).is_err(), "truncation at {len} accepted");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The one table of error codes a client can receive. Codes are stable: a retired code is never reused.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $name:ident = $code:expr, $retriable:expr, $text:expr; )*) => {
+        /// Every error a client can see on the wire, with its stable numeric code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[allow(non_camel_case_types)]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $name, )*
+            /// A code this build does not know (a newer broker); kept so it can be shown.
+            Unknown(u16),
+        }
+
+        impl ErrorCode {
+            /// Every known code, in table order (used by the docs test).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
+
+            pub fn code(self) -> u16 {
+                match self { $(ErrorCode::$name => $code,)* ErrorCode::Unknown(code) => code }
+            }
+
+            pub fn from_code(code: u16) -> ErrorCode {
+                match code { $($code => ErrorCode::$name,)* other => ErrorCode::Unknown(other) }
+            }
+
+            /// Whether the same request may succeed if sent again later (after refreshing metadata).
+            pub fn is_retriable(self) -> bool {
+                match self { $(ErrorCode::$name => $retriable,)* ErrorCode::Unknown(_) => false }
+            }
+
+            /// The upper-case name used in the docs and the CLI.
+            pub fn name(self) -> &'static str {
+                match self { $(ErrorCode::$name => stringify!($name),)* ErrorCode::Unknown(_) => "UNKNOWN_CODE" }
+            }
+
+            /// One sentence describing the error.
+            pub fn description(self) -> &'static str {
+                match self { $(ErrorCode::$name => $text,)* ErrorCode::Unknown(_) => "an error code unknown to this client" }
+            }
+        }
+    };
+}
+
+error_codes! {
+    NONE = 0, false, "no error";
+    UNKNOWN_SERVER_ERROR = 1, false, "an unexpected error on the broker; see its log";
+    CORRUPT_MESSAGE = 2, false, "a record batch failed its CRC-32C or is malformed";
+    UNKNOWN_TOPIC_OR_PARTITION = 3, false, "the topic or partition does not exist on this broker";
+    OFFSET_OUT_OF_RANGE = 4, false, "the requested offset is below the log start or above the log end";
+    INVALID_TOPIC_NAME = 5, false, "topic names are 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'";
+    TOPIC_ALREADY_EXISTS = 6, false, "a topic with this name already exists";
+    INVALID_PARTITIONS = 7, false, "the partition count is out of range (1..=partitions_max)";
+    INVALID_REPLICATION_FACTOR = 8, false, "the replication factor is larger than the number of brokers or below 1";
+    INVALID_CONFIG = 9, false, "an unknown topic config key or an invalid value";
+    RECORD_BATCH_TOO_LARGE = 10, false, "a record batch is larger than max.message.bytes";
+    INVALID_REQUEST = 11, false, "the request body could not be decoded or is inconsistent";
+    UNSUPPORTED_VERSION = 12, false, "the broker does not support this version of the API";
+    UNKNOWN_API = 13, false, "the broker does not know this API key";
+    REQUEST_TIMED_OUT = 14, true, "the request did not complete within its timeout";
+    NOT_LEADER_OR_FOLLOWER = 15, true, "this broker is not the leader of the partition; refresh metadata";
+    NOT_ENOUGH_REPLICAS = 16, true, "fewer in-sync replicas than min.insync.replicas";
+    STORAGE_ERROR = 17, true, "the broker could not read or write its disk (for example, the disk is full)";
+    BROKER_SHUTTING_DOWN = 18, true, "the broker is shutting down";
+    INVALID_REQUIRED_ACKS = 19, false, "acks must be 0, 1 or -1 (all)";
+    FRAME_TOO_LARGE = 20, false, "the frame is larger than the broker's frame limit; the connection is closed";
+    BROKER_BUSY = 21, true, "the partition's queue is full; back off and retry";
+    INVALID_RECORD = 22, false, "a record is not acceptable for this topic";
+}
+
+impl ErrorCode {
+    pub fn is_ok(self) -> bool {
+        self == ErrorCode::NONE
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.name(), self.code(), self.description())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u16(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        u16::deserialize(deserializer).map(ErrorCode::from_code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.code()), "duplicate code {}", code.code());
+            assert_eq!(ErrorCode::from_code(code.code()), *code);
+        }
+        assert_eq!(ErrorCode::from_code(999), ErrorCode::Unknown(999));
+    }
+}

@@ -1,0 +1,172 @@
+//! Framing: a 4-byte big-endian length, then a binary header, then a MessagePack body.
+//!
+//! Request:  `length u32 | api_key u16 | api_version u16 | correlation_id u32 | client_id_length u16 | client_id | body`
+//! Response: `length u32 | correlation_id u32 | error_code u16 | body`
+//! A response whose `error_code` is not 0 has an [`ErrorBody`] instead of the API's response body.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::ErrorCode;
+
+pub const FRAME_LENGTH_BYTES: usize = 4;
+/// Default limit on one frame (after the length prefix), requests and responses alike.
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+pub const REQUEST_HEADER_FIXED_BYTES: usize = 10;
+pub const RESPONSE_HEADER_BYTES: usize = 6;
+pub const CLIENT_ID_BYTES_MAX: usize = 255;
+
+/// The result of looking at the front of a read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCheck {
+    /// More bytes are needed; not an error.
+    Incomplete,
+    /// A whole frame of this many bytes (prefix included) is at the front.
+    Complete(usize),
+    /// The announced length is over the limit: the stream cannot be trusted further.
+    TooLarge(usize),
+}
+
+/// Cheap check before parsing, so a partial frame costs nothing.
+pub fn check(buf: &[u8], frame_bytes_max: usize) -> FrameCheck {
+    if buf.len() < FRAME_LENGTH_BYTES {
+        return FrameCheck::Incomplete;
+    }
+    let length = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if length > frame_bytes_max {
+        FrameCheck::TooLarge(length)
+    } else if buf.len() < FRAME_LENGTH_BYTES + length {
+        FrameCheck::Incomplete
+    } else {
+        FrameCheck::Complete(FRAME_LENGTH_BYTES + length)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHeader {
+    pub api_key: u16,
+    pub api_version: u16,
+    pub correlation_id: u32,
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHeader {
+    pub correlation_id: u32,
+    pub error_code: ErrorCode,
+}
+
+/// The body of a response whose header carries an error code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame shorter than its header ({length} bytes)")]
+    ShortHeader { length: usize },
+    #[error("client id is not valid UTF-8")]
+    ClientIdNotUtf8,
+    #[error("malformed MessagePack body: {0}")]
+    Body(#[from] rmp_serde::decode::Error),
+}
+
+/// Splits a request payload (after the length prefix) into its header and body.
+pub fn decode_request(payload: &Bytes) -> Result<(RequestHeader, Bytes), DecodeError> {
+    if payload.len() < REQUEST_HEADER_FIXED_BYTES {
+        return Err(DecodeError::ShortHeader { length: payload.len() });
+    }
+    let api_key = u16::from_be_bytes([payload[0], payload[1]]);
+    let api_version = u16::from_be_bytes([payload[2], payload[3]]);
+    let correlation_id = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+    let client_id_length = u16::from_be_bytes([payload[8], payload[9]]) as usize;
+    let body_start = REQUEST_HEADER_FIXED_BYTES + client_id_length;
+    if payload.len() < body_start {
+        return Err(DecodeError::ShortHeader { length: payload.len() });
+    }
+    let client_id = std::str::from_utf8(&payload[REQUEST_HEADER_FIXED_BYTES..body_start])
+        .map_err(|_| DecodeError::ClientIdNotUtf8)?
+        .to_owned();
+    Ok((RequestHeader { api_key, api_version, correlation_id, client_id }, payload.slice(body_start..)))
+}
+
+/// Reads only the correlation id of a request payload, so even a bad request can be answered.
+pub fn peek_correlation_id(payload: &[u8]) -> Option<u32> {
+    payload.get(4..8).map(|bytes| u32::from_be_bytes(bytes.try_into().expect("4 bytes")))
+}
+
+/// Appends a whole request frame (length prefix included) to `out`.
+pub fn encode_request<T: Serialize + ?Sized>(header: &RequestHeader, body: &T, out: &mut BytesMut) {
+    let start = out.len();
+    out.put_u32(0);
+    out.put_u16(header.api_key);
+    out.put_u16(header.api_version);
+    out.put_u32(header.correlation_id);
+    let client_id = &header.client_id.as_bytes()[..header.client_id.len().min(CLIENT_ID_BYTES_MAX)];
+    out.put_u16(client_id.len() as u16);
+    out.put_slice(client_id);
+    encode_body(body, out);
+    patch_length(out, start);
+}
+
+/// Appends a whole response frame (length prefix included) to `out`.
+pub fn encode_response<T: Serialize + ?Sized>(header: ResponseHeader, body: &T, out: &mut BytesMut) {
+    let start = out.len();
+    out.put_u32(0);
+    out.put_u32(header.correlation_id);
+    out.put_u16(header.error_code.code());
+    encode_body(body, out);
+    patch_length(out, start);
+}
+
+/// Splits a response payload (after the length prefix) into its header and body.
+pub fn decode_response(payload: &Bytes) -> Result<(ResponseHeader, Bytes), DecodeError> {
+    if payload.len() < RESPONSE_HEADER_BYTES {
+        return Err(DecodeError::ShortHeader { length: payload.len() });
+    }
+    let correlation_id = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+    let error_code = ErrorCode::from_code(u16::from_be_bytes([payload[4], payload[5]]));
+    Ok((ResponseHeader { correlation_id, error_code }, payload.slice(RESPONSE_HEADER_BYTES..)))
+}
+
+/// Decodes a MessagePack body. Structs may borrow byte fields from `body`.
+pub fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    Ok(rmp_serde::from_slice(body)?)
+}
+
+fn encode_body<T: Serialize + ?Sized>(body: &T, out: &mut BytesMut) {
+    let mut writer = out.writer();
+    // Writing into memory cannot fail, and every body type serializes (no maps with non-string keys).
+    rmp_serde::encode::write_named(&mut writer, body).expect("encoding a body into memory");
+}
+
+fn patch_length(out: &mut BytesMut, start: usize) {
+    let length = (out.len() - start - FRAME_LENGTH_BYTES) as u32;
+    out[start..start + FRAME_LENGTH_BYTES].copy_from_slice(&length.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip_and_check() {
+        let header = RequestHeader { api_key: 1, api_version: 0, correlation_id: 7, client_id: "cli".into() };
+        let mut out = BytesMut::new();
+        encode_request(&header, &ErrorBody { message: "x".into() }, &mut out);
+        assert_eq!(check(&out, 1024), FrameCheck::Complete(out.len()));
+        assert_eq!(check(&out, 4), FrameCheck::TooLarge(out.len() - 4));
+        for len in 0..out.len() {
+            assert_eq!(check(&out[..len], 1024), FrameCheck::Incomplete);
+        }
+        let payload = Bytes::copy_from_slice(&out[4..]);
+        let (decoded, body) = decode_request(&payload).unwrap();
+        assert_eq!(decoded, header);
+        let body: ErrorBody = decode_body(&body).unwrap();
+        assert_eq!(body.message, "x");
+        for len in 0..REQUEST_HEADER_FIXED_BYTES + 3 {
+            assert!(decode_request(&payload.slice(..len)).is_err(), "short header {len} accepted");
+        }
+    }
+}
