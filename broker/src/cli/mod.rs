@@ -1,1 +1,70 @@
-//! The `oxbow` command-line tool.
+//! The `oxbow` command-line tool: topic administration, a line-based producer and a consumer.
+//! Errors print one line on stderr and exit with status 1.
+
+mod consume;
+mod produce;
+mod topic;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use oxbow::client::ClientConfig;
+
+#[derive(Parser)]
+#[command(name = "oxbow", version, about = "Oxbow command-line tool")]
+pub struct Cli {
+    /// Broker to connect to first (comma-separated list allowed).
+    #[arg(long, global = true, env = "OXBOW_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092")]
+    bootstrap_server: String,
+    /// Seconds to wait for a broker's answer.
+    #[arg(long, global = true, default_value_t = 30)]
+    request_timeout_s: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Send one record per line of standard input.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic, one per line.
+    Consume(consume::ConsumeArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OXBOW_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut client = ClientConfig::new(cli.bootstrap_server);
+    client.client_id = "oxbow-cli".into();
+    client.request_timeout = Duration::from_secs(cli.request_timeout_s);
+    match cli.command {
+        Command::Topic(command) => topic::run(client, command).await,
+        Command::Produce(args) => produce::run(client, args).await,
+        Command::Consume(args) => consume::run(client, args).await,
+    }
+}

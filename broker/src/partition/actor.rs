@@ -78,7 +78,12 @@ pub struct GetOffsets;
 pub struct Shutdown;
 
 impl PartitionActor {
-    pub fn new(topic: String, partition: u32, log: Log, flush_ms: u64) -> (PartitionActor, watch::Receiver<LogOffsets>) {
+    pub fn new(
+        topic: String,
+        partition: u32,
+        log: Log,
+        flush_ms: u64,
+    ) -> (PartitionActor, watch::Receiver<LogOffsets>) {
         let (offsets, offsets_rx) = watch::channel(Self::offsets_of(&log));
         let actor = PartitionActor {
             topic,

@@ -70,8 +70,12 @@ impl Log {
         let mut next_offset = 0;
         let last_idx = base_offsets.len().saturating_sub(1);
         for (segment_idx, base_offset) in base_offsets.into_iter().enumerate() {
-            let (mut segment, outcome) =
-                Segment::recover(dir, base_offset, config.index_interval_bytes, config.max_message_bytes + batch::BATCH_HEADER_BYTES)?;
+            let (mut segment, outcome) = Segment::recover(
+                dir,
+                base_offset,
+                config.index_interval_bytes,
+                config.max_message_bytes + batch::BATCH_HEADER_BYTES,
+            )?;
             if let Some(problem) = outcome.problem {
                 if segment_idx == last_idx {
                     tracing::warn!(segment = %segment.log_path().display(), %problem, valid_bytes = outcome.valid_bytes, "truncating the torn tail of the log");
@@ -168,8 +172,10 @@ impl Log {
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(u64, i64)>> {
         for segment in self.segments.values() {
             let Some((_, batch)) = segment.find_timestamp(timestamp)? else { continue };
-            let header = BatchHeader::parse(&batch).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-            let records = batch::decode_records(&batch, header.base_offset).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            let header =
+                BatchHeader::parse(&batch).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            let records = batch::decode_records(&batch, header.base_offset)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
             if let Some(record) = records.into_iter().find(|record| record.timestamp >= timestamp) {
                 return Ok(Some((record.offset, record.timestamp)));
             }
@@ -303,12 +309,17 @@ mod tests {
             log.append(&[batch(&[&format!("v{round}")])], 0, 0).unwrap();
         }
         drop(log);
-        let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().unwrap() == "log").collect();
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().unwrap() == "log")
+            .collect();
         names.sort();
         // Torn tail: half a batch at the end of the last segment.
         let last = names.last().unwrap();
         let mut bytes = fs::read(last).unwrap();
-        bytes.extend_from_slice(&bytes[..30].to_vec());
+        let torn = bytes[..30].to_vec();
+        bytes.extend_from_slice(&torn);
         fs::write(last, &bytes).unwrap();
         // Flip one byte inside the second batch of the first (closed) segment.
         let first = &names[0];

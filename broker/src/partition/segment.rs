@@ -97,7 +97,12 @@ impl Segment {
     /// Opens an existing segment, validating every batch (CRC, framing, offsets that only grow) and
     /// rebuilding both indexes from what is valid. The file is not changed: the caller decides what to do
     /// with an invalid tail (see [`Segment::truncate_to`]).
-    pub fn recover(dir: &Path, base_offset: u64, index_interval_bytes: u64, batch_bytes_max: usize) -> io::Result<(Segment, ScanOutcome)> {
+    pub fn recover(
+        dir: &Path,
+        base_offset: u64,
+        index_interval_bytes: u64,
+        batch_bytes_max: usize,
+    ) -> io::Result<(Segment, ScanOutcome)> {
         let log_path = dir.join(log_file_name(base_offset));
         let log = OpenOptions::new().read(true).append(true).open(&log_path)?;
         let file_bytes = log.metadata()?.len();
@@ -111,8 +116,18 @@ impl Segment {
             log,
             index: Vec::new(),
             time_index: Vec::new(),
-            index_file: OpenOptions::new().read(true).write(true).create(true).truncate(false).open(log_path.with_extension("index"))?,
-            time_index_file: OpenOptions::new().read(true).write(true).create(true).truncate(false).open(log_path.with_extension("timeindex"))?,
+            index_file: OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(log_path.with_extension("index"))?,
+            time_index_file: OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(log_path.with_extension("timeindex"))?,
             bytes_since_index_entry: 0,
             index_interval_bytes,
         };
@@ -136,17 +151,26 @@ impl Segment {
             };
             let total = header.total_bytes();
             if total > batch_bytes_max || total as u64 > remaining {
-                problem = Some(format!("batch of {total} bytes at position {} runs past the file or the limit", segment.size_bytes));
+                problem = Some(format!(
+                    "batch of {total} bytes at position {} runs past the file or the limit",
+                    segment.size_bytes
+                ));
                 break;
             }
             batch_buf.resize(total, 0);
             reader.read_exact(&mut batch_buf[BATCH_HEADER_BYTES..])?;
             if let Err(error) = batch::validate_batch(&batch_buf, false) {
-                problem = Some(format!("corrupt batch at offset {} (position {}): {error}", header.base_offset, segment.size_bytes));
+                problem = Some(format!(
+                    "corrupt batch at offset {} (position {}): {error}",
+                    header.base_offset, segment.size_bytes
+                ));
                 break;
             }
             if header.base_offset < segment.next_offset || header.last_offset() - base_offset > u64::from(u32::MAX) {
-                problem = Some(format!("batch offset {} out of order at position {}", header.base_offset, segment.size_bytes));
+                problem = Some(format!(
+                    "batch offset {} out of order at position {}",
+                    header.base_offset, segment.size_bytes
+                ));
                 break;
             }
             segment.note_appended(&header, total as u64);
@@ -191,7 +215,8 @@ impl Segment {
         let mut buf = BytesMut::zeroed(wanted);
         self.log.read_exact_at(&mut buf, position)?;
         // Keep whole batches only.
-        let (_, whole) = batch::split_batches(&buf).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        let (_, whole) =
+            batch::split_batches(&buf).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
         buf.truncate(whole);
         Ok(Some(buf.freeze()))
     }
@@ -223,12 +248,17 @@ impl Segment {
             return Ok(None);
         }
         let entry_idx = self.time_index.partition_point(|entry| entry.timestamp < timestamp);
-        let start_offset = if entry_idx == 0 { self.base_offset } else { self.base_offset + u64::from(self.time_index[entry_idx - 1].relative_offset) };
+        let start_offset = if entry_idx == 0 {
+            self.base_offset
+        } else {
+            self.base_offset + u64::from(self.time_index[entry_idx - 1].relative_offset)
+        };
         let Some(mut position) = self.find_position(start_offset)? else { return Ok(None) };
         let mut header_buf = [0u8; BATCH_HEADER_BYTES];
         while position < self.size_bytes {
             self.log.read_exact_at(&mut header_buf, position)?;
-            let header = BatchHeader::parse(&header_buf).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            let header =
+                BatchHeader::parse(&header_buf).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
             if header.max_timestamp >= timestamp {
                 let mut buf = BytesMut::zeroed(header.total_bytes());
                 self.log.read_exact_at(&mut buf, position)?;
@@ -320,7 +350,9 @@ impl Segment {
             time_bytes.extend_from_slice(&entry.timestamp.to_be_bytes());
             time_bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
         }
-        for (file, expected, kind) in [(&mut self.index_file, index_bytes, "index"), (&mut self.time_index_file, time_bytes, "time index")] {
+        for (file, expected, kind) in
+            [(&mut self.index_file, index_bytes, "index"), (&mut self.time_index_file, time_bytes, "time index")]
+        {
             let mut current = Vec::new();
             file.read_to_end(&mut current)?;
             if current != expected {

@@ -55,7 +55,8 @@ pub async fn serve(
                     let correlation_id = frame::peek_correlation_id(&buf[frame::FRAME_LENGTH_BYTES..]).unwrap_or(0);
                     let message = format!("frame of {length} bytes is over the limit of {frame_bytes_max}");
                     tracing::warn!(%peer, %message, "closing connection");
-                    let _ = scope.responses.send(error_frame(correlation_id, ErrorCode::FRAME_TOO_LARGE, message)).await;
+                    let _ =
+                        scope.responses.send(error_frame(correlation_id, ErrorCode::FRAME_TOO_LARGE, message)).await;
                     break 'connection;
                 }
                 FrameCheck::Complete(frame_bytes) => {
@@ -99,7 +100,8 @@ async fn dispatch(payload: Bytes, scope: &RequestScope, permit: tokio::sync::Own
         Ok(decoded) => decoded,
         Err(error) => {
             let correlation_id = frame::peek_correlation_id(&payload).unwrap_or(0);
-            let _ = scope.responses.send(error_frame(correlation_id, ErrorCode::INVALID_REQUEST, error.to_string())).await;
+            let _ =
+                scope.responses.send(error_frame(correlation_id, ErrorCode::INVALID_REQUEST, error.to_string())).await;
             return;
         }
     };

@@ -42,7 +42,8 @@ impl Broker {
         let config = Arc::new(config);
         let partition_arbiters: Vec<Arbiter> = (0..config.partition_threads()).map(|_| Arbiter::new()).collect();
         let network_arbiters: Vec<Arbiter> = (0..config.network_threads).map(|_| Arbiter::new()).collect();
-        let registry = Arc::new(Registry::open(config.clone(), partition_arbiters.iter().map(Arbiter::handle).collect())?);
+        let registry =
+            Arc::new(Registry::open(config.clone(), partition_arbiters.iter().map(Arbiter::handle).collect())?);
         let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let advertised_host = config.advertised_host.clone().unwrap_or_else(|| local_addr.ip().to_string());

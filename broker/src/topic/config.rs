@@ -24,7 +24,11 @@ pub struct TopicConfig {
 
 impl TopicConfig {
     /// Validates `overrides`; the error names the key and says what is accepted.
-    pub fn resolve(defaults: &LogDefaults, overrides: BTreeMap<String, String>, frame_bytes_max: usize) -> Result<TopicConfig, String> {
+    pub fn resolve(
+        defaults: &LogDefaults,
+        overrides: BTreeMap<String, String>,
+        frame_bytes_max: usize,
+    ) -> Result<TopicConfig, String> {
         let mut config = TopicConfig {
             overrides: BTreeMap::new(),
             segment_bytes: defaults.segment_bytes,
@@ -87,7 +91,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name '{name}' must not start with '.'"));
     }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name '{}' has the invalid character {bad:?}; use [a-zA-Z0-9._-]", name.escape_debug()));
+        return Err(format!(
+            "topic name '{}' has the invalid character {bad:?}; use [a-zA-Z0-9._-]",
+            name.escape_debug()
+        ));
     }
     Ok(())
 }
@@ -97,12 +104,19 @@ mod tests {
     use super::*;
 
     fn defaults() -> LogDefaults {
-        LogDefaults { segment_bytes: 1 << 30, segment_ms: 1000, flush_ms: 1000, max_message_bytes: 1 << 20, index_interval_bytes: 4096 }
+        LogDefaults {
+            segment_bytes: 1 << 30,
+            segment_ms: 1000,
+            flush_ms: 1000,
+            max_message_bytes: 1 << 20,
+            index_interval_bytes: 4096,
+        }
     }
 
     #[test]
     fn overrides_and_errors_name_the_key() {
-        let config = TopicConfig::resolve(&defaults(), [("segment.bytes".into(), "4096".into())].into(), 64 << 20).unwrap();
+        let config =
+            TopicConfig::resolve(&defaults(), [("segment.bytes".into(), "4096".into())].into(), 64 << 20).unwrap();
         assert_eq!(config.segment_bytes, 4096);
         assert!(config.entries().iter().any(|(k, v, d)| k == "segment.bytes" && v == "4096" && !d));
         let error = TopicConfig::resolve(&defaults(), [("nope".into(), "1".into())].into(), 64 << 20).unwrap_err();

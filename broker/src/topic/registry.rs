@@ -192,7 +192,9 @@ impl Registry {
             for (partition_idx, partition) in topic.partitions.iter().enumerate() {
                 match partition.addr.send(Shutdown).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::error!(topic = %topic.name, partition = partition_idx, %error, "final fsync failed"),
+                    Ok(Err(error)) => {
+                        tracing::error!(topic = %topic.name, partition = partition_idx, %error, "final fsync failed")
+                    }
                     Err(_) => {}
                 }
             }
@@ -230,6 +232,11 @@ impl Registry {
             let addr = PartitionActor::start_in_arbiter(arbiter, move |_| actor);
             partitions.push(PartitionHandle { addr, offsets });
         }
-        Ok(Topic { name: meta.name.clone(), replication_factor: meta.replication_factor, config: topic_config, partitions })
+        Ok(Topic {
+            name: meta.name.clone(),
+            replication_factor: meta.replication_factor,
+            config: topic_config,
+            partitions,
+        })
     }
 }

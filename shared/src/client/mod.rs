@@ -1,0 +1,15 @@
+//! The async Rust client: a pipelined connection, cluster metadata, `Producer`, `Consumer` and `Admin`.
+
+mod admin;
+mod cluster;
+mod connection;
+mod consumer;
+mod error;
+mod producer;
+
+pub use admin::Admin;
+pub use cluster::{ClientConfig, Cluster};
+pub use connection::Connection;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
+pub use error::ClientError;
+pub use producer::{key_partition, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

@@ -152,9 +152,12 @@ pub fn validate_batch(buf: &[u8], strict_offsets: bool) -> Result<BatchHeader, B
     Ok(header)
 }
 
+/// The whole batches at the front of a buffer: each header with its byte range.
+pub type BatchRanges = Vec<(BatchHeader, std::ops::Range<usize>)>;
+
 /// Splits a buffer of concatenated batches into (header, batch bytes) pairs, checking only framing.
 /// Stops at the first incomplete batch; returns the batches and the number of bytes they cover.
-pub fn split_batches(buf: &[u8]) -> Result<(Vec<(BatchHeader, std::ops::Range<usize>)>, usize), BatchError> {
+pub fn split_batches(buf: &[u8]) -> Result<(BatchRanges, usize), BatchError> {
     let mut batches = Vec::new();
     let mut position = 0;
     while buf.len() - position >= BATCH_HEADER_BYTES {
@@ -223,7 +226,13 @@ impl BatchBuilder {
     }
 
     /// Appends a record. Header keys longer than 65535 bytes are cut (documented limit).
-    pub fn append(&mut self, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(String, Option<Bytes>)]) {
+    pub fn append(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(String, Option<Bytes>)],
+    ) {
         debug_assert!(self.accepts_timestamp(timestamp));
         if self.record_count == 0 {
             self.base_timestamp = timestamp;
@@ -291,7 +300,12 @@ pub fn decode_records(buf: &Bytes, from_offset: u64) -> Result<Vec<Record>, Batc
     Ok(records)
 }
 
-fn decode_batch_records(batch: &Bytes, header: &BatchHeader, from_offset: u64, out: &mut Vec<Record>) -> Result<(), BatchError> {
+fn decode_batch_records(
+    batch: &Bytes,
+    header: &BatchHeader,
+    from_offset: u64,
+    out: &mut Vec<Record>,
+) -> Result<(), BatchError> {
     let mut position = BATCH_HEADER_BYTES;
     for _ in 0..header.record_count {
         let length = read_u32(batch, position) as usize;
@@ -323,7 +337,13 @@ fn decode_batch_records(batch: &Bytes, header: &BatchHeader, from_offset: u64, o
         }
         let offset = header.base_offset + u64::from(offset_delta);
         if offset >= from_offset {
-            out.push(Record { offset, timestamp: header.base_timestamp + i64::from(timestamp_delta), key, value, headers });
+            out.push(Record {
+                offset,
+                timestamp: header.base_timestamp + i64::from(timestamp_delta),
+                key,
+                value,
+                headers,
+            });
         }
         position = end;
     }

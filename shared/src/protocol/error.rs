@@ -49,7 +49,7 @@ error_codes! {
     CORRUPT_MESSAGE = 2, false, "a record batch failed its CRC-32C or is malformed";
     UNKNOWN_TOPIC_OR_PARTITION = 3, false, "the topic or partition does not exist on this broker";
     OFFSET_OUT_OF_RANGE = 4, false, "the requested offset is below the log start or above the log end";
-    INVALID_TOPIC_NAME = 5, false, "topic names are 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'";
+    INVALID_TOPIC_NAME = 5, false, "topic names are 1-249 characters of [a-zA-Z0-9._-], not starting with '.'";
     TOPIC_ALREADY_EXISTS = 6, false, "a topic with this name already exists";
     INVALID_PARTITIONS = 7, false, "the partition count is out of range (1..=partitions_max)";
     INVALID_REPLICATION_FACTOR = 8, false, "the replication factor is larger than the number of brokers or below 1";

@@ -43,12 +43,8 @@ pub async fn handle(request: FetchRequest, scope: &RequestScope) -> Result<Encod
         if total_bytes >= request.min_bytes as usize || any_error || expired {
             return Ok(encode(&request, &reads));
         }
-        let mut waiters: Vec<_> = handles
-            .iter_mut()
-            .flatten()
-            .flatten()
-            .map(|handle| Box::pin(handle.offsets.changed()))
-            .collect();
+        let mut waiters: Vec<_> =
+            handles.iter_mut().flatten().flatten().map(|handle| Box::pin(handle.offsets.changed())).collect();
         if waiters.is_empty() {
             return Ok(encode(&request, &reads));
         }
@@ -80,7 +76,8 @@ async fn read_all(request: &FetchRequest, handles: &[Vec<Option<PartitionHandle>
                     (read.high_watermark, read.log_start_offset) = (offsets.high_watermark, offsets.log_start_offset);
                     // Skip the actor when nothing new can be there, and stop filling once the response is full
                     // (the first batch is always returned whole so that a consumer progresses).
-                    let has_data = wanted.fetch_offset < offsets.high_watermark || wanted.fetch_offset < offsets.log_start_offset;
+                    let has_data =
+                        wanted.fetch_offset < offsets.high_watermark || wanted.fetch_offset < offsets.log_start_offset;
                     let out_of_range = wanted.fetch_offset > offsets.log_end_offset;
                     let budget = (wanted.partition_max_bytes as usize).min(remaining_bytes);
                     if (has_data && (budget > 0 || remaining_bytes == request.max_bytes as usize)) || out_of_range {

@@ -15,8 +15,12 @@ pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in topic.partitions {
-            let mut response =
-                ListOffsetsPartitionResponse { partition: wanted.partition, error_code: ErrorCode::NONE, offset: 0, timestamp: -1 };
+            let mut response = ListOffsetsPartitionResponse {
+                partition: wanted.partition,
+                error_code: ErrorCode::NONE,
+                offset: 0,
+                timestamp: -1,
+            };
             match registry.partition(&topic.name, wanted.partition) {
                 None => response.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(handle) => {

@@ -1,6 +1,8 @@
 //! Metadata: this broker, and every requested topic with its partitions (all led by this broker).
 
-use oxbow::protocol::api::metadata::{BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata};
+use oxbow::protocol::api::metadata::{
+    BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
+};
 use oxbow::protocol::ErrorCode;
 
 use super::{ApiError, Encoded};
@@ -27,7 +29,11 @@ pub async fn handle(request: MetadataRequest, scope: &RequestScope) -> Result<En
                 }
                 match registry.topic(&name) {
                     Some(topic) => topics.push(describe(&topic, node_id)),
-                    None => topics.push(TopicMetadata { name, error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, partitions: vec![] }),
+                    None => topics.push(TopicMetadata {
+                        name,
+                        error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        partitions: vec![],
+                    }),
                 }
             }
             topics

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use oxbow::protocol::api::produce::{ProducePartitionResponse, ProduceRequest, ProduceTopicResponse, ProduceResponse};
+use oxbow::protocol::api::produce::{ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse};
 use oxbow::protocol::batch::{self, BatchHeader};
 use oxbow::protocol::{acks, ErrorCode};
 use tokio::sync::oneshot;
@@ -36,7 +36,8 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
     };
     let timeout = Duration::from_millis(u64::from(request.timeout_ms.min(PRODUCE_TIMEOUT_MAX_MS)));
     if ![acks::NONE, acks::LEADER, acks::ALL].contains(&request.acks) {
-        let error = ApiError::new(ErrorCode::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, got {}", request.acks));
+        let error =
+            ApiError::new(ErrorCode::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, got {}", request.acks));
         return PendingProduce { acks: acks::LEADER, timeout, outcome: Err(error) };
     }
     let registry = &scope.context.registry;
@@ -46,7 +47,8 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for data in topic.partitions {
             let partition = data.partition;
-            let failed = |code: ErrorCode, message: String| PendingPartition::Done(partition_error(partition, code, message));
+            let failed =
+                |code: ErrorCode, message: String| PendingPartition::Done(partition_error(partition, code, message));
             let Some(handle) = registered.as_ref().and_then(|t| t.partitions.get(partition as usize)) else {
                 let message = format!("topic '{}' partition {partition} does not exist", topic.name);
                 partitions.push(failed(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, message));
@@ -86,7 +88,9 @@ impl PendingProduce {
             for pending in partitions {
                 results.push(match pending {
                     PendingPartition::Done(result) => result,
-                    PendingPartition::Waiting { partition, reply } => match tokio::time::timeout_at(deadline, reply).await {
+                    PendingPartition::Waiting { partition, reply } => match tokio::time::timeout_at(deadline, reply)
+                        .await
+                    {
                         Ok(Ok(Ok(outcome))) => ProducePartitionResponse {
                             partition,
                             error_code: ErrorCode::NONE,
@@ -95,8 +99,14 @@ impl PendingProduce {
                             log_start_offset: outcome.log_start_offset,
                         },
                         Ok(Ok(Err(error))) => partition_error(partition, log_error_code(&error), error.to_string()),
-                        Ok(Err(_)) => partition_error(partition, ErrorCode::BROKER_SHUTTING_DOWN, "the partition stopped".into()),
-                        Err(_) => partition_error(partition, ErrorCode::REQUEST_TIMED_OUT, "not acknowledged within timeout_ms".into()),
+                        Ok(Err(_)) => {
+                            partition_error(partition, ErrorCode::BROKER_SHUTTING_DOWN, "the partition stopped".into())
+                        }
+                        Err(_) => partition_error(
+                            partition,
+                            ErrorCode::REQUEST_TIMED_OUT,
+                            "not acknowledged within timeout_ms".into(),
+                        ),
                     },
                 });
             }
@@ -132,5 +142,11 @@ fn validate(records: &Bytes, max_message_bytes: usize) -> Result<Vec<(BatchHeade
 }
 
 fn partition_error(partition: u32, error_code: ErrorCode, message: String) -> ProducePartitionResponse {
-    ProducePartitionResponse { partition, error_code, error_message: Some(message), base_offset: 0, log_start_offset: 0 }
+    ProducePartitionResponse {
+        partition,
+        error_code,
+        error_message: Some(message),
+        base_offset: 0,
+        log_start_offset: 0,
+    }
 }

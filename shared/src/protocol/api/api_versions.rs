@@ -29,7 +29,11 @@ impl ApiVersionsResponse {
     pub fn supported() -> ApiVersionsResponse {
         let apis = ApiKey::ALL
             .iter()
-            .map(|api| ApiVersionRange { api_key: api.key(), min_version: api.min_version(), max_version: api.max_version() })
+            .map(|api| ApiVersionRange {
+                api_key: api.key(),
+                min_version: api.min_version(),
+                max_version: api.max_version(),
+            })
             .collect();
         ApiVersionsResponse { apis }
     }

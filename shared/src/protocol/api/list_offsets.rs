@@ -55,7 +55,10 @@ mod tests {
     #[test]
     fn round_trip() {
         super::super::tests::round_trip(&ListOffsetsRequest {
-            topics: vec![ListOffsetsTopic { name: "t".into(), partitions: vec![ListOffsetsPartition { partition: 0, timestamp: -2 }] }],
+            topics: vec![ListOffsetsTopic {
+                name: "t".into(),
+                partitions: vec![ListOffsetsPartition { partition: 0, timestamp: -2 }],
+            }],
         });
     }
 }

@@ -65,7 +65,10 @@ mod tests {
         let request = ProduceRequest {
             acks: -1,
             timeout_ms: 100,
-            topics: vec![ProduceTopic { name: "t".into(), partitions: vec![ProducePartition { partition: 0, records: &records }] }],
+            topics: vec![ProduceTopic {
+                name: "t".into(),
+                partitions: vec![ProducePartition { partition: 0, records: &records }],
+            }],
         };
         let bytes = rmp_serde::to_vec_named(&request).unwrap();
         // bin8 marker 0xc4, length 3, then the bytes as they are.

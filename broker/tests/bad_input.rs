@@ -1,0 +1,233 @@
+//! Bad input over raw TCP: each case gets its documented error (or the connection is closed when the
+//! stream cannot be resynchronised), nothing is written, and other connections carry on.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::BrokerProcess;
+use oxbow::protocol::api::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
+use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
+use oxbow::protocol::batch::BatchBuilder;
+use oxbow::protocol::frame::{self, ErrorBody, RequestHeader};
+use oxbow::protocol::{ApiKey, ErrorCode};
+
+struct Raw {
+    stream: TcpStream,
+}
+
+impl Raw {
+    fn connect(addr: &str) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Raw { stream }
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn request<T: serde::Serialize>(&mut self, api_key: u16, api_version: u16, correlation_id: u32, body: &T) {
+        let mut out = BytesMut::new();
+        let header = RequestHeader { api_key, api_version, correlation_id, client_id: "raw".into() };
+        frame::encode_request(&header, body, &mut out);
+        self.send_bytes(&out);
+    }
+
+    /// Reads one response: (correlation id, error code, body); `None` when the broker closed the connection.
+    fn response(&mut self) -> Option<(u32, ErrorCode, Bytes)> {
+        let mut length = [0u8; 4];
+        if self.stream.read_exact(&mut length).is_err() {
+            return None;
+        }
+        let mut payload = vec![0u8; u32::from_be_bytes(length) as usize];
+        self.stream.read_exact(&mut payload).unwrap();
+        let (header, body) = frame::decode_response(&Bytes::from(payload)).unwrap();
+        Some((header.correlation_id, header.error_code, body))
+    }
+
+    fn expect_error(&mut self, correlation_id: u32, code: ErrorCode) -> String {
+        let (got_id, got_code, body) = self.response().expect("a response");
+        assert_eq!((got_id, got_code), (correlation_id, code));
+        frame::decode_body::<ErrorBody>(&body).unwrap().message
+    }
+
+    fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0))
+    }
+}
+
+fn batch(values: &[&str]) -> Bytes {
+    let mut builder = BatchBuilder::new(256);
+    for value in values {
+        builder.append(1, None, Some(value.as_bytes()), &[]);
+    }
+    builder.finish()
+}
+
+fn produce(
+    raw: &mut Raw,
+    correlation_id: u32,
+    topic: &str,
+    partition: u32,
+    records: &[u8],
+) -> (ErrorCode, ProduceResponse) {
+    let request = ProduceRequest {
+        acks: 1,
+        timeout_ms: 5000,
+        topics: vec![ProduceTopic { name: topic.into(), partitions: vec![ProducePartition { partition, records }] }],
+    };
+    raw.request(ApiKey::Produce.key(), 0, correlation_id, &request);
+    let (id, code, body) = raw.response().unwrap();
+    assert_eq!(id, correlation_id);
+    let response: ProduceResponse = frame::decode_body(&body).unwrap();
+    (code, response)
+}
+
+fn fetch(raw: &mut Raw, correlation_id: u32, topic: &str, offset: u64) -> (ErrorCode, u64, usize) {
+    let request = FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: topic.into(),
+            partitions: vec![FetchPartition { partition: 0, fetch_offset: offset, partition_max_bytes: 1 << 20 }],
+        }],
+    };
+    raw.request(ApiKey::Fetch.key(), 0, correlation_id, &request);
+    let (_, code, body) = raw.response().unwrap();
+    assert_eq!(code, ErrorCode::NONE);
+    let response: FetchResponse<'_> = frame::decode_body(&body).unwrap();
+    let partition = &response.topics[0].partitions[0];
+    (partition.error_code, partition.high_watermark, partition.records.len())
+}
+
+/// A healthy client on its own connection still produces and fetches.
+fn healthy(addr: &str, correlation_id: u32) -> u64 {
+    let mut raw = Raw::connect(addr);
+    let (code, response) = produce(&mut raw, correlation_id, "events", 0, &batch(&["ok"]));
+    assert_eq!(code, ErrorCode::NONE);
+    assert_eq!(response.topics[0].partitions[0].error_code, ErrorCode::NONE);
+    let (error, high_watermark, _) = fetch(&mut raw, correlation_id + 1, "events", 0);
+    assert_eq!(error, ErrorCode::NONE);
+    high_watermark
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_gets_its_error_and_hurts_no_one_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start_with_env(
+        &dir.path().join("broker"),
+        &[("OXBOW__FRAME_BYTES_MAX", "1048576"), ("OXBOW__LOG__MAX_MESSAGE_BYTES", "65536")],
+    );
+    broker.admin().await.create_topic("events", 1, 1, BTreeMap::new()).await.unwrap();
+    let addr = broker.addr.clone();
+    let mut expected_end = healthy(&addr, 1);
+
+    tokio::task::spawn_blocking(move || {
+        // A frame over the limit: an error naming it, then the connection is closed.
+        let mut raw = Raw::connect(&addr);
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&(2u32 << 20).to_be_bytes());
+        frame.extend_from_slice(&[0, 5, 0, 0, 0, 0, 0, 9]);
+        raw.send_bytes(&frame);
+        let message = raw.expect_error(9, ErrorCode::FRAME_TOO_LARGE);
+        assert!(message.contains("over the limit"), "{message}");
+        assert!(raw.is_closed());
+        expected_end += 1;
+        assert_eq!(healthy(&addr, 100), expected_end);
+
+        // Garbage bytes in a well-framed request: INVALID_REQUEST, and the connection keeps working.
+        let mut raw = Raw::connect(&addr);
+        let garbage: Vec<u8> = (0..200u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&((garbage.len() + 10) as u32).to_be_bytes());
+        frame.extend_from_slice(&[0, 5, 0, 0, 0, 0, 0, 11, 0, 0]);
+        frame.extend_from_slice(&garbage);
+        raw.send_bytes(&frame);
+        raw.expect_error(11, ErrorCode::INVALID_REQUEST);
+        // A frame too short for a header.
+        raw.send_bytes(&[0, 0, 0, 3, 1, 2, 3]);
+        raw.expect_error(0, ErrorCode::INVALID_REQUEST);
+        // Unknown API and unsupported version.
+        raw.request(999, 0, 12, &ErrorBody { message: String::new() });
+        raw.expect_error(12, ErrorCode::UNKNOWN_API);
+        raw.request(ApiKey::Metadata.key(), 7, 13, &ErrorBody { message: String::new() });
+        let message = raw.expect_error(13, ErrorCode::UNSUPPORTED_VERSION);
+        assert!(message.contains("Metadata version 7"), "{message}");
+        // Truncated MessagePack.
+        let body =
+            rmp_serde::to_vec_named(&FetchRequest { max_wait_ms: 0, min_bytes: 0, max_bytes: 1, topics: vec![] })
+                .unwrap();
+        let mut frame = BytesMut::new();
+        frame::encode_request(
+            &RequestHeader {
+                api_key: ApiKey::Fetch.key(),
+                api_version: 0,
+                correlation_id: 14,
+                client_id: String::new(),
+            },
+            &(),
+            &mut frame,
+        );
+        let header_only = frame.len() - 1; // drop the encoded `()`
+        let mut truncated = frame[..header_only].to_vec();
+        truncated.extend_from_slice(&body[..body.len() - 2]);
+        let length = (truncated.len() - 4) as u32;
+        truncated[..4].copy_from_slice(&length.to_be_bytes());
+        raw.send_bytes(&truncated);
+        raw.expect_error(14, ErrorCode::INVALID_REQUEST);
+
+        // A batch with a wrong CRC: CORRUPT_MESSAGE and nothing written.
+        let mut corrupt = batch(&["x", "y"]).to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0x01;
+        let (code, response) = produce(&mut raw, 15, "events", 0, &corrupt);
+        assert_eq!(code, ErrorCode::NONE);
+        assert_eq!(response.topics[0].partitions[0].error_code, ErrorCode::CORRUPT_MESSAGE);
+        // A good batch followed by half a batch: the whole partition's data is refused.
+        let good = batch(&["good"]);
+        let mut torn = good.to_vec();
+        torn.extend_from_slice(&good[..20]);
+        let (_, response) = produce(&mut raw, 16, "events", 0, &torn);
+        assert_eq!(response.topics[0].partitions[0].error_code, ErrorCode::CORRUPT_MESSAGE);
+        // A batch over max.message.bytes.
+        let big = "z".repeat(70_000);
+        let (_, response) = produce(&mut raw, 17, "events", 0, &batch(&[&big]));
+        assert_eq!(response.topics[0].partitions[0].error_code, ErrorCode::RECORD_BATCH_TOO_LARGE);
+        // Unknown topic and unknown partition (no auto-create by default).
+        let (_, response) = produce(&mut raw, 18, "nope", 0, &batch(&["x"]));
+        assert_eq!(response.topics[0].partitions[0].error_code, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        let (_, response) = produce(&mut raw, 19, "events", 5, &batch(&["x"]));
+        assert_eq!(response.topics[0].partitions[0].error_code, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        // Invalid acks.
+        let request = ProduceRequest { acks: 3, timeout_ms: 100, topics: vec![] };
+        raw.request(ApiKey::Produce.key(), 0, 20, &request);
+        raw.expect_error(20, ErrorCode::INVALID_REQUIRED_ACKS);
+        // Fetch at an out-of-range offset.
+        let (error, high_watermark, _) = fetch(&mut raw, 21, "events", 1_000);
+        assert_eq!(error, ErrorCode::OFFSET_OUT_OF_RANGE);
+        assert_eq!(high_watermark, expected_end, "nothing was written by the rejected requests");
+        let (error, _, bytes) = fetch(&mut raw, 22, "events", 0);
+        assert_eq!((error, bytes > 0), (ErrorCode::NONE, true));
+
+        assert_eq!(healthy(&addr, 200), expected_end + 1);
+    })
+    .await
+    .unwrap();
+
+    // Topic names and partition counts through the client.
+    let admin = broker.admin().await;
+    for name in ["", ".", "..", "a/b", "a b", &"n".repeat(250)] {
+        let error = admin.create_topic(name, 1, 1, BTreeMap::new()).await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::INVALID_TOPIC_NAME), "{name:?}");
+    }
+    let error = admin.create_topic("many", 100_000, 1, BTreeMap::new()).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::INVALID_PARTITIONS));
+    assert!(!broker.log().contains("panicked"), "the broker panicked:\n{}", broker.log());
+}

@@ -1,0 +1,146 @@
+//! The Rust client library against a real broker process: ordering per key, long polling, seeking,
+//! offsets by timestamp, acks settings and backpressure.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::{read_all, BrokerProcess};
+use oxbow::client::{ConsumerConfig, OffsetReset, ProducerRecord};
+use oxbow::protocol::{acks, offset_spec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_is_consumed_in_the_order_it_was_produced() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    broker.admin().await.create_topic("activity", 4, 1, BTreeMap::new()).await.unwrap();
+    let producer = broker
+        .producer(|config| {
+            config.batch_bytes = 4096;
+            config.acks = acks::LEADER;
+        })
+        .await;
+    let n_keys = 50;
+    let per_key = 40;
+    let mut deliveries = Vec::new();
+    for seq in 0..per_key {
+        for key in 0..n_keys {
+            let record = ProducerRecord::new("activity", format!("{key}:{seq}")).key(format!("learner-{key}"));
+            deliveries.push(producer.send(record).await.unwrap());
+        }
+    }
+    let mut partitions_of_key: HashMap<u32, u32> = HashMap::new();
+    for (idx, delivery) in deliveries.into_iter().enumerate() {
+        let metadata = delivery.await.unwrap();
+        let key = (idx % n_keys) as u32;
+        assert_eq!(
+            *partitions_of_key.entry(key).or_insert(metadata.partition),
+            metadata.partition,
+            "a key stays on one partition"
+        );
+    }
+    let used: std::collections::HashSet<_> = partitions_of_key.values().collect();
+    assert!(used.len() > 1, "keys spread over partitions");
+
+    let mut consumer = broker.consumer_from_beginning().await;
+    consumer.assign_topic("activity").await.unwrap();
+    let records = read_all(&mut consumer, n_keys * per_key, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), n_keys * per_key);
+    let mut next_seq: HashMap<String, usize> = HashMap::new();
+    for record in &records {
+        let value = String::from_utf8(record.value.as_ref().unwrap().to_vec()).unwrap();
+        let (key, seq) = value.split_once(':').unwrap();
+        let expected = next_seq.entry(key.to_string()).or_insert(0);
+        assert_eq!(seq.parse::<usize>().unwrap(), *expected, "key {key} out of order");
+        *expected += 1;
+        assert_eq!(record.key.as_deref(), Some(format!("learner-{key}").as_bytes()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_waits_for_new_records_and_seek_and_timestamps_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    broker.admin().await.create_topic("ticks", 1, 1, BTreeMap::new()).await.unwrap();
+    let producer = broker.producer(|_| {}).await;
+
+    // A consumer at the end long-polls; a record produced meanwhile is returned by that poll.
+    let mut config = ConsumerConfig::new(broker.addr.clone());
+    config.auto_offset_reset = OffsetReset::Latest;
+    config.fetch_max_wait = Duration::from_secs(20);
+    let mut consumer = oxbow::client::Consumer::connect(config).await.unwrap();
+    consumer.assign([("ticks".to_string(), 0)]);
+    assert!(consumer.poll(Duration::from_millis(50)).await.unwrap().is_empty());
+    let polling = tokio::spawn(async move {
+        let records = consumer.poll(Duration::from_secs(20)).await.unwrap();
+        (records, consumer)
+    });
+    let mut record = ProducerRecord::new("ticks", "first").header("source", "test");
+    record.timestamp = Some(1_000_000);
+    producer.send_and_wait(record).await.unwrap();
+    let (records, mut consumer) = polling.await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value.as_deref(), Some(&b"first"[..]));
+    assert_eq!(records[0].timestamp, 1_000_000);
+    assert_eq!(records[0].headers, vec![("source".to_string(), Some(bytes::Bytes::from_static(b"test")))]);
+
+    for (idx, timestamp) in [2_000_000i64, 3_000_000, 4_000_000].into_iter().enumerate() {
+        let mut record = ProducerRecord::new("ticks", format!("v{}", idx + 1));
+        record.timestamp = Some(timestamp);
+        let metadata = producer.send_and_wait(record).await.unwrap();
+        assert_eq!(metadata.offset, Some(idx as u64 + 1));
+    }
+    assert_eq!(consumer.list_offset("ticks", 0, 2_500_000).await.unwrap(), 2);
+    assert_eq!(consumer.list_offset("ticks", 0, 3_000_000).await.unwrap(), 2);
+    assert_eq!(consumer.list_offset("ticks", 0, offset_spec::EARLIEST).await.unwrap(), 0);
+    assert_eq!(consumer.list_offset("ticks", 0, offset_spec::LATEST).await.unwrap(), 4);
+    assert_eq!(consumer.list_offset("ticks", 0, 9_000_000).await.unwrap(), 4, "no record that late: the end");
+
+    consumer.seek("ticks", 0, 2);
+    let records = read_all(&mut consumer, 2, Duration::from_secs(10)).await;
+    let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [2, 3]);
+    consumer.seek_to_beginning("ticks", 0);
+    assert_eq!(read_all(&mut consumer, 4, Duration::from_secs(10)).await.len(), 4);
+    assert_eq!(consumer.position("ticks", 0), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_one_all_and_a_small_buffer_all_deliver() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    let admin = broker.admin().await;
+    admin.create_topic("acks", 2, 1, BTreeMap::new()).await.unwrap();
+    // A durable topic: acknowledged only after fsync (group commit).
+    admin.create_topic("durable", 2, 1, [("flush.ms".to_string(), "0".to_string())].into()).await.unwrap();
+    let mut total = 0;
+    for (topic, acks) in [("acks", acks::NONE), ("acks", acks::LEADER), ("acks", acks::ALL), ("durable", acks::ALL)] {
+        // A buffer of a few batches: send() must wait for space rather than fail or grow.
+        let producer = broker
+            .producer(|config| {
+                config.acks = acks;
+                config.batch_bytes = 1024;
+                config.buffer_bytes = 4096;
+            })
+            .await;
+        let mut deliveries = Vec::new();
+        for idx in 0..500 {
+            deliveries.push(producer.send(ProducerRecord::new(topic, format!("{acks}-{idx}"))).await.unwrap());
+        }
+        for delivery in deliveries {
+            let metadata = delivery.await.unwrap();
+            assert_eq!(metadata.offset.is_some(), acks != acks::NONE);
+        }
+        producer.close().await;
+        if topic == "acks" {
+            total += 500;
+        }
+    }
+    let mut consumer = broker.consumer_from_beginning().await;
+    consumer.assign_topic("acks").await.unwrap();
+    assert_eq!(read_all(&mut consumer, total, Duration::from_secs(30)).await.len(), total);
+    let mut consumer = broker.consumer_from_beginning().await;
+    consumer.assign_topic("durable").await.unwrap();
+    assert_eq!(read_all(&mut consumer, 500, Duration::from_secs(30)).await.len(), 500);
+}

@@ -1,0 +1,83 @@
+//! `Admin`: create, delete, list and describe topics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{ClientConfig, ClientError, Cluster};
+use crate::protocol::api::create_topics::{CreateTopicsRequest, NewTopic, TopicResult};
+use crate::protocol::api::delete_topics::DeleteTopicsRequest;
+use crate::protocol::api::describe_topics::{DescribeTopicsRequest, TopicDescription};
+use crate::protocol::ErrorCode;
+
+pub struct Admin {
+    cluster: Arc<Cluster>,
+}
+
+impl Admin {
+    pub async fn connect(config: ClientConfig) -> Result<Admin, ClientError> {
+        Ok(Admin { cluster: Arc::new(Cluster::connect(config).await?) })
+    }
+
+    pub fn from_cluster(cluster: Arc<Cluster>) -> Admin {
+        Admin { cluster }
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
+        let request = CreateTopicsRequest {
+            topics: vec![NewTopic { name: name.to_string(), partitions, replication_factor, configs }],
+            validate_only: false,
+        };
+        let connection = self.cluster.any_connection().await?;
+        let response = connection.call(&request, self.cluster.config().request_timeout).await?;
+        self.cluster.invalidate(name);
+        single_result(response.topics)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        let request = DeleteTopicsRequest { names: vec![name.to_string()] };
+        let response = connection.call(&request, self.cluster.config().request_timeout).await?;
+        self.cluster.invalidate(name);
+        single_result(response.topics)
+    }
+
+    /// Topic names, sorted.
+    pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
+        let metadata = self.cluster.refresh(None).await?;
+        let mut names: Vec<String> = metadata.topics.into_iter().map(|topic| topic.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Descriptions of the named topics (all when `None`); unknown topics carry their error code.
+    pub async fn describe_topics(&self, names: Option<Vec<String>>) -> Result<Vec<TopicDescription>, ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        let response = connection.call(&DescribeTopicsRequest { names }, self.cluster.config().request_timeout).await?;
+        Ok(response.topics)
+    }
+
+    /// One topic's description, or its error.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        let topic = self.describe_topics(Some(vec![name.to_string()])).await?.into_iter().next();
+        match topic {
+            Some(topic) if topic.error_code == ErrorCode::NONE => Ok(topic),
+            Some(topic) => Err(ClientError::broker(topic.error_code, topic.error_message)),
+            None => Err(ClientError::Protocol("empty DescribeTopics response".into())),
+        }
+    }
+}
+
+fn single_result(results: Vec<TopicResult>) -> Result<(), ClientError> {
+    let result = results.into_iter().next().ok_or_else(|| ClientError::Protocol("empty response".into()))?;
+    if result.error_code == ErrorCode::NONE {
+        Ok(())
+    } else {
+        Err(ClientError::broker(result.error_code, result.error_message))
+    }
+}

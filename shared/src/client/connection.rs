@@ -1,0 +1,215 @@
+//! One pipelined connection to a broker: many requests in flight, responses matched by correlation id.
+//! A writer task owns the socket's write half, a reader task the read half.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::ClientError;
+use crate::protocol::api::Request;
+use crate::protocol::frame::{self, ErrorBody, FrameCheck, RequestHeader};
+use crate::protocol::{ApiKey, ErrorCode};
+
+type Reply = oneshot::Sender<Result<Bytes, ClientError>>;
+type Pending = Arc<Mutex<PendingState>>;
+
+#[derive(Default)]
+struct PendingState {
+    replies: HashMap<u32, Reply>,
+    /// Set once the connection failed; later requests fail at once.
+    failure: Option<ClientError>,
+}
+
+struct Outgoing {
+    frame: BytesMut,
+}
+
+#[derive(Clone)]
+pub struct Connection {
+    addr: String,
+    client_id: String,
+    outgoing: mpsc::Sender<Outgoing>,
+    pending: Pending,
+    next_correlation_id: Arc<AtomicU32>,
+}
+
+const QUEUE_DEPTH: usize = 1024;
+
+impl Connection {
+    pub async fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let connect_error = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect_error(format!("timed out after {timeout:?}")))?
+            .map_err(|error| connect_error(error.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        let (outgoing, outgoing_rx) = mpsc::channel(QUEUE_DEPTH);
+        let pending: Pending = Arc::default();
+        tokio::spawn(write_loop(writer, outgoing_rx, pending.clone(), addr.to_string()));
+        tokio::spawn(read_loop(reader, pending.clone(), addr.to_string()));
+        Ok(Connection {
+            addr: addr.to_string(),
+            client_id: client_id.to_string(),
+            outgoing,
+            pending,
+            next_correlation_id: Arc::new(AtomicU32::new(1)),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.pending.lock().expect("pending lock").failure.is_some() || self.outgoing.is_closed()
+    }
+
+    /// Sends a request and returns its response body (after checking the header's error code).
+    pub async fn call_raw<T: Serialize + ?Sized>(
+        &self,
+        api: ApiKey,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let (frame, correlation_id) = self.encode(api, body);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock().expect("pending lock");
+            if let Some(failure) = &pending.failure {
+                return Err(failure.clone());
+            }
+            pending.replies.insert(correlation_id, reply_tx);
+        }
+        if self.outgoing.send(Outgoing { frame }).await.is_err() {
+            self.pending.lock().expect("pending lock").replies.remove(&correlation_id);
+            return Err(self.lost("writer stopped"));
+        }
+        let payload = match tokio::time::timeout(timeout, reply_rx).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(self.lost("reader stopped")),
+            Err(_) => {
+                self.pending.lock().expect("pending lock").replies.remove(&correlation_id);
+                return Err(ClientError::Timeout(timeout));
+            }
+        };
+        let (header, body) =
+            frame::decode_response(&payload).map_err(|error| ClientError::Protocol(error.to_string()))?;
+        if header.error_code != ErrorCode::NONE {
+            let message = frame::decode_body::<ErrorBody>(&body).ok().map(|body| body.message);
+            return Err(ClientError::broker(header.error_code, message));
+        }
+        Ok(body)
+    }
+
+    /// Sends a request whose response body owns its data.
+    pub async fn call<R>(&self, request: &R, timeout: Duration) -> Result<R::Response, ClientError>
+    where
+        R: Request,
+        R::Response: serde::de::DeserializeOwned,
+    {
+        let body = self.call_raw(R::API_KEY, request, timeout).await?;
+        frame::decode_body(&body).map_err(|error| ClientError::Protocol(error.to_string()))
+    }
+
+    /// Sends a request that gets no response (Produce with acks=0); returns once it is queued.
+    pub async fn send_oneway<T: Serialize + ?Sized>(&self, api: ApiKey, body: &T) -> Result<(), ClientError> {
+        if let Some(failure) = &self.pending.lock().expect("pending lock").failure {
+            return Err(failure.clone());
+        }
+        let (frame, _) = self.encode(api, body);
+        self.outgoing.send(Outgoing { frame }).await.map_err(|_| self.lost("writer stopped"))
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, api: ApiKey, body: &T) -> (BytesMut, u32) {
+        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader {
+            api_key: api.key(),
+            api_version: api.max_version(),
+            correlation_id,
+            client_id: self.client_id.clone(),
+        };
+        let mut frame = BytesMut::new();
+        frame::encode_request(&header, body, &mut frame);
+        (frame, correlation_id)
+    }
+
+    fn lost(&self, reason: &str) -> ClientError {
+        let failure = self.pending.lock().expect("pending lock").failure.clone();
+        failure.unwrap_or_else(|| ClientError::ConnectionLost { addr: self.addr.clone(), reason: reason.to_string() })
+    }
+}
+
+fn fail_all(pending: &Pending, error: ClientError) {
+    let mut state = pending.lock().expect("pending lock");
+    if state.failure.is_none() {
+        state.failure = Some(error.clone());
+    }
+    for (_, reply) in state.replies.drain() {
+        let _ = reply.send(Err(error.clone()));
+    }
+}
+
+async fn write_loop(
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    pending: Pending,
+    addr: String,
+) {
+    let mut writer = BufWriter::with_capacity(256 * 1024, writer);
+    while let Some(message) = outgoing.recv().await {
+        let mut result = writer.write_all(&message.frame).await;
+        while result.is_ok() {
+            match outgoing.try_recv() {
+                Ok(message) => result = writer.write_all(&message.frame).await,
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = result.and(writer.flush().await) {
+            fail_all(&pending, ClientError::ConnectionLost { addr, reason: error.to_string() });
+            return;
+        }
+    }
+}
+
+async fn read_loop(mut reader: tokio::net::tcp::OwnedReadHalf, pending: Pending, addr: String) {
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let reason = loop {
+        match frame::check(&buf, usize::MAX >> 1) {
+            FrameCheck::Complete(frame_bytes) => {
+                let payload = buf.split_to(frame_bytes).freeze().slice(frame::FRAME_LENGTH_BYTES..);
+                let Some(correlation_id) = payload.get(..4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+                else {
+                    break "response shorter than its header".to_string();
+                };
+                let reply = pending.lock().expect("pending lock").replies.remove(&correlation_id);
+                // A reply nobody waits for (timed out) is dropped.
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(payload));
+                }
+                continue;
+            }
+            FrameCheck::Incomplete if buf.len() >= frame::FRAME_LENGTH_BYTES => {
+                let length = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+                buf.reserve(frame::FRAME_LENGTH_BYTES + length - buf.len());
+            }
+            _ => {}
+        }
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(256 * 1024);
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => break "closed by the broker".to_string(),
+            Ok(_) => {}
+            Err(error) => break error.to_string(),
+        }
+    };
+    fail_all(&pending, ClientError::ConnectionLost { addr, reason });
+}

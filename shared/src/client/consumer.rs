@@ -1,0 +1,329 @@
+//! `Consumer` with explicit assignment: assign partitions, poll records, seek. Positions start at the
+//! earliest or latest offset (`OffsetReset`) and are reset the same way after OFFSET_OUT_OF_RANGE.
+//! Every batch's CRC-32C is verified before its records are handed out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{ClientConfig, ClientError, Cluster};
+use crate::protocol::api::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
+use crate::protocol::api::list_offsets::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
+use crate::protocol::batch::{self, Record};
+use crate::protocol::{frame, offset_spec, ApiKey, ErrorCode, NodeId};
+
+/// Where a partition without a valid position starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+    /// Fail with OFFSET_OUT_OF_RANGE instead.
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub client: ClientConfig,
+    pub auto_offset_reset: OffsetReset,
+    /// How long the broker may hold a fetch waiting for `fetch_min_bytes`.
+    pub fetch_max_wait: Duration,
+    pub fetch_min_bytes: u32,
+    pub fetch_max_bytes: u32,
+    pub partition_max_bytes: u32,
+}
+
+impl ConsumerConfig {
+    pub fn new(bootstrap_servers: impl Into<String>) -> ConsumerConfig {
+        ConsumerConfig {
+            client: ClientConfig::new(bootstrap_servers),
+            auto_offset_reset: OffsetReset::Latest,
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_min_bytes: 1,
+            fetch_max_bytes: 50 * 1024 * 1024,
+            partition_max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A consumed record with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    At(u64),
+    Reset(OffsetReset),
+}
+
+pub struct Consumer {
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    positions: BTreeMap<(String, u32), Position>,
+}
+
+impl Consumer {
+    pub async fn connect(config: ConsumerConfig) -> Result<Consumer, ClientError> {
+        let cluster = Arc::new(Cluster::connect(config.client.clone()).await?);
+        Ok(Consumer::with_cluster(cluster, config))
+    }
+
+    pub fn with_cluster(cluster: Arc<Cluster>, config: ConsumerConfig) -> Consumer {
+        Consumer { cluster, config, positions: BTreeMap::new() }
+    }
+
+    /// Replaces the assignment. New partitions start by the reset policy; kept ones keep their position.
+    pub fn assign(&mut self, partitions: impl IntoIterator<Item = (String, u32)>) {
+        let reset = Position::Reset(self.config.auto_offset_reset);
+        let mut positions = BTreeMap::new();
+        for topic_partition in partitions {
+            let position = self.positions.get(&topic_partition).copied().unwrap_or(reset);
+            positions.insert(topic_partition, position);
+        }
+        self.positions = positions;
+    }
+
+    /// Assigns every partition of a topic.
+    pub async fn assign_topic(&mut self, topic: &str) -> Result<(), ClientError> {
+        let metadata = self.cluster.topic(topic).await?;
+        let partitions: Vec<_> = metadata.partitions.iter().map(|p| (topic.to_string(), p.partition)).collect();
+        let mut all: Vec<_> = self.positions.keys().filter(|(t, _)| t != topic).cloned().collect();
+        all.extend(partitions);
+        self.assign(all);
+        Ok(())
+    }
+
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        self.positions.keys().cloned().collect()
+    }
+
+    /// The next offset to read, once known.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
+        match self.positions.get(&(topic.to_string(), partition)) {
+            Some(Position::At(offset)) => Some(*offset),
+            _ => None,
+        }
+    }
+
+    pub fn seek(&mut self, topic: &str, partition: u32, offset: u64) {
+        self.set_position(topic, partition, Position::At(offset));
+    }
+
+    pub fn seek_to_beginning(&mut self, topic: &str, partition: u32) {
+        self.set_position(topic, partition, Position::Reset(OffsetReset::Earliest));
+    }
+
+    pub fn seek_to_end(&mut self, topic: &str, partition: u32) {
+        self.set_position(topic, partition, Position::Reset(OffsetReset::Latest));
+    }
+
+    /// Returns the records available within `timeout` (possibly none).
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        if self.positions.is_empty() {
+            tokio::time::sleep(timeout).await;
+            return Ok(Vec::new());
+        }
+        self.resolve_positions().await?;
+        let wait = timeout.min(self.config.fetch_max_wait);
+        let mut by_leader: HashMap<NodeId, Vec<(String, u32, u64)>> = HashMap::new();
+        for ((topic, partition), position) in &self.positions {
+            if let Position::At(offset) = position {
+                let leader = self.cluster.leader(topic, *partition).await?;
+                by_leader.entry(leader).or_default().push((topic.clone(), *partition, *offset));
+            }
+        }
+        let fetches = by_leader.into_iter().map(|(leader, partitions)| self.fetch_from(leader, partitions, wait));
+        let results = futures_util::future::join_all(fetches).await;
+        let mut records = Vec::new();
+        for result in results {
+            for outcome in result? {
+                match outcome {
+                    FetchOutcome::Records { topic, partition, next_offset, records: batch_records } => {
+                        if let Some(position) = self.positions.get_mut(&(topic, partition)) {
+                            *position = Position::At(next_offset);
+                        }
+                        records.extend(batch_records);
+                    }
+                    FetchOutcome::OutOfRange { topic, partition, offset } => {
+                        let policy = self.config.auto_offset_reset;
+                        if policy == OffsetReset::Error {
+                            return Err(ClientError::broker(
+                                ErrorCode::OFFSET_OUT_OF_RANGE,
+                                Some(format!("offset {offset} of {topic}/{partition} is out of range")),
+                            ));
+                        }
+                        tracing::info!(%topic, partition, offset, ?policy, "offset out of range; resetting by auto.offset.reset");
+                        self.set_position(&topic, partition, Position::Reset(policy));
+                    }
+                    FetchOutcome::Retry { topic } => self.cluster.invalidate(&topic),
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    fn set_position(&mut self, topic: &str, partition: u32, position: Position) {
+        self.positions.insert((topic.to_string(), partition), position);
+    }
+
+    /// Turns `Reset` positions into offsets with ListOffsets.
+    async fn resolve_positions(&mut self) -> Result<(), ClientError> {
+        let pending: Vec<((String, u32), OffsetReset)> = self
+            .positions
+            .iter()
+            .filter_map(|(tp, position)| match position {
+                Position::Reset(policy) => Some((tp.clone(), *policy)),
+                Position::At(_) => None,
+            })
+            .collect();
+        for ((topic, partition), policy) in pending {
+            let timestamp = match policy {
+                OffsetReset::Earliest => offset_spec::EARLIEST,
+                OffsetReset::Latest => offset_spec::LATEST,
+                OffsetReset::Error => {
+                    return Err(ClientError::broker(
+                        ErrorCode::OFFSET_OUT_OF_RANGE,
+                        Some(format!("{topic}/{partition} has no position")),
+                    ))
+                }
+            };
+            let offset = self.list_offset(&topic, partition, timestamp).await?;
+            self.positions.insert((topic, partition), Position::At(offset));
+        }
+        Ok(())
+    }
+
+    /// ListOffsets for one partition: -2 earliest, -1 latest, else the first offset at or after a timestamp.
+    pub async fn list_offset(&self, topic: &str, partition: u32, timestamp: i64) -> Result<u64, ClientError> {
+        let leader = self.cluster.leader(topic, partition).await?;
+        let connection = self.cluster.connection_to_node(leader).await?;
+        let request = ListOffsetsRequest {
+            topics: vec![ListOffsetsTopic {
+                name: topic.to_string(),
+                partitions: vec![ListOffsetsPartition { partition, timestamp }],
+            }],
+        };
+        let response = connection.call(&request, self.config.client.request_timeout).await?;
+        let result = response
+            .topics
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .find(|p| p.partition == partition)
+            .ok_or_else(|| ClientError::Protocol("ListOffsets response without the partition".into()))?;
+        if result.error_code != ErrorCode::NONE {
+            return Err(ClientError::broker(result.error_code, None));
+        }
+        Ok(result.offset)
+    }
+
+    async fn fetch_from(
+        &self,
+        leader: NodeId,
+        partitions: Vec<(String, u32, u64)>,
+        wait: Duration,
+    ) -> Result<Vec<FetchOutcome>, ClientError> {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for (topic, partition, offset) in &partitions {
+            let data = FetchPartition {
+                partition: *partition,
+                fetch_offset: *offset,
+                partition_max_bytes: self.config.partition_max_bytes,
+            };
+            match topics.iter_mut().find(|t| &t.name == topic) {
+                Some(entry) => entry.partitions.push(data),
+                None => topics.push(FetchTopic { name: topic.clone(), partitions: vec![data] }),
+            }
+        }
+        let request = FetchRequest {
+            max_wait_ms: wait.as_millis() as u32,
+            min_bytes: self.config.fetch_min_bytes,
+            max_bytes: self.config.fetch_max_bytes,
+            topics,
+        };
+        let connection = self.cluster.connection_to_node(leader).await?;
+        let body = match connection.call_raw(ApiKey::Fetch, &request, self.config.client.request_timeout + wait).await {
+            Ok(body) => body,
+            Err(error) if error.is_retriable() => {
+                return Ok(partitions.into_iter().map(|(topic, _, _)| FetchOutcome::Retry { topic }).collect());
+            }
+            Err(error) => return Err(error),
+        };
+        let response: FetchResponse<'_> =
+            frame::decode_body(&body).map_err(|error| ClientError::Protocol(error.to_string()))?;
+        let mut outcomes = Vec::new();
+        for topic in response.topics {
+            for data in topic.partitions {
+                let offset = partitions
+                    .iter()
+                    .find(|(t, p, _)| t == &topic.name && *p == data.partition)
+                    .map(|(_, _, offset)| *offset)
+                    .ok_or_else(|| ClientError::Protocol("fetch response for a partition not asked for".into()))?;
+                match data.error_code {
+                    ErrorCode::NONE => {}
+                    ErrorCode::OFFSET_OUT_OF_RANGE => {
+                        outcomes.push(FetchOutcome::OutOfRange {
+                            topic: topic.name.clone(),
+                            partition: data.partition,
+                            offset,
+                        });
+                        continue;
+                    }
+                    code if code.is_retriable() => {
+                        outcomes.push(FetchOutcome::Retry { topic: topic.name.clone() });
+                        continue;
+                    }
+                    code => {
+                        return Err(ClientError::broker(
+                            code,
+                            Some(format!("fetching {}/{}", topic.name, data.partition)),
+                        ))
+                    }
+                }
+                let records = body.slice_ref(data.records);
+                let corrupt = |reason: String| ClientError::Corrupt {
+                    topic: topic.name.clone(),
+                    partition: data.partition,
+                    reason,
+                };
+                let (batches, _) = batch::split_batches(&records).map_err(|error| corrupt(error.to_string()))?;
+                let next_offset = batches.last().map_or(offset, |(header, _)| (header.last_offset() + 1).max(offset));
+                let decoded: Vec<Record> =
+                    batch::decode_records(&records, offset).map_err(|error| corrupt(error.to_string()))?;
+                let records = decoded
+                    .into_iter()
+                    .map(|record| ConsumerRecord {
+                        topic: topic.name.clone(),
+                        partition: data.partition,
+                        offset: record.offset,
+                        timestamp: record.timestamp,
+                        key: record.key,
+                        value: record.value,
+                        headers: record.headers,
+                    })
+                    .collect();
+                outcomes.push(FetchOutcome::Records {
+                    topic: topic.name.clone(),
+                    partition: data.partition,
+                    next_offset,
+                    records,
+                });
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+enum FetchOutcome {
+    Records { topic: String, partition: u32, next_offset: u64, records: Vec<ConsumerRecord> },
+    OutOfRange { topic: String, partition: u32, offset: u64 },
+    Retry { topic: String },
+}

@@ -1,0 +1,563 @@
+//! `Producer`: batches records per partition (size and linger limits), picks partitions (explicit, key
+//! hash, or sticky for keyless records), sends one Produce request per broker with one batch per partition,
+//! and retries retriable failures with backoff. Its buffer is bounded: `send` waits for space (up to
+//! `max_block`) instead of growing without limit. At most one batch per partition is in flight, so a retry
+//! never reorders a partition's records.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::{ClientConfig, ClientError, Cluster};
+use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
+use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
+use crate::protocol::{acks, ApiKey, ErrorCode, NodeId};
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub client: ClientConfig,
+    /// 0, 1 or -1 (all in-sync replicas).
+    pub acks: i8,
+    /// A batch is sent once it holds this many bytes...
+    pub batch_bytes: usize,
+    /// ...or once its first record is this old.
+    pub linger: Duration,
+    /// Bytes of records buffered and not yet acknowledged; `send` waits beyond it.
+    pub buffer_bytes: usize,
+    /// How long `send` waits for buffer space before failing with `BufferFull`.
+    pub max_block: Duration,
+    /// Retries of a batch after retriable errors.
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    /// A record not acknowledged within this time fails.
+    pub delivery_timeout: Duration,
+}
+
+impl ProducerConfig {
+    pub fn new(bootstrap_servers: impl Into<String>) -> ProducerConfig {
+        ProducerConfig {
+            client: ClientConfig::new(bootstrap_servers),
+            acks: acks::ALL,
+            batch_bytes: 128 * 1024,
+            linger: Duration::from_millis(5),
+            buffer_bytes: 64 * 1024 * 1024,
+            max_block: Duration::from_secs(60),
+            retries: 10,
+            retry_backoff: Duration::from_millis(100),
+            delivery_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// `None`: by key hash, or spread over partitions when there is no key.
+    pub partition: Option<u32>,
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Milliseconds since the epoch; `None`: now.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+        ProducerRecord { topic: topic.into(), value: Some(value.into()), ..Default::default() }
+    }
+
+    pub fn key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn partition(mut self, partition: u32) -> ProducerRecord {
+        self.partition = Some(partition);
+        self
+    }
+
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+        self.headers.push((key.into(), Some(value.into())));
+        self
+    }
+}
+
+/// Where an acknowledged record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub partition: u32,
+    /// `None` with acks=0 (the broker does not answer).
+    pub offset: Option<u64>,
+    pub timestamp: i64,
+}
+
+/// Resolves when the record is acknowledged or has failed for good.
+pub struct DeliveryFuture(oneshot::Receiver<Result<RecordMetadata, ClientError>>);
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|result| result.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+pub struct Producer {
+    shared: Arc<Shared>,
+    sender_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+type TopicPartition = (String, u32);
+type Delivery = (oneshot::Sender<Result<RecordMetadata, ClientError>>, i64);
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    buffer: Arc<Semaphore>,
+    state: Mutex<Accumulator>,
+    /// Wakes the sender: a batch is ready, a new batch started its linger, or a partition is free again.
+    wake: Notify,
+    /// Signalled when no record is outstanding.
+    idle: Notify,
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    open: HashMap<TopicPartition, OpenBatch>,
+    ready: VecDeque<ReadyBatch>,
+    in_flight: HashSet<TopicPartition>,
+    outstanding_records: u64,
+    sticky: HashMap<String, u32>,
+    flush_requested: bool,
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    created: Instant,
+    deliveries: Vec<Delivery>,
+    /// Buffer space of the batch's records, released when the batch completes.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+struct ReadyBatch {
+    topic_partition: TopicPartition,
+    records: Bytes,
+    deliveries: Vec<Delivery>,
+    _permit: Option<OwnedSemaphorePermit>,
+    attempts: u32,
+    created: Instant,
+}
+
+impl Producer {
+    pub async fn connect(config: ProducerConfig) -> Result<Producer, ClientError> {
+        let cluster = Arc::new(Cluster::connect(config.client.clone()).await?);
+        Producer::with_cluster(cluster, config)
+    }
+
+    pub fn with_cluster(cluster: Arc<Cluster>, config: ProducerConfig) -> Result<Producer, ClientError> {
+        if ![acks::NONE, acks::LEADER, acks::ALL].contains(&config.acks) {
+            return Err(ClientError::Config(format!("acks must be 0, 1 or -1, got {}", config.acks)));
+        }
+        if config.batch_bytes < BATCH_HEADER_BYTES * 2 || config.buffer_bytes < config.batch_bytes {
+            return Err(ClientError::Config("batch_bytes must be >= 122 and buffer_bytes >= batch_bytes".into()));
+        }
+        let shared = Arc::new(Shared {
+            cluster,
+            buffer: Arc::new(Semaphore::new(config.buffer_bytes)),
+            config,
+            state: Mutex::default(),
+            wake: Notify::new(),
+            idle: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        let sender_task = tokio::spawn(sender_loop(shared.clone()));
+        Ok(Producer { shared, sender_task: Mutex::new(Some(sender_task)) })
+    }
+
+    /// Queues a record; waits only for buffer space. Await the returned future for the acknowledgement.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let metadata = shared.cluster.topic(&record.topic).await?;
+        let n_partitions = metadata.partitions.len() as u32;
+        if n_partitions == 0 {
+            return Err(ClientError::broker(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(format!("topic '{}' has no partitions", record.topic)),
+            ));
+        }
+        if let Some(partition) = record.partition {
+            if partition >= n_partitions {
+                return Err(ClientError::broker(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(format!("topic '{}' has {n_partitions} partitions, not {partition}", record.topic)),
+                ));
+            }
+        }
+        let record_bytes = BatchBuilder::record_bytes(record.key.as_deref(), record.value.as_deref(), &record.headers);
+        if record_bytes + BATCH_HEADER_BYTES > shared.config.buffer_bytes.min(u32::MAX as usize) {
+            return Err(ClientError::broker(
+                ErrorCode::RECORD_BATCH_TOO_LARGE,
+                Some(format!("record of {record_bytes} bytes is over the buffer size")),
+            ));
+        }
+        let permit = tokio::time::timeout(
+            shared.config.max_block,
+            shared.buffer.clone().acquire_many_owned(record_bytes as u32),
+        )
+        .await
+        .map_err(|_| ClientError::BufferFull(shared.config.max_block))?
+        .map_err(|_| ClientError::Closed)?;
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let (delivery_tx, delivery_rx) = oneshot::channel();
+        let mut wake = false;
+        {
+            let mut state = shared.state.lock().expect("producer lock");
+            let partition = match (record.partition, &record.key) {
+                (Some(partition), _) => partition,
+                (None, Some(key)) => key_partition(key, n_partitions),
+                (None, None) => {
+                    *state.sticky.entry(record.topic.clone()).or_insert_with(|| (now_ms() as u32) % n_partitions)
+                }
+            };
+            let topic_partition = (record.topic.clone(), partition);
+            let full = state.open.get(&topic_partition).is_some_and(|open| {
+                open.builder.len_bytes() + record_bytes > shared.config.batch_bytes
+                    || !open.builder.accepts_timestamp(timestamp)
+            });
+            if full {
+                state.seal(&topic_partition, n_partitions);
+                wake = true;
+            }
+            let open = state.open.entry(topic_partition.clone()).or_insert_with(|| {
+                wake = true;
+                OpenBatch {
+                    builder: BatchBuilder::new(shared.config.batch_bytes.max(record_bytes + BATCH_HEADER_BYTES)),
+                    created: Instant::now(),
+                    deliveries: Vec::new(),
+                    permit: None,
+                }
+            });
+            open.builder.append(timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers);
+            open.deliveries.push((delivery_tx, timestamp));
+            match &mut open.permit {
+                Some(held) => held.merge(permit),
+                None => open.permit = Some(permit),
+            }
+            if open.builder.len_bytes() >= shared.config.batch_bytes {
+                state.seal(&topic_partition, n_partitions);
+                wake = true;
+            }
+            state.outstanding_records += 1;
+        }
+        if wake {
+            shared.wake.notify_one();
+        }
+        Ok(DeliveryFuture(delivery_rx))
+    }
+
+    /// Sends a record and waits for its acknowledgement.
+    pub async fn send_and_wait(&self, record: ProducerRecord) -> Result<RecordMetadata, ClientError> {
+        self.send(record).await?.await
+    }
+
+    /// Sends everything buffered now, and waits until every record sent so far is acknowledged or failed.
+    pub async fn flush(&self) {
+        loop {
+            let idle = self.shared.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            {
+                let mut state = self.shared.state.lock().expect("producer lock");
+                if state.outstanding_records == 0 {
+                    return;
+                }
+                state.flush_requested = true;
+            }
+            self.shared.wake.notify_one();
+            idle.await;
+        }
+    }
+
+    /// Flushes and stops the background sender.
+    pub async fn close(&self) {
+        self.flush().await;
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        let task = self.sender_task.lock().expect("producer lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // The sender delivers what is buffered, then stops.
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Accumulator {
+    /// Moves a partition's open batch to the ready queue; keyless records then stick to another partition.
+    fn seal(&mut self, topic_partition: &TopicPartition, n_partitions: u32) {
+        if let Some(open) = self.open.remove(topic_partition) {
+            self.ready.push_back(ReadyBatch {
+                topic_partition: topic_partition.clone(),
+                records: open.builder.finish(),
+                deliveries: open.deliveries,
+                _permit: open.permit,
+                attempts: 0,
+                created: open.created,
+            });
+            if let Some(sticky) = self.sticky.get_mut(&topic_partition.0) {
+                if *sticky == topic_partition.1 {
+                    *sticky = (*sticky + 1) % n_partitions;
+                }
+            }
+        }
+    }
+
+    /// Seals lingered batches and takes the first ready batch of every partition that has none in flight.
+    /// Returns them and when the next open batch's linger ends.
+    fn drain(&mut self, linger: Duration) -> (Vec<ReadyBatch>, Option<Instant>) {
+        let now = Instant::now();
+        let mut next_deadline: Option<Instant> = None;
+        let expired: Vec<TopicPartition> = self
+            .open
+            .iter()
+            .filter_map(|(topic_partition, open)| {
+                let deadline = open.created + linger;
+                if deadline <= now || self.flush_requested {
+                    Some(topic_partition.clone())
+                } else {
+                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                    None
+                }
+            })
+            .collect();
+        for topic_partition in expired {
+            let open = self.open.remove(&topic_partition).expect("listed above");
+            self.ready.push_back(ReadyBatch {
+                topic_partition,
+                records: open.builder.finish(),
+                deliveries: open.deliveries,
+                _permit: open.permit,
+                attempts: 0,
+                created: open.created,
+            });
+        }
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.ready.len());
+        for batch in self.ready.drain(..) {
+            if self.in_flight.insert(batch.topic_partition.clone()) {
+                taken.push(batch);
+            } else {
+                kept.push_back(batch);
+            }
+        }
+        self.ready = kept;
+        (taken, next_deadline)
+    }
+}
+
+async fn sender_loop(shared: Arc<Shared>) {
+    loop {
+        let (batches, next_deadline, finished) = {
+            let mut state = shared.state.lock().expect("producer lock");
+            let closing = shared.closed.load(Ordering::Acquire);
+            if closing {
+                state.flush_requested = true;
+            }
+            let (batches, next_deadline) = state.drain(shared.config.linger);
+            (batches, next_deadline, closing && state.outstanding_records == 0)
+        };
+        if finished {
+            return;
+        }
+        let mut by_leader: HashMap<NodeId, Vec<ReadyBatch>> = HashMap::new();
+        for batch in batches {
+            let (topic, partition) = &batch.topic_partition;
+            match shared.cluster.leader(topic, *partition).await {
+                Ok(leader) => by_leader.entry(leader).or_default().push(batch),
+                Err(error) => retry_or_fail(&shared, batch, error),
+            }
+        }
+        for (leader, batches) in by_leader {
+            tokio::spawn(send_request(shared.clone(), leader, batches));
+        }
+        let wake = shared.wake.notified();
+        match next_deadline {
+            Some(deadline) => {
+                tokio::select! {
+                    _ = wake => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            None => wake.await,
+        }
+    }
+}
+
+async fn send_request(shared: Arc<Shared>, leader: NodeId, batches: Vec<ReadyBatch>) {
+    let connection = match shared.cluster.connection_to_node(leader).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            for batch in batches {
+                retry_or_fail(&shared, batch, error.clone());
+            }
+            return;
+        }
+    };
+    let mut topics: Vec<ProduceTopic<'_>> = Vec::new();
+    for batch in &batches {
+        let (topic, partition) = &batch.topic_partition;
+        let data = ProducePartition { partition: *partition, records: &batch.records };
+        match topics.iter_mut().find(|t| &t.name == topic) {
+            Some(entry) => entry.partitions.push(data),
+            None => topics.push(ProduceTopic { name: topic.clone(), partitions: vec![data] }),
+        }
+    }
+    let request_timeout = shared.config.client.request_timeout;
+    let request = ProduceRequest { acks: shared.config.acks, timeout_ms: request_timeout.as_millis() as u32, topics };
+    if shared.config.acks == acks::NONE {
+        let result = connection.send_oneway(ApiKey::Produce, &request).await;
+        drop(request);
+        for batch in batches {
+            match &result {
+                Ok(()) => complete(&shared, batch, None),
+                Err(error) => retry_or_fail(&shared, batch, error.clone()),
+            }
+        }
+        return;
+    }
+    let result = connection.call_raw(ApiKey::Produce, &request, request_timeout + Duration::from_secs(5)).await;
+    drop(request);
+    let response: Result<ProduceResponse, ClientError> = result.and_then(|body| {
+        crate::protocol::frame::decode_body(&body).map_err(|error| ClientError::Protocol(error.to_string()))
+    });
+    let response = match response {
+        Ok(response) => response,
+        Err(error) => {
+            for batch in batches {
+                retry_or_fail(&shared, batch, error.clone());
+            }
+            return;
+        }
+    };
+    for batch in batches {
+        let (topic, partition) = batch.topic_partition.clone();
+        let result = response
+            .topics
+            .iter()
+            .filter(|t| t.name == topic)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition == partition);
+        match result {
+            Some(result) if result.error_code == ErrorCode::NONE => complete(&shared, batch, Some(result.base_offset)),
+            Some(result) => {
+                retry_or_fail(&shared, batch, ClientError::broker(result.error_code, result.error_message.clone()))
+            }
+            None => retry_or_fail(&shared, batch, ClientError::Protocol(format!("no result for {topic}/{partition}"))),
+        }
+    }
+}
+
+/// Hands the outcome to each record's future and frees the partition and the buffer space.
+fn complete(shared: &Shared, batch: ReadyBatch, base_offset: Option<u64>) {
+    let partition = batch.topic_partition.1;
+    let n_records = batch.deliveries.len() as u64;
+    for (delta, (delivery, timestamp)) in batch.deliveries.into_iter().enumerate() {
+        let offset = base_offset.map(|base| base + delta as u64);
+        let _ = delivery.send(Ok(RecordMetadata { partition, offset, timestamp }));
+    }
+    finish(shared, &batch.topic_partition, n_records);
+}
+
+fn fail(shared: &Shared, batch: ReadyBatch, error: ClientError) {
+    tracing::warn!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, %error, "batch failed");
+    let n_records = batch.deliveries.len() as u64;
+    for (delivery, _) in batch.deliveries {
+        let _ = delivery.send(Err(error.clone()));
+    }
+    finish(shared, &batch.topic_partition, n_records);
+}
+
+fn finish(shared: &Shared, topic_partition: &TopicPartition, n_records: u64) {
+    let mut state = shared.state.lock().expect("producer lock");
+    state.in_flight.remove(topic_partition);
+    state.outstanding_records -= n_records;
+    if state.outstanding_records == 0 {
+        state.flush_requested = false;
+        shared.idle.notify_waiters();
+    }
+    drop(state);
+    shared.wake.notify_one();
+}
+
+/// Retries after a backoff, ahead of the partition's later batches; fails for good when out of retries.
+fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError) {
+    let expired = batch.created.elapsed() >= shared.config.delivery_timeout;
+    if !error.is_retriable() || batch.attempts >= shared.config.retries || expired {
+        return fail(shared, batch, error);
+    }
+    batch.attempts += 1;
+    tracing::debug!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, attempt = batch.attempts, %error, "retrying batch");
+    shared.cluster.invalidate(&batch.topic_partition.0);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(shared.config.retry_backoff * batch.attempts.min(10)).await;
+        let mut state = shared.state.lock().expect("producer lock");
+        // The partition stays marked in flight during the backoff so that no later batch overtakes this one.
+        state.in_flight.remove(&batch.topic_partition);
+        state.ready.push_front(batch);
+        drop(state);
+        shared.wake.notify_one();
+    });
+}
+
+/// The partition of a keyed record: FNV-1a (32-bit) of the key modulo the partition count.
+pub fn key_partition(key: &[u8], n_partitions: u32) -> u32 {
+    fnv1a_32(key) % n_partitions
+}
+
+fn fnv1a_32(bytes: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in bytes {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_is_fnv1a() {
+        // Published FNV-1a 32 test vectors.
+        assert_eq!(fnv1a_32(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a_32(b"a"), 0xe40c_292c);
+        assert_eq!(fnv1a_32(b"foobar"), 0xbf9c_f968);
+        assert_eq!(key_partition(b"learner-42", 6), key_partition(b"learner-42", 6));
+    }
+}
