@@ -28,6 +28,10 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     pub fetch_wait_max_ms: u64,
     pub shutdown_timeout_ms: u64,
+    /// Partitions of the internal `__consumer_offsets` topic (fixed once the topic exists).
+    pub offsets_topic_partitions: u32,
+    pub group_min_session_timeout_ms: u32,
+    pub group_max_session_timeout_ms: u32,
     pub log: LogDefaults,
 }
 
@@ -60,6 +64,9 @@ impl BrokerConfig {
             .set_default("default_partitions", 1)?
             .set_default("fetch_wait_max_ms", 30_000)?
             .set_default("shutdown_timeout_ms", 10_000)?
+            .set_default("offsets_topic_partitions", 8)?
+            .set_default("group_min_session_timeout_ms", 500)?
+            .set_default("group_max_session_timeout_ms", 300_000)?
             .set_default("log.segment_bytes", 1u64 << 30)?
             .set_default("log.segment_ms", 7 * 24 * 3_600_000i64)?
             .set_default("log.flush_ms", 1_000)?

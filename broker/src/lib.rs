@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod group;
 pub mod partition;
 pub mod server;
 pub mod topic;

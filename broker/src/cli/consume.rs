@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use oxbow::client::{ClientConfig, Consumer, ConsumerConfig, OffsetReset};
+use oxbow::client::{ClientConfig, Consumer, ConsumerConfig, GroupConfig, OffsetReset};
 
 #[derive(Args)]
 pub struct ConsumeArgs {
@@ -29,12 +29,50 @@ pub struct ConsumeArgs {
     print_key: bool,
     #[arg(long, default_value = "\t")]
     key_separator: String,
+    /// Join this consumer group: share the topic's partitions with its other members and commit offsets.
+    #[arg(long, conflicts_with = "partition")]
+    group: Option<String>,
+    /// Static membership id (with --group).
+    #[arg(long, requires = "group")]
+    instance_id: Option<String>,
+    /// cooperative-sticky, range or roundrobin (with --group).
+    #[arg(long, default_value = "cooperative-sticky")]
+    strategy: String,
+    #[arg(long, default_value_t = 10_000)]
+    session_timeout_ms: u64,
+    /// How often offsets are committed (with --group).
+    #[arg(long, default_value_t = 1_000)]
+    commit_interval_ms: u64,
 }
 
 pub async fn run(client: ClientConfig, args: ConsumeArgs) -> anyhow::Result<()> {
     let mut config = ConsumerConfig { client, ..ConsumerConfig::new("") };
     config.auto_offset_reset = if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest };
+    if let Some(group_id) = &args.group {
+        let mut group = GroupConfig::new(group_id.clone());
+        group.instance_id = args.instance_id.clone();
+        group.strategy = args.strategy.clone();
+        group.session_timeout = Duration::from_millis(args.session_timeout_ms);
+        group.auto_commit_interval = Duration::from_millis(args.commit_interval_ms);
+        config.group = Some(group);
+    }
     let mut consumer = Consumer::connect(config).await?;
+    let result = consume(&mut consumer, &args).await;
+    // Commit what was printed and leave the group, also after an error.
+    let closed = consumer.close().await;
+    result.and(closed.context("committing offsets"))
+}
+
+async fn consume(consumer: &mut Consumer, args: &ConsumeArgs) -> anyhow::Result<()> {
+    if args.group.is_some() {
+        consumer.subscribe(&[&args.topic]).await.with_context(|| format!("joining group for '{}'", args.topic))?;
+    } else {
+        assign(consumer, args).await?;
+    }
+    consume_loop(consumer, args).await
+}
+
+async fn assign(consumer: &mut Consumer, args: &ConsumeArgs) -> anyhow::Result<()> {
     match args.partition {
         Some(partition) => {
             consumer.assign([(args.topic.clone(), partition)]);
@@ -44,6 +82,10 @@ pub async fn run(client: ClientConfig, args: ConsumeArgs) -> anyhow::Result<()> 
         }
         None => consumer.assign_topic(&args.topic).await.with_context(|| format!("consuming '{}'", args.topic))?,
     }
+    Ok(())
+}
+
+async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs) -> anyhow::Result<()> {
     if args.max_messages == Some(0) {
         return Ok(());
     }

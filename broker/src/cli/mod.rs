@@ -2,6 +2,7 @@
 //! Errors print one line on stderr and exit with status 1.
 
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -33,6 +34,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(consume::ConsumeArgs),
+    /// List, describe and reset consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -66,5 +70,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topic(command) => topic::run(client, command).await,
         Command::Produce(args) => produce::run(client, args).await,
         Command::Consume(args) => consume::run(client, args).await,
+        Command::Group(command) => group::run(client, command).await,
     }
 }

@@ -20,7 +20,11 @@ pub enum TopicCommand {
         configs: Vec<String>,
     },
     /// List topic names.
-    List,
+    List {
+        /// Also list the broker's internal topics (names starting with `__`).
+        #[arg(long)]
+        internal: bool,
+    },
     /// Show partitions (leader, replicas, offsets) and configs.
     Describe { name: String },
     /// Delete a topic and its data.
@@ -38,8 +42,8 @@ pub async fn run(client: ClientConfig, command: TopicCommand) -> anyhow::Result<
                 .with_context(|| format!("creating topic '{name}'"))?;
             println!("Created topic {name} with {partitions} partition(s).");
         }
-        TopicCommand::List => {
-            for name in admin.list_topics().await? {
+        TopicCommand::List { internal } => {
+            for name in admin.list_topics().await?.into_iter().filter(|name| internal || !name.starts_with("__")) {
                 println!("{name}");
             }
         }

@@ -135,7 +135,7 @@ async fn dispatch(payload: Bytes, scope: &RequestScope, permit: tokio::sync::Own
     }
     let scope = scope.clone();
     actix_rt::spawn(async move {
-        let frame = match api::handle(api, &body, &scope).await {
+        let frame = match api::handle(api, header.client_id, &body, &scope).await {
             Ok(body) => body.into_frame(correlation_id),
             Err(error) => error_frame(correlation_id, error.code, error.message),
         };

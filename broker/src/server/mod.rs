@@ -15,11 +15,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::BrokerConfig;
+use crate::group::GroupCoordinator;
 use crate::topic::Registry;
 
 /// What request handlers share.
 pub struct ServerContext {
     pub registry: Arc<Registry>,
+    pub coordinator: Addr<GroupCoordinator>,
     pub config: Arc<BrokerConfig>,
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -44,11 +46,13 @@ impl Broker {
         let network_arbiters: Vec<Arbiter> = (0..config.network_threads).map(|_| Arbiter::new()).collect();
         let registry =
             Arc::new(Registry::open(config.clone(), partition_arbiters.iter().map(Arbiter::handle).collect())?);
+        let coordinator = crate::group::start_coordinator(registry.clone(), &config).await?;
         let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let advertised_host = config.advertised_host.clone().unwrap_or_else(|| local_addr.ip().to_string());
         let context = Arc::new(ServerContext {
             registry: registry.clone(),
+            coordinator,
             config: config.clone(),
             advertised_host,
             advertised_port: local_addr.port(),

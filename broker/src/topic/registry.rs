@@ -20,6 +20,12 @@ use crate::partition::log::{sync_dir, Log};
 use crate::partition::{LogOffsets, PartitionActor, Shutdown};
 
 const META_FILE: &str = "topic.meta";
+
+/// Topics whose names start with `__` belong to the broker (for example `__consumer_offsets`): clients may
+/// read them but not write or delete them.
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
+}
 const CREATING_PREFIX: &str = ".creating-";
 const DELETED_PREFIX: &str = ".deleted-";
 
@@ -165,6 +171,12 @@ impl Registry {
 
     /// Stops the topic's partition actors and removes its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        if is_internal(name) {
+            return Err(TopicError::new(
+                ErrorCode::INVALID_REQUEST,
+                format!("'{name}' is an internal topic and cannot be deleted"),
+            ));
+        }
         let _admin = self.admin.lock().await;
         let topic = self.topics.write().expect("registry lock").remove(name).ok_or_else(|| {
             TopicError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{name}' does not exist"))

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::create_topics::{CreateTopicsRequest, NewTopic, TopicResult};
 use crate::protocol::api::delete_topics::DeleteTopicsRequest;
+use crate::protocol::api::describe_groups::{DescribeGroupsRequest, GroupDescription};
 use crate::protocol::api::describe_topics::{DescribeTopicsRequest, TopicDescription};
+use crate::protocol::api::list_groups::{GroupListing, ListGroupsRequest};
 use crate::protocol::ErrorCode;
 
 pub struct Admin {
@@ -70,6 +72,50 @@ impl Admin {
             Some(topic) => Err(ClientError::broker(topic.error_code, topic.error_message)),
             None => Err(ClientError::Protocol("empty DescribeTopics response".into())),
         }
+    }
+}
+
+impl Admin {
+    /// Groups known to the coordinator: (group id, state, member count).
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        Ok(connection.call(&ListGroupsRequest {}, self.cluster.config().request_timeout).await?.groups)
+    }
+
+    /// Members, assignments, committed offsets and lag of a group.
+    pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription, ClientError> {
+        let coordinator = super::group::find_coordinator(&self.cluster, group_id).await?;
+        let request = DescribeGroupsRequest { group_ids: vec![group_id.to_string()] };
+        let response = coordinator.call(&request, self.cluster.config().request_timeout).await?;
+        let group = response
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Protocol("empty DescribeGroups response".into()))?;
+        if group.error_code != ErrorCode::NONE {
+            return Err(ClientError::broker(group.error_code, Some(format!("group '{group_id}' does not exist"))));
+        }
+        Ok(group)
+    }
+
+    /// Sets a group's committed offsets; refused with GROUP_NOT_EMPTY while the group has members.
+    pub async fn commit_group_offsets(
+        &self,
+        group_id: &str,
+        offsets: Vec<((String, u32), u64)>,
+    ) -> Result<(), ClientError> {
+        let coordinator = super::group::find_coordinator(&self.cluster, group_id).await?;
+        let request = super::group::commit_request(group_id, "", -1, offsets);
+        let response = coordinator.call(&request, self.cluster.config().request_timeout).await?;
+        if response.error_code != ErrorCode::NONE {
+            return Err(ClientError::broker(response.error_code, response.error_message));
+        }
+        Ok(())
+    }
+
+    /// The cluster this admin talks to.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 }
 

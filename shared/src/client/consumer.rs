@@ -2,12 +2,13 @@
 //! earliest or latest offset (`OffsetReset`) and are reset the same way after OFFSET_OUT_OF_RANGE.
 //! Every batch's CRC-32C is verified before its records are handed out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::group::{Group, GroupConfig, RebalanceListener, TopicPartition};
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
 use crate::protocol::api::list_offsets::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
@@ -32,6 +33,8 @@ pub struct ConsumerConfig {
     pub fetch_min_bytes: u32,
     pub fetch_max_bytes: u32,
     pub partition_max_bytes: u32,
+    /// Set to join a consumer group with `subscribe`.
+    pub group: Option<GroupConfig>,
 }
 
 impl ConsumerConfig {
@@ -43,6 +46,7 @@ impl ConsumerConfig {
             fetch_min_bytes: 1,
             fetch_max_bytes: 50 * 1024 * 1024,
             partition_max_bytes: 1024 * 1024,
+            group: None,
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct Consumer {
     cluster: Arc<Cluster>,
     config: ConsumerConfig,
     positions: BTreeMap<(String, u32), Position>,
+    group: Option<Group>,
+    listener: Option<Box<dyn RebalanceListener>>,
 }
 
 impl Consumer {
@@ -78,7 +84,7 @@ impl Consumer {
     }
 
     pub fn with_cluster(cluster: Arc<Cluster>, config: ConsumerConfig) -> Consumer {
-        Consumer { cluster, config, positions: BTreeMap::new() }
+        Consumer { cluster, config, positions: BTreeMap::new(), group: None, listener: None }
     }
 
     /// Replaces the assignment. New partitions start by the reset policy; kept ones keep their position.
@@ -126,10 +132,200 @@ impl Consumer {
         self.set_position(topic, partition, Position::Reset(OffsetReset::Latest));
     }
 
+    /// Joins the configured group (`ConsumerConfig::group`) for these topics; the group's coordinator
+    /// decides which partitions this consumer reads. Replaces any explicit assignment.
+    pub async fn subscribe(&mut self, topics: &[&str]) -> Result<(), ClientError> {
+        let config = self
+            .config
+            .group
+            .clone()
+            .ok_or_else(|| ClientError::Config("subscribe needs ConsumerConfig::group".into()))?;
+        if let Some(mut old) = self.group.take() {
+            old.leave().await;
+        }
+        self.positions.clear();
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        self.group = Some(Group::join(&self.cluster, config, topics).await?);
+        Ok(())
+    }
+
+    /// Called from `poll` when partitions are assigned or revoked.
+    pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
+        self.listener = Some(listener);
+    }
+
+    /// The member id in the group, once joined.
+    pub fn member_id(&self) -> Option<String> {
+        self.group.as_ref().map(Group::member_id)
+    }
+
+    /// The group generation of this member's last sync.
+    pub fn generation(&self) -> Option<i32> {
+        self.group.as_ref().map(|g| g.generation)
+    }
+
+    /// Commits the position of every partition this member holds (the offsets after the records `poll`
+    /// returned so far) and waits for the coordinator.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        let offsets = self.commit_positions(None);
+        match self.group.as_mut() {
+            Some(group) => group.commit(offsets).await,
+            None => Err(ClientError::Config("commit needs a group (ConsumerConfig::group and subscribe)".into())),
+        }
+    }
+
+    /// Commits in the background; await the handle to learn the outcome.
+    pub fn commit_async(&mut self) -> tokio::task::JoinHandle<Result<(), ClientError>> {
+        let offsets = self.commit_positions(None);
+        let Some(group) = self.group.as_ref() else {
+            return tokio::spawn(async { Err(ClientError::Config("commit needs a group".into())) });
+        };
+        let request =
+            super::group::commit_request(&group.config.group_id, &group.member_id(), group.generation, offsets);
+        let cluster = self.cluster.clone();
+        let group_id = group.config.group_id.clone();
+        tokio::spawn(async move {
+            let coordinator = super::group::find_coordinator(&cluster, &group_id).await?;
+            let response = coordinator.call(&request, cluster.config().request_timeout).await?;
+            match response.error_code {
+                ErrorCode::NONE => Ok(()),
+                code => Err(ClientError::broker(code, response.error_message)),
+            }
+        })
+    }
+
+    /// Commits (with auto-commit), leaves the group (dynamic members) and stops heartbeating.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        let mut result = Ok(());
+        if let Some(mut group) = self.group.take() {
+            if group.config.auto_commit {
+                let offsets = self.commit_positions(None);
+                result = group.commit(offsets).await;
+            }
+            group.leave().await;
+        }
+        result
+    }
+
+    /// Positions to commit: of `only` when given, else of every partition with a known position.
+    fn commit_positions(&self, only: Option<&BTreeSet<TopicPartition>>) -> Vec<(TopicPartition, u64)> {
+        self.positions
+            .iter()
+            .filter(|(tp, _)| only.is_none_or(|set| set.contains(*tp)))
+            .filter_map(|(tp, position)| match position {
+                Position::At(offset) => Some((tp.clone(), *offset)),
+                Position::Reset(_) => None,
+            })
+            .collect()
+    }
+
+    /// Rejoins, auto-commits and syncs as the heartbeat task asked.
+    async fn maintain_group(&mut self) -> Result<(), ClientError> {
+        let Some(group) = self.group.as_mut() else { return Ok(()) };
+        let (rejoin, fatal) = {
+            let mut shared = group.shared.lock().expect("membership lock");
+            shared.last_poll = std::time::Instant::now();
+            (shared.needs_rejoin, shared.fatal.clone())
+        };
+        if let Some(error) = fatal {
+            return Err(error);
+        }
+        if rejoin {
+            let lost: Vec<TopicPartition> = std::mem::take(&mut group.owned).into_iter().collect();
+            for tp in &lost {
+                self.positions.remove(tp);
+            }
+            if !lost.is_empty() {
+                tracing::warn!(
+                    partitions = lost.len(),
+                    "this member was removed from the group; its partitions are lost"
+                );
+                if let Some(listener) = self.listener.as_mut() {
+                    listener.on_lost(&lost);
+                }
+            }
+            group.shared.lock().expect("membership lock").member_id = String::new();
+            group.send_join().await?;
+        }
+        if group.config.auto_commit && group.last_commit.elapsed() >= group.config.auto_commit_interval {
+            let offsets = self.commit_positions(None);
+            let group = self.group.as_mut().expect("checked above");
+            if let Err(error) = group.commit(offsets).await {
+                tracing::warn!(%error, "auto-commit failed");
+            }
+        }
+        let group = self.group.as_mut().expect("checked above");
+        let needs_sync = std::mem::replace(&mut group.shared.lock().expect("membership lock").needs_sync, false);
+        if !needs_sync {
+            return Ok(());
+        }
+        loop {
+            let group = self.group.as_mut().expect("checked above");
+            let assignment = match group.send_sync().await {
+                Ok(assignment) => assignment,
+                Err(error) => {
+                    let mut shared = group.shared.lock().expect("membership lock");
+                    match error.code() {
+                        Some(ErrorCode::UNKNOWN_MEMBER_ID) | Some(ErrorCode::ILLEGAL_GENERATION) => {
+                            shared.needs_rejoin = true
+                        }
+                        Some(ErrorCode::FENCED_INSTANCE_ID) => return Err(error),
+                        _ => shared.needs_sync = true,
+                    }
+                    drop(shared);
+                    if error.is_retriable() || error.code().is_some() {
+                        tracing::warn!(%error, "sync failed; retrying on the next poll");
+                        return Ok(());
+                    }
+                    return Err(error);
+                }
+            };
+            let revoked: BTreeSet<TopicPartition> = group.owned.difference(&assignment).cloned().collect();
+            if !revoked.is_empty() {
+                let auto_commit = group.config.auto_commit;
+                if auto_commit {
+                    let offsets = self.commit_positions(Some(&revoked));
+                    let group = self.group.as_mut().expect("checked above");
+                    if let Err(error) = group.commit(offsets).await {
+                        tracing::warn!(%error, "committing revoked partitions failed");
+                    }
+                }
+                let revoked_list: Vec<TopicPartition> = revoked.iter().cloned().collect();
+                if let Some(listener) = self.listener.as_mut() {
+                    listener.on_revoked(&revoked_list);
+                }
+                let group = self.group.as_mut().expect("checked above");
+                for tp in &revoked {
+                    group.owned.remove(tp);
+                    self.positions.remove(tp);
+                }
+                // Sync again to release them.
+                continue;
+            }
+            let added: Vec<TopicPartition> = assignment.difference(&group.owned).cloned().collect();
+            group.owned = assignment;
+            if !added.is_empty() {
+                let committed = group.committed(&added).await?;
+                let reset = self.config.auto_offset_reset;
+                for (tp, offset) in committed {
+                    let position = offset.map_or(Position::Reset(reset), Position::At);
+                    self.positions.insert(tp, position);
+                }
+                if let Some(listener) = self.listener.as_mut() {
+                    listener.on_assigned(&added);
+                }
+            }
+            return Ok(());
+        }
+    }
+
     /// Returns the records available within `timeout` (possibly none).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        self.maintain_group().await?;
         if self.positions.is_empty() {
-            tokio::time::sleep(timeout).await;
+            // A group member without partitions yet checks back soon for its assignment.
+            let wait = if self.group.is_some() { timeout.min(Duration::from_millis(100)) } else { timeout };
+            tokio::time::sleep(wait).await;
             return Ok(Vec::new());
         }
         self.resolve_positions().await?;

@@ -5,6 +5,7 @@ mod cluster;
 mod connection;
 mod consumer;
 mod error;
+mod group;
 mod producer;
 
 pub use admin::Admin;
@@ -12,4 +13,5 @@ pub use cluster::{ClientConfig, Cluster};
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use error::ClientError;
+pub use group::{GroupConfig, RebalanceListener, TopicPartition};
 pub use producer::{key_partition, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

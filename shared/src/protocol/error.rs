@@ -67,6 +67,16 @@ error_codes! {
     FRAME_TOO_LARGE = 20, false, "the frame is larger than the broker's frame limit; the connection is closed";
     BROKER_BUSY = 21, true, "the partition's queue is full; back off and retry";
     INVALID_RECORD = 22, false, "a record is not acceptable for this topic";
+    COORDINATOR_NOT_AVAILABLE = 23, true, "the group coordinator is not available yet";
+    NOT_COORDINATOR = 24, true, "this broker does not coordinate the group; find the coordinator again";
+    INVALID_GROUP_ID = 25, false, "group ids are 1-249 characters of [a-zA-Z0-9._-]";
+    UNKNOWN_MEMBER_ID = 26, false, "the member is not in the group (it left or its session timed out); rejoin";
+    ILLEGAL_GENERATION = 27, false, "the member's generation is stale or it does not hold the partition";
+    REBALANCE_IN_PROGRESS = 28, false, "the member's assignment changed; sync to learn it";
+    FENCED_INSTANCE_ID = 29, false, "another member took over this static instance id";
+    GROUP_NOT_EMPTY = 30, false, "the group has active members";
+    INVALID_SESSION_TIMEOUT = 31, false, "the session timeout is outside the broker's allowed range";
+    INCONSISTENT_GROUP_PROTOCOL = 32, false, "the assignment strategy differs from the group's or is unknown";
 }
 
 impl ErrorCode {

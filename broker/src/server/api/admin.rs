@@ -50,10 +50,10 @@ pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScop
                 partitions: vec![],
             },
             Some(topic) => TopicDescription {
+                internal: crate::topic::is_internal(&name),
                 name,
                 error_code: ErrorCode::NONE,
                 error_message: None,
-                internal: false,
                 configs: topic
                     .config
                     .entries()

@@ -2,6 +2,7 @@
 
 mod admin;
 mod fetch;
+mod group;
 mod list_offsets;
 mod metadata;
 pub mod produce;
@@ -47,7 +48,7 @@ impl Encoded {
 }
 
 /// Runs every API except Produce (see `produce::hand_off`).
-pub async fn handle(api: ApiKey, body: &[u8], scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn handle(api: ApiKey, client_id: String, body: &[u8], scope: &RequestScope) -> Result<Encoded, ApiError> {
     match api {
         ApiKey::ApiVersions => Ok(Encoded::new(&ApiVersionsResponse::supported())),
         ApiKey::Metadata => metadata::handle(decode(body)?, scope).await,
@@ -56,6 +57,15 @@ pub async fn handle(api: ApiKey, body: &[u8], scope: &RequestScope) -> Result<En
         ApiKey::DescribeTopics => admin::describe_topics(decode(body)?, scope).await,
         ApiKey::Fetch => fetch::handle(decode(body)?, scope).await,
         ApiKey::ListOffsets => list_offsets::handle(decode(body)?, scope).await,
+        ApiKey::FindCoordinator => group::find_coordinator(decode(body)?, scope).await,
+        ApiKey::JoinGroup => group::join(decode(body)?, client_id, scope).await,
+        ApiKey::SyncGroup => group::sync(decode(body)?, scope).await,
+        ApiKey::Heartbeat => group::heartbeat(decode(body)?, scope).await,
+        ApiKey::LeaveGroup => group::leave(decode(body)?, scope).await,
+        ApiKey::OffsetCommit => group::commit(decode(body)?, scope).await,
+        ApiKey::OffsetFetch => group::fetch_offsets(decode(body)?, scope).await,
+        ApiKey::ListGroups => group::list(decode(body)?, scope).await,
+        ApiKey::DescribeGroups => group::describe(decode(body)?, scope).await,
         ApiKey::Produce => Err(ApiError::new(ErrorCode::UNKNOWN_SERVER_ERROR, "produce is dispatched separately")),
     }
 }

@@ -45,6 +45,14 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
     for topic in request.topics {
         let registered = registry.topic(&topic.name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
+        if crate::topic::is_internal(&topic.name) {
+            let message = format!("'{}' is an internal topic written only by the broker", topic.name);
+            partitions.extend(topic.partitions.iter().map(|data| {
+                PendingPartition::Done(partition_error(data.partition, ErrorCode::INVALID_REQUEST, message.clone()))
+            }));
+            topics.push((topic.name, partitions));
+            continue;
+        }
         for data in topic.partitions {
             let partition = data.partition;
             let failed =

@@ -3,11 +3,20 @@
 pub mod api_versions;
 pub mod create_topics;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod describe_topics;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 macro_rules! api_keys {
     ($( $name:ident = $key:expr, versions $min:expr => $max:expr; )*) => {
@@ -41,7 +50,7 @@ macro_rules! api_keys {
     };
 }
 
-// Keys 8 (Authenticate) and 10-19 (consumer groups) are reserved for later APIs.
+// Key 8 (Authenticate) is reserved for a later API.
 api_keys! {
     ApiVersions = 0, versions 0 => 0;
     Metadata = 1, versions 0 => 0;
@@ -51,6 +60,15 @@ api_keys! {
     Produce = 5, versions 0 => 0;
     Fetch = 6, versions 0 => 0;
     ListOffsets = 7, versions 0 => 0;
+    FindCoordinator = 10, versions 0 => 0;
+    JoinGroup = 11, versions 0 => 0;
+    SyncGroup = 12, versions 0 => 0;
+    Heartbeat = 13, versions 0 => 0;
+    LeaveGroup = 14, versions 0 => 0;
+    OffsetCommit = 15, versions 0 => 0;
+    OffsetFetch = 16, versions 0 => 0;
+    ListGroups = 17, versions 0 => 0;
+    DescribeGroups = 18, versions 0 => 0;
 }
 
 /// Ties a request body to its API key and response body.

@@ -1,0 +1,321 @@
+//! Consumer-group membership for `Consumer::subscribe`: find the coordinator, join, heartbeat in the
+//! background (so a busy application keeps its session), sync assignments when told, commit offsets.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{ClientError, Cluster, Connection};
+use crate::protocol::api::find_coordinator::FindCoordinatorRequest;
+use crate::protocol::api::heartbeat::HeartbeatRequest;
+use crate::protocol::api::join_group::{JoinGroupRequest, TopicPartitions};
+use crate::protocol::api::leave_group::LeaveGroupRequest;
+use crate::protocol::api::offset_commit::{OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic};
+use crate::protocol::api::offset_fetch::OffsetFetchRequest;
+use crate::protocol::api::sync_group::SyncGroupRequest;
+use crate::protocol::ErrorCode;
+
+pub type TopicPartition = (String, u32);
+
+/// Settings of a consumer that joins a group.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub group_id: String,
+    /// Static membership: restart with the same id within the session timeout to keep the partitions
+    /// without a rebalance. A static member does not leave the group on `close`.
+    pub instance_id: Option<String>,
+    /// `cooperative-sticky` (default), `range` or `roundrobin`.
+    pub strategy: String,
+    /// A member that sends no heartbeat for this long is removed and its partitions move.
+    pub session_timeout: Duration,
+    /// If the application does not call `poll` for this long, the consumer leaves the group so that its
+    /// partitions move to members that make progress; it rejoins on the next `poll`.
+    pub max_poll_interval: Duration,
+    /// Commit the positions of records already returned by `poll`, at most every `auto_commit_interval`,
+    /// at the start of `poll` (so a record is committed only after the application was handed it and asked
+    /// for more), before partitions are revoked, and on `close`.
+    pub auto_commit: bool,
+    pub auto_commit_interval: Duration,
+}
+
+impl GroupConfig {
+    pub fn new(group_id: impl Into<String>) -> GroupConfig {
+        GroupConfig {
+            group_id: group_id.into(),
+            instance_id: None,
+            strategy: "cooperative-sticky".into(),
+            session_timeout: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(300),
+            auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Told about partitions as they are assigned and revoked; called from inside `poll`.
+pub trait RebalanceListener: Send + Sync {
+    fn on_assigned(&mut self, _partitions: &[TopicPartition]) {}
+    /// Called after the revoked partitions' positions were committed (with auto-commit) and before they are
+    /// released to another member.
+    fn on_revoked(&mut self, _partitions: &[TopicPartition]) {}
+    /// Partitions lost without a chance to commit (this member was removed from the group).
+    fn on_lost(&mut self, partitions: &[TopicPartition]) {
+        self.on_revoked(partitions);
+    }
+}
+
+/// State shared with the heartbeat task.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    pub member_id: String,
+    pub needs_sync: bool,
+    pub needs_rejoin: bool,
+    pub fatal: Option<ClientError>,
+    pub last_poll: Instant,
+    pub heartbeat_interval: Duration,
+}
+
+pub(crate) struct Group {
+    pub config: GroupConfig,
+    pub topics: Vec<String>,
+    pub shared: Arc<Mutex<Membership>>,
+    coordinator: Connection,
+    cluster: Arc<Cluster>,
+    pub generation: i32,
+    pub owned: BTreeSet<TopicPartition>,
+    pub last_commit: Instant,
+    heartbeat_task: tokio::task::JoinHandle<()>,
+    request_timeout: Duration,
+}
+
+impl Group {
+    /// Finds the coordinator, joins and starts heartbeating.
+    pub async fn join(cluster: &Arc<Cluster>, config: GroupConfig, topics: Vec<String>) -> Result<Group, ClientError> {
+        let request_timeout = cluster.config().request_timeout;
+        let coordinator = find_coordinator(cluster, &config.group_id).await?;
+        let shared = Arc::new(Mutex::new(Membership {
+            member_id: String::new(),
+            needs_sync: true,
+            needs_rejoin: false,
+            fatal: None,
+            last_poll: Instant::now(),
+            heartbeat_interval: config.session_timeout / 3,
+        }));
+        let heartbeat_task =
+            tokio::spawn(heartbeat_loop(cluster.clone(), coordinator.clone(), config.clone(), shared.clone()));
+        let mut group = Group {
+            config,
+            topics,
+            shared,
+            coordinator,
+            cluster: cluster.clone(),
+            generation: -1,
+            owned: BTreeSet::new(),
+            last_commit: Instant::now(),
+            heartbeat_task,
+            request_timeout,
+        };
+        group.send_join().await?;
+        Ok(group)
+    }
+
+    /// JoinGroup with the current member id (empty the first time and after the member was removed).
+    pub async fn send_join(&mut self) -> Result<(), ClientError> {
+        let member_id = self.shared.lock().expect("membership lock").member_id.clone();
+        let request = JoinGroupRequest {
+            group_id: self.config.group_id.clone(),
+            member_id,
+            group_instance_id: self.config.instance_id.clone(),
+            topics: self.topics.clone(),
+            strategy: self.config.strategy.clone(),
+            session_timeout_ms: self.config.session_timeout.as_millis() as u32,
+        };
+        let response = self.call(&request).await?;
+        if response.error_code != ErrorCode::NONE {
+            return Err(ClientError::broker(response.error_code, response.error_message));
+        }
+        self.generation = response.generation_id;
+        let mut shared = self.shared.lock().expect("membership lock");
+        shared.member_id = response.member_id;
+        shared.heartbeat_interval = Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(10)));
+        shared.needs_sync = true;
+        shared.needs_rejoin = false;
+        Ok(())
+    }
+
+    /// SyncGroup: reports what this member holds; returns what it may hold now.
+    pub async fn send_sync(&mut self) -> Result<BTreeSet<TopicPartition>, ClientError> {
+        let member_id = self.member_id();
+        let request = SyncGroupRequest {
+            group_id: self.config.group_id.clone(),
+            member_id,
+            owned: TopicPartitions::group(self.owned.iter().cloned()),
+        };
+        let response = self.call(&request).await?;
+        if response.error_code != ErrorCode::NONE {
+            return Err(ClientError::broker(response.error_code, response.error_message));
+        }
+        self.generation = response.generation_id;
+        Ok(TopicPartitions::flatten(&response.assignment).into_iter().collect())
+    }
+
+    pub async fn commit(&mut self, offsets: Vec<(TopicPartition, u64)>) -> Result<(), ClientError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let request = commit_request(&self.config.group_id, &self.member_id(), self.generation, offsets);
+        let response = self.call(&request).await?;
+        if response.error_code != ErrorCode::NONE {
+            return Err(ClientError::broker(response.error_code, response.error_message));
+        }
+        for topic in response.topics {
+            for partition in topic.partitions {
+                if partition.error_code != ErrorCode::NONE {
+                    return Err(ClientError::broker(
+                        partition.error_code,
+                        Some(format!("committing {}/{}", topic.name, partition.partition)),
+                    ));
+                }
+            }
+        }
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Committed offsets of these partitions (`None`: nothing committed).
+    pub async fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, Option<u64>)>, ClientError> {
+        let request = OffsetFetchRequest {
+            group_id: self.config.group_id.clone(),
+            topics: Some(TopicPartitions::group(partitions.iter().cloned())),
+        };
+        let response = self.call(&request).await?;
+        Ok(response
+            .offsets
+            .into_iter()
+            .map(|c| ((c.topic, c.partition), (c.offset >= 0).then_some(c.offset as u64)))
+            .collect())
+    }
+
+    /// Calls the coordinator, finding it again once if the connection was lost.
+    async fn call<R>(&mut self, request: &R) -> Result<R::Response, ClientError>
+    where
+        R: crate::protocol::api::Request,
+        R::Response: serde::de::DeserializeOwned,
+    {
+        match self.coordinator.call(request, self.request_timeout).await {
+            Err(ClientError::ConnectionLost { .. } | ClientError::Connect { .. }) => {
+                self.coordinator = find_coordinator(&self.cluster, &self.config.group_id).await?;
+                self.coordinator.call(request, self.request_timeout).await
+            }
+            result => result,
+        }
+    }
+
+    pub fn member_id(&self) -> String {
+        self.shared.lock().expect("membership lock").member_id.clone()
+    }
+
+    /// Leaves (dynamic members only) and stops heartbeating.
+    pub async fn leave(&mut self) {
+        self.heartbeat_task.abort();
+        if self.config.instance_id.is_none() {
+            let request = LeaveGroupRequest { group_id: self.config.group_id.clone(), member_id: self.member_id() };
+            if let Err(error) = self.call(&request).await {
+                tracing::warn!(%error, "leaving the group failed; the session will time out instead");
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.heartbeat_task.abort();
+    }
+}
+
+pub(crate) fn commit_request(
+    group_id: &str,
+    member_id: &str,
+    generation: i32,
+    offsets: Vec<(TopicPartition, u64)>,
+) -> OffsetCommitRequest {
+    let mut topics: Vec<OffsetCommitTopic> = Vec::new();
+    for ((topic, partition), offset) in offsets {
+        let entry = OffsetCommitPartition { partition, offset, metadata: None };
+        match topics.iter_mut().find(|t| t.name == topic) {
+            Some(t) => t.partitions.push(entry),
+            None => topics.push(OffsetCommitTopic { name: topic, partitions: vec![entry] }),
+        }
+    }
+    OffsetCommitRequest {
+        group_id: group_id.to_string(),
+        member_id: member_id.to_string(),
+        generation_id: generation,
+        topics,
+    }
+}
+
+pub(crate) async fn find_coordinator(cluster: &Cluster, group_id: &str) -> Result<Connection, ClientError> {
+    let connection = cluster.any_connection().await?;
+    let request = FindCoordinatorRequest { group_id: group_id.to_string() };
+    let response = connection.call(&request, cluster.config().request_timeout).await?;
+    if response.error_code != ErrorCode::NONE {
+        return Err(ClientError::broker(response.error_code, None));
+    }
+    cluster.connection_to(&format!("{}:{}", response.host, response.port)).await
+}
+
+async fn heartbeat_loop(
+    cluster: Arc<Cluster>,
+    mut coordinator: Connection,
+    config: GroupConfig,
+    shared: Arc<Mutex<Membership>>,
+) {
+    let timeout = cluster.config().request_timeout;
+    let mut left_for_slow_poll = false;
+    loop {
+        let interval = shared.lock().expect("membership lock").heartbeat_interval;
+        tokio::time::sleep(interval).await;
+        let (member_id, idle) = {
+            let state = shared.lock().expect("membership lock");
+            if state.needs_rejoin || state.fatal.is_some() || state.member_id.is_empty() {
+                continue;
+            }
+            (state.member_id.clone(), state.last_poll.elapsed())
+        };
+        left_for_slow_poll &= idle > config.max_poll_interval;
+        if idle > config.max_poll_interval {
+            if !left_for_slow_poll {
+                tracing::warn!(group = %config.group_id, ?idle, "poll was not called within max_poll_interval; leaving the group");
+                let request = LeaveGroupRequest { group_id: config.group_id.clone(), member_id };
+                let _ = coordinator.call(&request, timeout).await;
+                let mut state = shared.lock().expect("membership lock");
+                state.needs_rejoin = true;
+                state.member_id = String::new();
+                left_for_slow_poll = true;
+            }
+            continue;
+        }
+        let request = HeartbeatRequest { group_id: config.group_id.clone(), member_id };
+        match coordinator.call(&request, timeout).await {
+            Ok(response) => {
+                let mut state = shared.lock().expect("membership lock");
+                match response.error_code {
+                    ErrorCode::NONE => {}
+                    ErrorCode::REBALANCE_IN_PROGRESS => state.needs_sync = true,
+                    ErrorCode::UNKNOWN_MEMBER_ID | ErrorCode::ILLEGAL_GENERATION => state.needs_rejoin = true,
+                    code => state.fatal = Some(ClientError::broker(code, Some(format!("group '{}'", config.group_id)))),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(group = %config.group_id, %error, "heartbeat failed");
+                if let Ok(found) = find_coordinator(&cluster, &config.group_id).await {
+                    coordinator = found;
+                }
+            }
+        }
+    }
+}
