@@ -473,3 +473,116 @@ async fn commits_from_fenced_members_are_rejected() {
     let committed = admin.describe_group("fenced").await.unwrap();
     assert_eq!(committed.offsets[0].committed_offset, 1, "only the accepted commit is stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_application_keeps_its_session_through_background_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    let admin = broker.admin().await;
+    admin.create_topic("slow", N_PARTITIONS, 1, BTreeMap::new()).await.unwrap();
+    produce(&broker, "slow", 0..100).await;
+    let config = group_consumer_config(&broker, "slow-group", |g| {
+        g.session_timeout = Duration::from_millis(600);
+        g.auto_commit = false;
+    });
+    let mut consumer = Consumer::connect(config).await.unwrap();
+    consumer.subscribe(&["slow"]).await.unwrap();
+    let mut n_read = 0;
+    while n_read < 100 {
+        n_read += consumer.poll(Duration::from_millis(100)).await.unwrap().len();
+    }
+    let member = consumer.member_id().unwrap();
+    let generation = admin.describe_group("slow-group").await.unwrap().generation_id;
+    // "Processing" for five session timeouts without calling poll.
+    let busy_until = Instant::now() + Duration::from_millis(3000);
+    while Instant::now() < busy_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let description = admin.describe_group("slow-group").await.unwrap();
+    assert_eq!(description.members.len(), 1);
+    assert_eq!(description.members[0].member_id, member, "still the same member");
+    assert_eq!(description.generation_id, generation, "no rebalance while the application was busy");
+    // Explicit commits, synchronous and in the background.
+    consumer.commit_async().await.unwrap().unwrap();
+    consumer.commit().await.unwrap();
+    let committed: i64 =
+        admin.describe_group("slow-group").await.unwrap().offsets.iter().map(|o| o.committed_offset).sum();
+    assert_eq!(committed, 100);
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_cli_lists_describes_and_resets_only_an_empty_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    let admin = broker.admin().await;
+    admin.create_topic("audit", 2, 1, BTreeMap::new()).await.unwrap();
+    let input: String = (0..10).map(|i| format!("k{i}:v{i}\n")).collect();
+    assert!(broker.cli(&["produce", "audit", "--key-separator", ":"], Some(&input)).status.success());
+    let consumed = broker.cli(
+        &[
+            "consume",
+            "audit",
+            "--group",
+            "auditors",
+            "--from-beginning",
+            "--max-messages",
+            "10",
+            "--timeout-ms",
+            "20000",
+        ],
+        None,
+    );
+    assert_eq!(common::stdout(&consumed).lines().count(), 10, "{}", common::stderr(&consumed));
+
+    let listed = common::stdout(&broker.cli(&["group", "list"], None));
+    assert!(listed.lines().any(|line| line.starts_with("auditors") && line.contains("Empty")), "{listed}");
+    let described = common::stdout(&broker.cli(&["group", "describe", "auditors"], None));
+    assert!(
+        described.contains("GROUP")
+            && described.contains("CURRENT-OFFSET")
+            && described.contains("LOG-END-OFFSET")
+            && described.contains("LAG")
+            && described.contains("MEMBER-ID")
+            && described.contains("CLIENT-ID"),
+        "{described}"
+    );
+    let lags: u64 = described
+        .lines()
+        .filter(|l| l.starts_with("auditors"))
+        .map(|l| l.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(lags, 0, "everything printed was committed:\n{described}");
+
+    let reset = broker.cli(&["group", "reset-offsets", "auditors", "--topic", "audit", "--to-earliest"], None);
+    assert!(reset.status.success(), "{}", common::stderr(&reset));
+    let again =
+        broker.cli(&["consume", "audit", "--group", "auditors", "--max-messages", "10", "--timeout-ms", "20000"], None);
+    assert_eq!(common::stdout(&again).lines().count(), 10, "re-read from the earliest offsets");
+
+    // While a member is active, a reset is refused.
+    let mut member = Consumer::connect(group_consumer_config(&broker, "auditors", |_| {})).await.unwrap();
+    member.subscribe(&["audit"]).await.unwrap();
+    member.poll(Duration::from_millis(100)).await.unwrap();
+    let refused = broker.cli(&["group", "reset-offsets", "auditors", "--topic", "audit", "--to-latest"], None);
+    assert!(!refused.status.success());
+    assert!(common::stderr(&refused).contains("GROUP_NOT_EMPTY"), "{}", common::stderr(&refused));
+    member.close().await.unwrap();
+}
+
+#[test]
+fn cli_group_consumer_commits_only_what_it_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    assert!(broker.cli(&["topic", "create", "pages"], None).status.success());
+    let input: String = (0..10).map(|i| format!("page-{i}\n")).collect();
+    assert!(broker.cli(&["produce", "pages"], Some(&input)).status.success());
+    let args = |max: &'static str| {
+        ["consume", "pages", "--group", "readers", "--from-beginning", "--max-messages", max, "--timeout-ms", "20000"]
+    };
+    let first = broker.cli(&args("3"), None);
+    assert_eq!(common::stdout(&first), "page-0\npage-1\npage-2\n");
+    let rest = broker.cli(&args("7"), None);
+    let expected: String = (3..10).map(|i| format!("page-{i}\n")).collect();
+    assert_eq!(common::stdout(&rest), expected, "resumes right after the last printed record");
+}

@@ -99,7 +99,7 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs) -> anyhow::Re
         });
         let records = consumer.poll(wait).await.with_context(|| format!("consuming '{}'", args.topic))?;
         let mut out = stdout.lock();
-        for record in &records {
+        for (record_idx, record) in records.iter().enumerate() {
             let value = record.value.as_deref().map_or("null".into(), String::from_utf8_lossy);
             let written = if args.print_key {
                 let key = record.key.as_deref().map_or("null".into(), String::from_utf8_lossy);
@@ -113,6 +113,10 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs) -> anyhow::Re
             n_printed += 1;
             if args.max_messages.is_some_and(|max| n_printed >= max) {
                 let _ = out.flush();
+                // Records fetched but not printed must not be committed: rewind to the first of each partition.
+                for unprinted in records[record_idx + 1..].iter().rev() {
+                    consumer.seek(&unprinted.topic, unprinted.partition, unprinted.offset);
+                }
                 return Ok(());
             }
         }
