@@ -45,6 +45,18 @@ pub struct LogDefaults {
     pub flush_ms: u64,
     pub max_message_bytes: u64,
     pub index_interval_bytes: u64,
+    /// `delete`, `compact` or `compact,delete`.
+    pub cleanup_policy: String,
+    /// -1: keep forever.
+    pub retention_ms: i64,
+    /// -1: no size limit.
+    pub retention_bytes: i64,
+    /// How long a tombstone stays readable in a compacted topic.
+    pub delete_retention_ms: i64,
+    /// How often each partition applies retention.
+    pub retention_check_interval_ms: u64,
+    /// How often each compacted partition looks for closed segments to clean.
+    pub cleaner_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -71,7 +83,13 @@ impl BrokerConfig {
             .set_default("log.segment_ms", 7 * 24 * 3_600_000i64)?
             .set_default("log.flush_ms", 1_000)?
             .set_default("log.max_message_bytes", 8u64 << 20)?
-            .set_default("log.index_interval_bytes", 4096)?;
+            .set_default("log.index_interval_bytes", 4096)?
+            .set_default("log.cleanup_policy", "delete")?
+            .set_default("log.retention_ms", 7 * 24 * 3_600_000i64)?
+            .set_default("log.retention_bytes", -1)?
+            .set_default("log.delete_retention_ms", 24 * 3_600_000i64)?
+            .set_default("log.retention_check_interval_ms", 5_000)?
+            .set_default("log.cleaner_interval_ms", 5_000)?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file));
         }

@@ -29,6 +29,16 @@ pub enum TopicCommand {
     Describe { name: String },
     /// Delete a topic and its data.
     Delete { name: String },
+    /// Change a topic's configs at runtime.
+    Alter {
+        name: String,
+        /// A config to set, as KEY=VALUE; repeat for more.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// A config to return to the broker default; repeat for more.
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
 }
 
 pub async fn run(client: ClientConfig, command: TopicCommand) -> anyhow::Result<()> {
@@ -83,6 +93,17 @@ pub async fn run(client: ClientConfig, command: TopicCommand) -> anyhow::Result<
                     p.log_end_offset
                 );
             }
+        }
+        TopicCommand::Alter { name, configs, delete_configs } => {
+            if configs.is_empty() && delete_configs.is_empty() {
+                bail!("give at least one --config KEY=VALUE or --delete-config KEY");
+            }
+            let configs = parse_configs(&configs)?;
+            admin
+                .alter_topic_configs(&name, configs, delete_configs)
+                .await
+                .with_context(|| format!("altering topic '{name}'"))?;
+            println!("Altered topic {name}.");
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await.with_context(|| format!("deleting topic '{name}'"))?;

@@ -27,7 +27,7 @@ pub async fn start_coordinator(
 ) -> anyhow::Result<Addr<GroupCoordinator>> {
     if registry.topic(offsets::OFFSETS_TOPIC).is_none() {
         registry
-            .create_topic(offsets::OFFSETS_TOPIC, config.offsets_topic_partitions, 1, Default::default(), false)
+            .create_topic(offsets::OFFSETS_TOPIC, config.offsets_topic_partitions, 1, offsets::topic_configs(), false)
             .await
             .map_err(|error| anyhow::anyhow!("creating {}: {error}", offsets::OFFSETS_TOPIC))?;
     }

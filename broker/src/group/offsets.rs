@@ -34,6 +34,14 @@ struct OffsetValue {
     commit_timestamp_ms: i64,
 }
 
+/// Configs of the offsets topic: compacted, so only the latest commit per partition is kept.
+pub fn topic_configs() -> std::collections::BTreeMap<String, String> {
+    [("cleanup.policy", "compact"), ("segment.bytes", "104857600")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The offsets-topic partition that holds a group's commits.
 pub fn partition_for(group: &str, n_partitions: u32) -> u32 {
     oxbow::client::key_partition(group.as_bytes(), n_partitions)

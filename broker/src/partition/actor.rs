@@ -2,6 +2,8 @@
 //! handler (offsets are assigned before any await), so replies to appends are in offset order.
 //! With `flush.ms=0` an append is acknowledged only after an fsync covers it; fsyncs run off the actor's
 //! thread and one fsync covers every append that arrived before it started (group commit).
+//! Retention runs here on a timer (deleting whole files is cheap); compaction runs on a blocking thread
+//! and only its final swap runs here.
 
 use std::time::Duration;
 
@@ -10,7 +12,9 @@ use bytes::Bytes;
 use oxbow::protocol::batch::BatchHeader;
 use tokio::sync::{oneshot, watch};
 
+use super::cleaner;
 use super::log::{Log, LogError, LogOffsets};
+use crate::topic::TopicConfig;
 
 /// Mailbox size: beyond it senders wait, which pushes back on the connection and then the client.
 const MAILBOX_CAPACITY: usize = 256;
@@ -20,8 +24,14 @@ pub struct PartitionActor {
     partition: u32,
     log: Log,
     leader_epoch: i32,
-    flush_ms: u64,
+    config: TopicConfig,
+    timers: PartitionTimers,
     offsets: watch::Sender<LogOffsets>,
+    /// A compaction pass is running on a blocking thread.
+    cleaning: bool,
+    /// `log.rolls()` at the start of the last compaction, and whether it left tombstones to expire later.
+    cleaned_at_rolls: Option<u64>,
+    tombstones_pending: bool,
     flush_in_flight: bool,
     /// Appends written but not yet fsynced.
     dirty: bool,
@@ -72,6 +82,20 @@ pub struct ListOffset {
 #[rtype(result = "LogOffsets")]
 pub struct GetOffsets;
 
+/// Broker-wide timer settings of partition actors.
+#[derive(Debug, Clone)]
+pub struct PartitionTimers {
+    pub retention_check_interval: Duration,
+    pub cleaner_interval: Duration,
+    /// Test-only fault injection point (`OXBOW_FAULT`).
+    pub fault: Option<String>,
+}
+
+/// New topic configs (from AlterConfigs).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateConfig(pub TopicConfig);
+
 /// fsync everything and stop.
 #[derive(Message)]
 #[rtype(result = "std::io::Result<()>")]
@@ -82,7 +106,8 @@ impl PartitionActor {
         topic: String,
         partition: u32,
         log: Log,
-        flush_ms: u64,
+        config: TopicConfig,
+        timers: PartitionTimers,
     ) -> (PartitionActor, watch::Receiver<LogOffsets>) {
         let (offsets, offsets_rx) = watch::channel(Self::offsets_of(&log));
         let actor = PartitionActor {
@@ -90,8 +115,12 @@ impl PartitionActor {
             partition,
             log,
             leader_epoch: 0,
-            flush_ms,
+            config,
+            timers,
             offsets,
+            cleaning: false,
+            cleaned_at_rolls: None,
+            tombstones_pending: false,
             flush_in_flight: false,
             dirty: false,
             flush_waiters: Vec::new(),
@@ -158,14 +187,82 @@ impl PartitionActor {
     }
 }
 
+impl PartitionActor {
+    /// The periodic fsync, re-armed each time so that a changed `flush.ms` takes effect.
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        let interval = Duration::from_millis(if self.config.flush_ms > 0 { self.config.flush_ms } else { 1_000 });
+        ctx.run_later(interval, |actor, ctx| {
+            if actor.config.flush_ms > 0 {
+                actor.start_flush(ctx);
+            }
+            actor.schedule_flush(ctx);
+        });
+    }
+
+    fn apply_retention(&mut self) {
+        let policy = self.config.cleanup_policy;
+        if !policy.delete || self.offline.is_some() {
+            return;
+        }
+        match self.log.apply_retention(crate::now_ms(), self.config.retention_ms, self.config.retention_bytes) {
+            Ok(0) => {}
+            Ok(_) => {
+                self.offsets.send_replace(Self::offsets_of(&self.log));
+            }
+            Err(error) => self.go_offline(format!("deleting a segment failed: {error}")),
+        }
+    }
+
+    /// Starts a compaction pass on a blocking thread when there is something new to clean.
+    fn start_cleaning(&mut self, ctx: &mut Context<Self>) {
+        if !self.config.cleanup_policy.compact || self.cleaning || self.offline.is_some() || self.log.n_segments() < 2 {
+            return;
+        }
+        let rolls = self.log.rolls();
+        if self.cleaned_at_rolls == Some(rolls) && !self.tombstones_pending {
+            return;
+        }
+        let readers = match self.log.closed_segment_readers() {
+            Ok(readers) => readers,
+            Err(error) => {
+                return tracing::warn!(topic = %self.topic, partition = self.partition, %error, "cannot start cleaning")
+            }
+        };
+        self.cleaning = true;
+        let dir = self.log.dir().to_path_buf();
+        let index_interval_bytes = self.config.index_interval_bytes;
+        let delete_retention_ms = self.config.delete_retention_ms;
+        let fault = self.timers.fault.clone();
+        let started = std::time::Instant::now();
+        let work = tokio::task::spawn_blocking(move || {
+            cleaner::clean(&dir, &readers, index_interval_bytes, crate::now_ms(), delete_retention_ms, fault.as_deref())
+        });
+        ctx.spawn(work.into_actor(self).map(move |result, actor, _| {
+            actor.cleaning = false;
+            let cleaned = match result {
+                Ok(Ok(cleaned)) => cleaned,
+                Ok(Err(error)) => return tracing::warn!(topic = %actor.topic, partition = actor.partition, %error, "cleaning failed; will retry"),
+                Err(error) => return tracing::warn!(topic = %actor.topic, partition = actor.partition, %error, "cleaner task failed"),
+            };
+            let (kept, dropped, tombstones) = (cleaned.kept_records, cleaned.dropped_records, cleaned.kept_tombstones);
+            if let Err(error) = actor.log.install_cleaned(cleaned, actor.timers.fault.as_deref()) {
+                return actor.go_offline(format!("swapping cleaned segments failed: {error}"));
+            }
+            actor.cleaned_at_rolls = Some(rolls);
+            actor.tombstones_pending = tombstones > 0;
+            tracing::info!(topic = %actor.topic, partition = actor.partition, kept, dropped, tombstones, elapsed = ?started.elapsed(), "compacted closed segments");
+        }));
+    }
+}
+
 impl Actor for PartitionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        if self.flush_ms > 0 {
-            ctx.run_interval(Duration::from_millis(self.flush_ms), |actor, ctx| actor.start_flush(ctx));
-        }
+        self.schedule_flush(ctx);
+        ctx.run_interval(self.timers.retention_check_interval, |actor, _| actor.apply_retention());
+        ctx.run_interval(self.timers.cleaner_interval, |actor, ctx| actor.start_cleaning(ctx));
     }
 }
 
@@ -189,7 +286,7 @@ impl Handler<Append> for PartitionActor {
         self.dirty = true;
         self.offsets.send_replace(Self::offsets_of(&self.log));
         let outcome = AppendOutcome { base_offset, log_start_offset: self.log.log_start_offset() };
-        if self.flush_ms == 0 {
+        if self.config.flush_ms == 0 {
             self.flush_waiters.push((self.log.log_end_offset() - 1, message.reply, outcome));
             self.start_flush(ctx);
         } else {
@@ -223,6 +320,15 @@ impl Handler<GetOffsets> for PartitionActor {
 
     fn handle(&mut self, _message: GetOffsets, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(Self::offsets_of(&self.log))
+    }
+}
+
+impl Handler<UpdateConfig> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: UpdateConfig, _ctx: &mut Self::Context) {
+        self.log.set_config(message.0.log_config());
+        self.config = message.0;
     }
 }
 

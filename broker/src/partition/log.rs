@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use oxbow::protocol::batch::{self, BatchHeader};
 
-use super::segment::{self, Segment};
+use super::cleaner::{self, Cleaned};
+use super::segment::{self, Segment, SegmentReader};
 
 /// The settings of one partition's log (from the topic's configs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct Log {
     config: LogConfig,
     segments: BTreeMap<u64, Segment>,
     log_start_offset: u64,
+    /// Segments rolled since the log was opened (the cleaner looks for new closed segments).
+    rolls: u64,
 }
 
 const QUARANTINE_DIR: &str = "quarantine";
@@ -58,6 +61,7 @@ impl Log {
     /// segments stay. Missing or stale index files are rebuilt.
     pub fn open(dir: &Path, config: LogConfig) -> io::Result<Log> {
         fs::create_dir_all(dir)?;
+        cleaner::recover(dir)?;
         let mut base_offsets: Vec<u64> = Vec::new();
         for entry in fs::read_dir(dir)? {
             let name = entry?.file_name();
@@ -91,7 +95,7 @@ impl Log {
             segments.insert(base_offset, segment);
         }
         let log_start_offset = segments.keys().next().copied().unwrap_or(0);
-        let mut log = Log { dir: dir.to_path_buf(), config, segments, log_start_offset };
+        let mut log = Log { dir: dir.to_path_buf(), config, segments, log_start_offset, rolls: 0 };
         if log.segments.is_empty() {
             log.roll(0)?;
         }
@@ -120,6 +124,66 @@ impl Log {
 
     pub fn n_segments(&self) -> usize {
         self.segments.len()
+    }
+
+    pub fn rolls(&self) -> u64 {
+        self.rolls
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Read-only views of every closed segment (all but the active one), oldest first.
+    pub fn closed_segment_readers(&self) -> io::Result<Vec<SegmentReader>> {
+        let n_closed = self.segments.len() - 1;
+        self.segments.values().take(n_closed).map(Segment::reader).collect()
+    }
+
+    /// Swaps cleaned segments in for their originals (see `cleaner`). A segment deleted by retention
+    /// meanwhile is not brought back.
+    pub fn install_cleaned(&mut self, cleaned: Cleaned, fault: Option<&str>) -> io::Result<()> {
+        let (present, gone): (Vec<Segment>, Vec<Segment>) =
+            cleaned.segments.into_iter().partition(|segment| self.segments.contains_key(&segment.base_offset));
+        for segment in gone {
+            segment.delete_files()?;
+        }
+        let mut installed = 0;
+        for mut segment in present {
+            cleaner::install(&self.dir, &mut segment)?;
+            installed += 1;
+            if installed == 1 {
+                cleaner::fault_point(fault, "cleaner-mid-swap");
+            }
+            self.segments.insert(segment.base_offset, segment);
+        }
+        cleaner::finish(&self.dir)
+    }
+
+    /// Deletes whole closed segments, oldest first, while the oldest is past `retention_ms` (by its newest
+    /// timestamp) or the log without it is still at least `retention_bytes`. -1 disables a limit. The
+    /// active segment is never deleted. Returns how many segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> io::Result<usize> {
+        let mut n_deleted = 0;
+        while self.segments.len() > 1 {
+            let oldest = self.segments.values().next().expect("more than one segment");
+            let by_time = retention_ms > 0 && oldest.max_timestamp < now_ms.saturating_sub(retention_ms);
+            let by_size = retention_bytes > 0 && self.size_bytes() - oldest.size_bytes >= retention_bytes as u64;
+            if !(by_time || by_size) {
+                break;
+            }
+            let (_, segment) = self.segments.pop_first().expect("more than one segment");
+            tracing::info!(dir = %self.dir.display(), base_offset = segment.base_offset, by_time, by_size, "deleting a segment past retention");
+            segment.delete_files()?;
+            n_deleted += 1;
+        }
+        if n_deleted > 0 {
+            sync_dir(&self.dir)?;
+            let first = *self.segments.keys().next().expect("the active segment remains");
+            assert!(first >= self.log_start_offset, "the log start offset only grows");
+            self.log_start_offset = first;
+        }
+        Ok(n_deleted)
     }
 
     /// Appends validated batches, assigning consecutive offsets and stamping `leader_epoch`.
@@ -215,6 +279,7 @@ impl Log {
         sync_dir(&self.dir)?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
         self.segments.insert(base_offset, segment);
+        self.rolls += 1;
         Ok(())
     }
 

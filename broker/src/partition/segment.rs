@@ -292,6 +292,34 @@ impl Segment {
         &self.log_path
     }
 
+    /// After its files were renamed into `dir` (the open handles stay valid across a rename).
+    pub fn relocate(&mut self, dir: &Path) {
+        self.log_path = dir.join(log_file_name(self.base_offset));
+    }
+
+    /// The segment's three files, log first.
+    pub fn file_paths(&self) -> [PathBuf; 3] {
+        [self.log_path.clone(), self.log_path.with_extension("index"), self.log_path.with_extension("timeindex")]
+    }
+
+    /// Removes the segment's files (the caller fsyncs the directory).
+    pub fn delete_files(self) -> io::Result<()> {
+        let paths = self.file_paths();
+        drop(self);
+        for path in paths {
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A read-only view of this (closed) segment for another thread.
+    pub fn reader(&self) -> io::Result<SegmentReader> {
+        Ok(SegmentReader { base_offset: self.base_offset, log: self.log.try_clone()?, size_bytes: self.size_bytes })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.size_bytes == 0
     }
@@ -363,6 +391,31 @@ impl Segment {
             }
             // Later appends go to the end.
             std::io::Seek::seek(file, io::SeekFrom::End(0))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a closed segment's batches from another thread (with `pread`, so nothing else is disturbed).
+#[derive(Debug)]
+pub struct SegmentReader {
+    pub base_offset: u64,
+    log: File,
+    size_bytes: u64,
+}
+
+impl SegmentReader {
+    /// Visits every whole batch in file order.
+    pub fn for_each_batch(&self, mut visit: impl FnMut(Bytes) -> io::Result<()>) -> io::Result<()> {
+        let mut position = 0u64;
+        let mut prefix = [0u8; BATCH_PREFIX_PEEK_BYTES];
+        while position < self.size_bytes {
+            self.log.read_exact_at(&mut prefix, position)?;
+            let total = batch_total_bytes(&prefix);
+            let mut buf = BytesMut::zeroed(total);
+            self.log.read_exact_at(&mut buf, position)?;
+            visit(buf.freeze())?;
+            position += total as u64;
         }
         Ok(())
     }

@@ -6,7 +6,46 @@ use crate::config::LogDefaults;
 use crate::partition::LogConfig;
 
 /// The keys a topic accepts, with the broker default each falls back to.
-pub const KEYS: &[&str] = &["flush.ms", "index.interval.bytes", "max.message.bytes", "segment.bytes", "segment.ms"];
+pub const KEYS: &[&str] = &[
+    "cleanup.policy",
+    "delete.retention.ms",
+    "flush.ms",
+    "index.interval.bytes",
+    "max.message.bytes",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+/// What happens to old records: deleted by age and size, compacted to the newest per key, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub fn parse(value: &str) -> Option<CleanupPolicy> {
+        let mut policy = CleanupPolicy { delete: false, compact: false };
+        for part in value.split(',').map(str::trim) {
+            match part {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                _ => return None,
+            }
+        }
+        (policy.delete || policy.compact).then_some(policy)
+    }
+
+    pub fn name(self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
+}
 
 const SEGMENT_BYTES_MIN: u64 = 1024;
 const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
@@ -20,6 +59,12 @@ pub struct TopicConfig {
     pub flush_ms: u64,
     pub max_message_bytes: u64,
     pub index_interval_bytes: u64,
+    pub cleanup_policy: CleanupPolicy,
+    /// -1: no limit.
+    pub retention_ms: i64,
+    /// -1: no limit.
+    pub retention_bytes: i64,
+    pub delete_retention_ms: i64,
 }
 
 impl TopicConfig {
@@ -36,6 +81,11 @@ impl TopicConfig {
             flush_ms: defaults.flush_ms,
             max_message_bytes: defaults.max_message_bytes,
             index_interval_bytes: defaults.index_interval_bytes,
+            cleanup_policy: CleanupPolicy::parse(&defaults.cleanup_policy)
+                .ok_or_else(|| format!("invalid broker default log.cleanup_policy '{}'", defaults.cleanup_policy))?,
+            retention_ms: defaults.retention_ms,
+            retention_bytes: defaults.retention_bytes,
+            delete_retention_ms: defaults.delete_retention_ms,
         };
         for (key, value) in &overrides {
             match key.as_str() {
@@ -46,6 +96,16 @@ impl TopicConfig {
                     config.max_message_bytes = parse_in(key, value, 128, frame_bytes_max.saturating_sub(4096) as u64)?
                 }
                 "index.interval.bytes" => config.index_interval_bytes = parse_in(key, value, 0, u32::MAX as u64)?,
+                "cleanup.policy" => {
+                    config.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(|| {
+                        format!(
+                            "invalid value '{value}' for config '{key}': expected delete, compact or compact,delete"
+                        )
+                    })?
+                }
+                "retention.ms" => config.retention_ms = parse_limit(key, value)?,
+                "retention.bytes" => config.retention_bytes = parse_limit(key, value)?,
+                "delete.retention.ms" => config.delete_retention_ms = parse_in(key, value, 0, i64::MAX as u64)? as i64,
                 _ => return Err(format!("unknown config key '{key}' (known: {})", KEYS.join(", "))),
             }
         }
@@ -65,13 +125,25 @@ impl TopicConfig {
     /// Every key with its effective value and whether it is the broker default.
     pub fn entries(&self) -> Vec<(String, String, bool)> {
         let values = [
+            ("cleanup.policy", self.cleanup_policy.name().to_string()),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
             ("flush.ms", self.flush_ms.to_string()),
             ("index.interval.bytes", self.index_interval_bytes.to_string()),
             ("max.message.bytes", self.max_message_bytes.to_string()),
+            ("retention.bytes", self.retention_bytes.to_string()),
+            ("retention.ms", self.retention_ms.to_string()),
             ("segment.bytes", self.segment_bytes.to_string()),
             ("segment.ms", self.segment_ms.to_string()),
         ];
         values.into_iter().map(|(key, value)| (key.to_string(), value, !self.overrides.contains_key(key))).collect()
+    }
+}
+
+/// A limit in milliseconds or bytes: -1 (none) or a positive integer.
+fn parse_limit(key: &str, value: &str) -> Result<i64, String> {
+    match value.trim().parse::<i64>() {
+        Ok(number) if number == -1 || number > 0 => Ok(number),
+        _ => Err(format!("invalid value '{value}' for config '{key}': expected -1 (no limit) or a positive integer")),
     }
 }
 
@@ -110,6 +182,12 @@ mod tests {
             flush_ms: 1000,
             max_message_bytes: 1 << 20,
             index_interval_bytes: 4096,
+            cleanup_policy: "delete".into(),
+            retention_ms: -1,
+            retention_bytes: -1,
+            delete_retention_ms: 1000,
+            retention_check_interval_ms: 1000,
+            cleaner_interval_ms: 1000,
         }
     }
 
@@ -123,6 +201,13 @@ mod tests {
         assert!(error.contains("'nope'"));
         let error = TopicConfig::resolve(&defaults(), [("flush.ms".into(), "-3".into())].into(), 64 << 20).unwrap_err();
         assert!(error.contains("'flush.ms'"));
+        let policy = [("cleanup.policy".into(), "shred".into())].into();
+        assert!(TopicConfig::resolve(&defaults(), policy, 64 << 20).unwrap_err().contains("'cleanup.policy'"));
+        let zero = [("retention.ms".into(), "0".into())].into();
+        assert!(TopicConfig::resolve(&defaults(), zero, 64 << 20).unwrap_err().contains("'retention.ms'"));
+        let both = [("cleanup.policy".into(), "compact,delete".into())].into();
+        let config = TopicConfig::resolve(&defaults(), both, 64 << 20).unwrap();
+        assert_eq!(config.cleanup_policy, CleanupPolicy { delete: true, compact: true });
     }
 
     #[test]

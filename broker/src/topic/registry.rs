@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use actix::prelude::*;
 use oxbow::protocol::ErrorCode;
@@ -17,7 +18,7 @@ use tokio::sync::watch;
 use super::config::{validate_topic_name, TopicConfig};
 use crate::config::BrokerConfig;
 use crate::partition::log::{sync_dir, Log};
-use crate::partition::{LogOffsets, PartitionActor, Shutdown};
+use crate::partition::{LogOffsets, PartitionActor, PartitionTimers, Shutdown, UpdateConfig};
 
 const META_FILE: &str = "topic.meta";
 
@@ -68,8 +69,9 @@ pub struct Registry {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
-    /// Serializes creates and deletes.
+    /// Serializes creates, alters and deletes.
     admin: tokio::sync::Mutex<()>,
+    timers: PartitionTimers,
 }
 
 impl Registry {
@@ -84,6 +86,11 @@ impl Registry {
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             admin: tokio::sync::Mutex::new(()),
+            timers: PartitionTimers {
+                retention_check_interval: Duration::from_millis(config.log.retention_check_interval_ms.max(1)),
+                cleaner_interval: Duration::from_millis(config.log.cleaner_interval_ms.max(1)),
+                fault: std::env::var("OXBOW_FAULT").ok(),
+            },
         };
         for entry in std::fs::read_dir(&config.data_dir)? {
             let entry = entry?;
@@ -169,6 +176,49 @@ impl Registry {
         Ok(())
     }
 
+    /// Changes a topic's configs at runtime: `set` overrides keys, `delete` returns keys to the broker
+    /// default. Validated like at creation, persisted, then handed to every partition actor.
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<TopicConfig, TopicError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name).ok_or_else(|| {
+            TopicError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{name}' does not exist"))
+        })?;
+        let mut overrides = topic.config.overrides.clone();
+        for key in delete {
+            overrides.remove(&key);
+        }
+        overrides.extend(set);
+        let config = TopicConfig::resolve(&self.config.log, overrides.clone(), self.config.frame_bytes_max)
+            .map_err(|message| TopicError::new(ErrorCode::INVALID_CONFIG, message))?;
+        let meta = TopicMeta {
+            name: name.to_string(),
+            partitions: topic.partitions.len() as u32,
+            replication_factor: topic.replication_factor,
+            configs: overrides,
+        };
+        let path = self.config.data_dir.join(name);
+        write_meta(&path, &meta).map_err(|error| {
+            TopicError::new(ErrorCode::STORAGE_ERROR, format!("saving configs of '{name}' failed: {error}"))
+        })?;
+        for partition in &topic.partitions {
+            let _ = partition.addr.send(UpdateConfig(config.clone())).await;
+        }
+        let updated = Topic {
+            name: topic.name.clone(),
+            replication_factor: topic.replication_factor,
+            config: config.clone(),
+            partitions: topic.partitions.clone(),
+        };
+        self.topics.write().expect("registry lock").insert(name.to_string(), Arc::new(updated));
+        tracing::info!(topic = name, "altered topic configs");
+        Ok(config)
+    }
+
     /// Stops the topic's partition actors and removes its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         if is_internal(name) {
@@ -219,10 +269,7 @@ impl Registry {
             std::fs::remove_dir_all(&staging)?;
         }
         std::fs::create_dir_all(&staging)?;
-        let meta_bytes = rmp_serde::to_vec_named(meta).map_err(std::io::Error::other)?;
-        let meta_path = staging.join(META_FILE);
-        std::fs::write(&meta_path, meta_bytes)?;
-        std::fs::File::open(&meta_path)?.sync_all()?;
+        write_meta(&staging, meta)?;
         for partition in 0..meta.partitions {
             std::fs::create_dir(staging.join(partition.to_string()))?;
         }
@@ -239,7 +286,8 @@ impl Registry {
             let dir: PathBuf = path.join(partition.to_string());
             let log = Log::open(&dir, topic_config.log_config())
                 .map_err(|error| anyhow::anyhow!("opening {}: {error}", dir.display()))?;
-            let (actor, offsets) = PartitionActor::new(meta.name.clone(), partition, log, topic_config.flush_ms);
+            let (actor, offsets) =
+                PartitionActor::new(meta.name.clone(), partition, log, topic_config.clone(), self.timers.clone());
             let arbiter = &self.arbiters[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len()];
             let addr = PartitionActor::start_in_arbiter(arbiter, move |_| actor);
             partitions.push(PartitionHandle { addr, offsets });
@@ -251,4 +299,14 @@ impl Registry {
             partitions,
         })
     }
+}
+
+/// Writes `topic.meta` atomically: a temporary file, fsync, rename, fsync the directory.
+fn write_meta(topic_dir: &Path, meta: &TopicMeta) -> std::io::Result<()> {
+    let bytes = rmp_serde::to_vec_named(meta).map_err(std::io::Error::other)?;
+    let temporary = topic_dir.join(format!("{META_FILE}.tmp"));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    std::fs::rename(&temporary, topic_dir.join(META_FILE))?;
+    sync_dir(topic_dir)
 }

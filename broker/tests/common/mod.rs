@@ -99,6 +99,27 @@ impl BrokerProcess {
         child.wait().expect("wait").code()
     }
 
+    /// Waits for the process to exit by itself (for example at an injected fault); its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the extra environment for the next restart.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the broker first");
         self.spawn();

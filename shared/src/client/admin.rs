@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{ClientConfig, ClientError, Cluster};
+use crate::protocol::api::alter_configs::AlterConfigsRequest;
 use crate::protocol::api::create_topics::{CreateTopicsRequest, NewTopic, TopicResult};
 use crate::protocol::api::delete_topics::DeleteTopicsRequest;
 use crate::protocol::api::describe_groups::{DescribeGroupsRequest, GroupDescription};
@@ -107,6 +108,22 @@ impl Admin {
         let coordinator = super::group::find_coordinator(&self.cluster, group_id).await?;
         let request = super::group::commit_request(group_id, "", -1, offsets);
         let response = coordinator.call(&request, self.cluster.config().request_timeout).await?;
+        if response.error_code != ErrorCode::NONE {
+            return Err(ClientError::broker(response.error_code, response.error_message));
+        }
+        Ok(())
+    }
+
+    /// Changes a topic's configs: `set` overrides keys, `delete` returns keys to the broker default.
+    pub async fn alter_topic_configs(
+        &self,
+        topic: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<(), ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        let request = AlterConfigsRequest { topic: topic.to_string(), set, delete };
+        let response = connection.call(&request, self.cluster.config().request_timeout).await?;
         if response.error_code != ErrorCode::NONE {
             return Err(ClientError::broker(response.error_code, response.error_message));
         }

@@ -193,6 +193,7 @@ pub struct Record {
 pub struct BatchBuilder {
     buf: BytesMut,
     record_count: u32,
+    last_offset_delta: u32,
     base_timestamp: i64,
     max_timestamp: i64,
 }
@@ -201,7 +202,7 @@ impl BatchBuilder {
     pub fn new(capacity_bytes: usize) -> BatchBuilder {
         let mut buf = BytesMut::with_capacity(capacity_bytes.max(BATCH_HEADER_BYTES));
         buf.put_bytes(0, BATCH_HEADER_BYTES);
-        BatchBuilder { buf, record_count: 0, base_timestamp: 0, max_timestamp: i64::MIN }
+        BatchBuilder { buf, record_count: 0, last_offset_delta: 0, base_timestamp: 0, max_timestamp: i64::MIN }
     }
 
     /// Bytes a record adds to a batch.
@@ -225,7 +226,7 @@ impl BatchBuilder {
         self.record_count == 0 || i32::try_from(timestamp - self.base_timestamp).is_ok()
     }
 
-    /// Appends a record. Header keys longer than 65535 bytes are cut (documented limit).
+    /// Appends a record with the next offset delta. Header keys longer than 65535 bytes are cut.
     pub fn append(
         &mut self,
         timestamp: i64,
@@ -233,7 +234,21 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(String, Option<Bytes>)],
     ) {
+        self.append_at(self.record_count, timestamp, key, value, headers);
+    }
+
+    /// Appends a record with an explicit offset delta (compaction keeps records' original offsets).
+    /// Deltas must increase.
+    pub fn append_at(
+        &mut self,
+        offset_delta: u32,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(String, Option<Bytes>)],
+    ) {
         debug_assert!(self.accepts_timestamp(timestamp));
+        assert!(self.record_count == 0 || offset_delta > self.last_offset_delta, "offset deltas increase");
         if self.record_count == 0 {
             self.base_timestamp = timestamp;
         }
@@ -243,7 +258,8 @@ impl BatchBuilder {
         self.buf.put_u32(length as u32);
         self.buf.put_u8(0);
         self.buf.put_i32((timestamp - self.base_timestamp) as i32);
-        self.buf.put_u32(self.record_count);
+        self.buf.put_u32(offset_delta);
+        self.last_offset_delta = offset_delta;
         put_nullable(&mut self.buf, key);
         put_nullable(&mut self.buf, value);
         self.buf.put_u32(headers.len() as u32);
@@ -271,7 +287,7 @@ impl BatchBuilder {
         header[OFFSET_MAGIC] = MAGIC;
         header[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&0u16.to_be_bytes());
         header[OFFSET_LAST_OFFSET_DELTA..OFFSET_LAST_OFFSET_DELTA + 4]
-            .copy_from_slice(&(self.record_count - 1).to_be_bytes());
+            .copy_from_slice(&self.last_offset_delta.to_be_bytes());
         header[OFFSET_BASE_TIMESTAMP..OFFSET_BASE_TIMESTAMP + 8].copy_from_slice(&self.base_timestamp.to_be_bytes());
         header[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&self.max_timestamp.to_be_bytes());
         header[OFFSET_PRODUCER_ID..OFFSET_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
@@ -282,6 +298,18 @@ impl BatchBuilder {
         self.buf[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
         self.buf.freeze()
     }
+}
+
+/// Whether any record of a valid batch has no key (compacted topics refuse those).
+pub fn has_null_key(batch: &[u8], header: &BatchHeader) -> bool {
+    let mut position = BATCH_HEADER_BYTES;
+    for _ in 0..header.record_count {
+        if read_i32(batch, position + 13) < 0 {
+            return true;
+        }
+        position += 4 + read_u32(batch, position) as usize;
+    }
+    false
 }
 
 /// Decodes the records of a buffer of batches (as served by Fetch), verifying each batch's CRC.

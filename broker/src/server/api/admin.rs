@@ -1,5 +1,6 @@
 //! CreateTopics, DeleteTopics and DescribeTopics.
 
+use oxbow::protocol::api::alter_configs::{AlterConfigsRequest, AlterConfigsResponse};
 use oxbow::protocol::api::create_topics::{CreateTopicsRequest, CreateTopicsResponse, TopicResult};
 use oxbow::protocol::api::delete_topics::{DeleteTopicsRequest, DeleteTopicsResponse};
 use oxbow::protocol::api::describe_topics::{
@@ -81,6 +82,14 @@ pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScop
         })
         .collect();
     Ok(Encoded::new(&DescribeTopicsResponse { topics }))
+}
+
+pub async fn alter_configs(request: AlterConfigsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+    let result = scope.context.registry.alter_topic(&request.topic, request.set, request.delete).await;
+    Ok(Encoded::new(&match result {
+        Ok(_) => AlterConfigsResponse { error_code: ErrorCode::NONE, error_message: None },
+        Err(error) => AlterConfigsResponse { error_code: error.code, error_message: Some(error.message) },
+    }))
 }
 
 fn topic_result(name: String, result: Result<(), TopicError>) -> TopicResult {

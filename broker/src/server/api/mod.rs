@@ -55,6 +55,7 @@ pub async fn handle(api: ApiKey, client_id: String, body: &[u8], scope: &Request
         ApiKey::CreateTopics => admin::create_topics(decode(body)?, scope).await,
         ApiKey::DeleteTopics => admin::delete_topics(decode(body)?, scope).await,
         ApiKey::DescribeTopics => admin::describe_topics(decode(body)?, scope).await,
+        ApiKey::AlterConfigs => admin::alter_configs(decode(body)?, scope).await,
         ApiKey::Fetch => fetch::handle(decode(body)?, scope).await,
         ApiKey::ListOffsets => list_offsets::handle(decode(body)?, scope).await,
         ApiKey::FindCoordinator => group::find_coordinator(decode(body)?, scope).await,

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::{decode, log_error_code, mailbox_error_code, ApiError, Encoded};
 use crate::partition::{Append, AppendOutcome, LogError};
 use crate::server::connection::{error_frame, RequestScope};
+use crate::topic::TopicConfig;
 
 /// Longest produce timeout honoured.
 const PRODUCE_TIMEOUT_MAX_MS: u32 = 300_000;
@@ -62,8 +63,8 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
                 partitions.push(failed(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, message));
                 continue;
             };
-            let max_message_bytes = registered.as_ref().map_or(0, |t| t.config.max_message_bytes) as usize;
-            let batches = match validate(&body.slice_ref(data.records), max_message_bytes) {
+            let config = registered.as_ref().map(|t| &t.config).expect("the partition exists");
+            let batches = match validate(&body.slice_ref(data.records), config) {
                 Ok(batches) => batches,
                 Err((code, message)) => {
                     tracing::debug!(topic = %topic.name, partition, %message, "rejected a produce");
@@ -125,7 +126,8 @@ impl PendingProduce {
 }
 
 /// Splits and checks the batches of one partition; nothing is stored if any batch is refused.
-fn validate(records: &Bytes, max_message_bytes: usize) -> Result<Vec<(BatchHeader, Bytes)>, (ErrorCode, String)> {
+fn validate(records: &Bytes, config: &TopicConfig) -> Result<Vec<(BatchHeader, Bytes)>, (ErrorCode, String)> {
+    let max_message_bytes = config.max_message_bytes as usize;
     let corrupt = |message: String| (ErrorCode::CORRUPT_MESSAGE, message);
     if records.is_empty() {
         return Err(corrupt("no record batch in the request".into()));
@@ -144,6 +146,9 @@ fn validate(records: &Bytes, max_message_bytes: usize) -> Result<Vec<(BatchHeade
             ));
         }
         let header = batch::validate_batch(&bytes, true).map_err(|error| corrupt(error.to_string()))?;
+        if config.cleanup_policy.compact && batch::has_null_key(&bytes, &header) {
+            return Err((ErrorCode::INVALID_RECORD, "a compacted topic needs a key on every record".to_string()));
+        }
         batches.push((header, bytes));
     }
     Ok(batches)

@@ -1,5 +1,6 @@
 //! One module per API: its request and response bodies. `ApiKey` is the table of API keys and versions.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_topics;
 pub mod delete_topics;
@@ -69,6 +70,7 @@ api_keys! {
     OffsetFetch = 16, versions 0 => 0;
     ListGroups = 17, versions 0 => 0;
     DescribeGroups = 18, versions 0 => 0;
+    AlterConfigs = 20, versions 0 => 0;
 }
 
 /// Ties a request body to its API key and response body.
