@@ -73,6 +73,8 @@ pub struct Consumer {
     cluster: Arc<Cluster>,
     config: ConsumerConfig,
     positions: BTreeMap<(String, u32), Position>,
+    /// The high watermark each partition's last fetch reported.
+    high_watermarks: HashMap<(String, u32), u64>,
     group: Option<Group>,
     listener: Option<Box<dyn RebalanceListener>>,
 }
@@ -84,7 +86,14 @@ impl Consumer {
     }
 
     pub fn with_cluster(cluster: Arc<Cluster>, config: ConsumerConfig) -> Consumer {
-        Consumer { cluster, config, positions: BTreeMap::new(), group: None, listener: None }
+        Consumer {
+            cluster,
+            config,
+            positions: BTreeMap::new(),
+            high_watermarks: HashMap::new(),
+            group: None,
+            listener: None,
+        }
     }
 
     /// Replaces the assignment. New partitions start by the reset policy; kept ones keep their position.
@@ -152,6 +161,17 @@ impl Consumer {
     /// Called from `poll` when partitions are assigned or revoked.
     pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
         self.listener = Some(listener);
+    }
+
+    /// Records between each assigned partition's position and its high watermark, as of the last fetches.
+    pub fn lag(&self) -> u64 {
+        self.positions
+            .iter()
+            .filter_map(|(tp, position)| match position {
+                Position::At(offset) => self.high_watermarks.get(tp).map(|hw| hw.saturating_sub(*offset)),
+                Position::Reset(_) => None,
+            })
+            .sum()
     }
 
     /// The member id in the group, once joined.
@@ -343,9 +363,11 @@ impl Consumer {
         for result in results {
             for outcome in result? {
                 match outcome {
-                    FetchOutcome::Records { topic, partition, next_offset, records: batch_records } => {
-                        if let Some(position) = self.positions.get_mut(&(topic, partition)) {
+                    FetchOutcome::Records { topic, partition, next_offset, high_watermark, records: batch_records } => {
+                        let place = (topic, partition);
+                        if let Some(position) = self.positions.get_mut(&place) {
                             *position = Position::At(next_offset);
+                            self.high_watermarks.insert(place, high_watermark);
                         }
                         records.extend(batch_records);
                     }
@@ -510,6 +532,7 @@ impl Consumer {
                     topic: topic.name.clone(),
                     partition: data.partition,
                     next_offset,
+                    high_watermark: data.high_watermark,
                     records,
                 });
             }
@@ -519,7 +542,7 @@ impl Consumer {
 }
 
 enum FetchOutcome {
-    Records { topic: String, partition: u32, next_offset: u64, records: Vec<ConsumerRecord> },
+    Records { topic: String, partition: u32, next_offset: u64, high_watermark: u64, records: Vec<ConsumerRecord> },
     OutOfRange { topic: String, partition: u32, offset: u64 },
     Retry { topic: String },
 }

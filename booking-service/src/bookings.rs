@@ -1,0 +1,146 @@
+//! The bookings actor: BookingService's read model of bookings and their lab decisions, rebuilt from the
+//! `bookings` and `lab-assignments` topics at start (so it survives restarts) and kept current by them.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use oxbow_service::booking::{BookingRequested, LabDecision};
+use serde::Serialize;
+
+/// A booking as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BookingView {
+    pub id: String,
+    pub patient_name: String,
+    pub email: String,
+    pub city: String,
+    pub test_type: String,
+    pub date: String,
+    /// `pending`, `confirmed` or `rejected`.
+    pub status: String,
+    pub lab_name: Option<String>,
+    pub lab_address: Option<String>,
+    pub reason: Option<String>,
+    pub requested_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+}
+
+#[derive(Default)]
+pub struct Bookings {
+    by_id: HashMap<String, BookingView>,
+    by_email: HashMap<String, Vec<String>>,
+    by_idempotency_key: HashMap<String, String>,
+    /// Decisions that arrived before their booking (different topics are read independently).
+    early_decisions: HashMap<String, LabDecision>,
+}
+
+impl Actor for Bookings {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Requested(pub BookingRequested);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Decided(pub LabDecision);
+
+#[derive(Message)]
+#[rtype(result = "Option<BookingView>")]
+pub struct Get(pub String);
+
+#[derive(Message)]
+#[rtype(result = "Vec<BookingView>")]
+pub struct ByEmail(pub String);
+
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub struct ByIdempotencyKey(pub String);
+
+impl Handler<Requested> for Bookings {
+    type Result = ();
+
+    fn handle(&mut self, Requested(booking): Requested, _ctx: &mut Self::Context) {
+        if let Some(key) = &booking.idempotency_key {
+            self.by_idempotency_key.entry(key.clone()).or_insert_with(|| booking.booking_id.clone());
+        }
+        if self.by_id.contains_key(&booking.booking_id) {
+            return;
+        }
+        let email = booking.email.clone();
+        let id = booking.booking_id.clone();
+        self.by_id.insert(
+            id.clone(),
+            BookingView {
+                id: id.clone(),
+                patient_name: booking.patient_name,
+                email: booking.email,
+                city: booking.city,
+                test_type: booking.test_type,
+                date: booking.date,
+                status: "pending".into(),
+                lab_name: None,
+                lab_address: None,
+                reason: None,
+                requested_at_ms: booking.requested_at_ms,
+                decided_at_ms: None,
+            },
+        );
+        self.by_email.entry(email).or_default().push(id.clone());
+        if let Some(decision) = self.early_decisions.remove(&id) {
+            self.apply(decision);
+        }
+    }
+}
+
+impl Handler<Decided> for Bookings {
+    type Result = ();
+
+    fn handle(&mut self, Decided(decision): Decided, _ctx: &mut Self::Context) {
+        if self.by_id.contains_key(&decision.booking_id) {
+            self.apply(decision);
+        } else {
+            self.early_decisions.insert(decision.booking_id.clone(), decision);
+        }
+    }
+}
+
+impl Bookings {
+    fn apply(&mut self, decision: LabDecision) {
+        if let Some(view) = self.by_id.get_mut(&decision.booking_id) {
+            view.status = decision.status;
+            view.lab_name = decision.lab_name;
+            view.lab_address = decision.lab_address;
+            view.reason = decision.reason;
+            view.decided_at_ms = Some(decision.decided_at_ms);
+        }
+    }
+}
+
+impl Handler<Get> for Bookings {
+    type Result = Option<BookingView>;
+
+    fn handle(&mut self, Get(id): Get, _ctx: &mut Self::Context) -> Self::Result {
+        self.by_id.get(&id).cloned()
+    }
+}
+
+impl Handler<ByEmail> for Bookings {
+    type Result = Vec<BookingView>;
+
+    fn handle(&mut self, ByEmail(email): ByEmail, _ctx: &mut Self::Context) -> Self::Result {
+        let ids = self.by_email.get(&email.to_lowercase()).cloned().unwrap_or_default();
+        let mut views: Vec<BookingView> = ids.iter().filter_map(|id| self.by_id.get(id).cloned()).collect();
+        views.sort_by_key(|view| std::cmp::Reverse(view.requested_at_ms));
+        views
+    }
+}
+
+impl Handler<ByIdempotencyKey> for Bookings {
+    type Result = Option<String>;
+
+    fn handle(&mut self, ByIdempotencyKey(key): ByIdempotencyKey, _ctx: &mut Self::Context) -> Self::Result {
+        self.by_idempotency_key.get(&key).cloned()
+    }
+}

@@ -1,0 +1,184 @@
+//! BookingService: the dashboard where users book a lab test (HTTP on 8080). A booking is accepted (202)
+//! only after the broker acknowledged its event with acks=all; its status comes from LabService's
+//! decisions. Both are read back from the topics at start, so bookings and statuses survive restarts.
+
+pub mod bookings;
+pub mod domain;
+mod routes;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+use oxbow::client::{Cluster, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig};
+use oxbow::protocol::{acks, offset_spec};
+use oxbow_service::booking::{self, BookingRequested, LabDecision};
+use oxbow_service::config::CommonConfig;
+use oxbow_service::http::Readiness;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use bookings::{Bookings, Decided, Requested};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BookingConfig {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+}
+
+pub const DEFAULTS: &str = r#"
+[http]
+listen = "127.0.0.1:8080"
+"#;
+
+/// Loads the configuration: defaults, optional file, `BOOKING__SECTION__KEY` variables.
+pub fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<BookingConfig> {
+    oxbow_service::config::load("BOOKING", DEFAULTS, file)
+}
+
+/// What the HTTP handlers share.
+pub struct AppState {
+    pub bookings: Addr<Bookings>,
+    pub producer: Producer,
+    /// Requests with an Idempotency-Key are handled one at a time, so a retry never books twice.
+    pub idempotency: tokio::sync::Mutex<()>,
+}
+
+/// Runs BookingService until `shutdown`; calls `on_listening` with the bound address.
+pub async fn run(
+    config: BookingConfig,
+    mut shutdown: watch::Receiver<bool>,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    let bootstrap = config.common.broker.bootstrap.clone();
+    let broker = &config.common.broker;
+    booking::ensure_topics(
+        &bootstrap,
+        &[booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC],
+        broker.partitions,
+        broker.replication_factor,
+    )
+    .await?;
+    let cluster = Arc::new(Cluster::connect(oxbow::client::ClientConfig::new(bootstrap.clone())).await?);
+    let mut producer_config = ProducerConfig::new(bootstrap.clone());
+    producer_config.acks = acks::ALL;
+    producer_config.linger = Duration::from_millis(1);
+    producer_config.client.request_timeout = Duration::from_secs(5);
+    producer_config.max_block = Duration::from_secs(5);
+    producer_config.delivery_timeout = Duration::from_secs(5);
+    producer_config.retries = 5;
+    let producer = Producer::with_cluster(cluster.clone(), producer_config)?;
+    let bookings = Bookings::default().start();
+    let caught_up = Arc::new(AtomicBool::new(false));
+    let projection = actix_rt::spawn(project(bootstrap.clone(), bookings.clone(), caught_up.clone(), shutdown.clone()));
+
+    let state = web::Data::new(AppState { bookings, producer, idempotency: tokio::sync::Mutex::new(()) });
+    let ready_flag = caught_up.clone();
+    let readiness = Readiness::new().broker(cluster).condition(move || {
+        if ready_flag.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err("still reading the booking history".to_string())
+        }
+    });
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(routes::json_config())
+            .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
+            .configure(routes::configure)
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(&config.common.http.listen)?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let server_handle = server.handle();
+    let server_task = actix_rt::spawn(server);
+    on_listening(addr);
+    tracing::info!(%addr, "booking-service listening");
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    // Stop taking requests, finish those in flight, then flush the producer.
+    server_handle.stop(true).await;
+    let _ = server_task.await;
+    state.producer.close().await;
+    let _ = projection.await;
+    Ok(())
+}
+
+/// Reads both topics from the start, forever, into the bookings actor.
+async fn project(
+    bootstrap: String,
+    bookings: Addr<Bookings>,
+    caught_up: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match project_once(&bootstrap, &bookings, &caught_up, &mut shutdown).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, "reading booking history failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn project_once(
+    bootstrap: &str,
+    bookings: &Addr<Bookings>,
+    caught_up: &AtomicBool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut config = ConsumerConfig::new(bootstrap.to_string());
+    config.client.client_id = "booking-service-projection".into();
+    config.auto_offset_reset = OffsetReset::Earliest;
+    config.fetch_max_wait = Duration::from_millis(200);
+    let mut consumer = Consumer::connect(config).await?;
+    consumer.assign_topic(booking::BOOKINGS_TOPIC).await?;
+    consumer.assign_topic(booking::ASSIGNMENTS_TOPIC).await?;
+    let mut targets = Vec::new();
+    for (topic, partition) in consumer.assignment() {
+        targets.push((topic.clone(), partition, consumer.list_offset(&topic, partition, offset_spec::LATEST).await?));
+    }
+    while !*shutdown.borrow() {
+        let records = tokio::select! {
+            records = consumer.poll(Duration::from_millis(500)) => records?,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        for record in records {
+            let Some(value) = record.value.as_deref() else { continue };
+            if record.topic == booking::BOOKINGS_TOPIC {
+                match rmp_serde::from_slice::<BookingRequested>(value) {
+                    Ok(event) => bookings.send(Requested(event)).await?,
+                    Err(error) => tracing::warn!(offset = record.offset, %error, "skipping an undecodable booking"),
+                }
+            } else {
+                match rmp_serde::from_slice::<LabDecision>(value) {
+                    Ok(event) => bookings.send(Decided(event)).await?,
+                    Err(error) => tracing::warn!(offset = record.offset, %error, "skipping an undecodable decision"),
+                }
+            }
+        }
+        if !caught_up.load(Ordering::Acquire)
+            && targets
+                .iter()
+                .all(|(topic, partition, end)| consumer.position(topic, *partition).is_some_and(|p| p >= *end))
+        {
+            tracing::info!("booking history read; ready");
+            caught_up.store(true, Ordering::Release);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! BookingService's HTTP API and dashboard.
+
+use std::collections::BTreeMap;
+
+use actix_web::error::{InternalError, JsonPayloadError};
+use actix_web::{web, HttpRequest, HttpResponse};
+use oxbow::client::ProducerRecord;
+use oxbow_service::booking::{self, BookingRequested, CITIES, TEST_TYPES};
+use serde::Deserialize;
+
+use crate::bookings::{ByEmail, ByIdempotencyKey, Get, Requested};
+use crate::domain::BookingForm;
+use crate::AppState;
+
+/// Larger bodies get 413.
+pub const BODY_BYTES_MAX: usize = 16 * 1024;
+const IDEMPOTENCY_KEY_CHARS_MAX: usize = 200;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/", web::get().to(index))
+        .route("/assets/app.js", web::get().to(app_js))
+        .route("/assets/app.css", web::get().to(app_css))
+        .route("/api/catalog", web::get().to(catalog))
+        .route("/api/bookings", web::post().to(create_booking))
+        .route("/api/bookings", web::get().to(bookings_by_email))
+        .route("/api/bookings/{id}", web::get().to(get_booking));
+}
+
+/// JSON bodies: at most `BODY_BYTES_MAX`; errors answered as JSON (413 too large, 415 not JSON, 400 malformed).
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().limit(BODY_BYTES_MAX).error_handler(|error, _request| {
+        let response = match &error {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                HttpResponse::PayloadTooLarge()
+                    .json(error_body("too_large", &format!("the body is over {BODY_BYTES_MAX} bytes")))
+            }
+            JsonPayloadError::ContentType => HttpResponse::UnsupportedMediaType()
+                .json(error_body("unsupported_media_type", "send Content-Type: application/json")),
+            other => HttpResponse::BadRequest()
+                .json(error_body("malformed", &format!("the body is not valid JSON: {other}"))),
+        };
+        InternalError::from_response(error, response).into()
+    })
+}
+
+fn error_body(error: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({"error": error, "message": message})
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("../assets/index.html"))
+}
+
+async fn app_js() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/javascript; charset=utf-8").body(include_str!("../assets/app.js"))
+}
+
+async fn app_css() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/css; charset=utf-8").body(include_str!("../assets/app.css"))
+}
+
+async fn catalog() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"test_types": TEST_TYPES, "cities": CITIES}))
+}
+
+async fn create_booking(
+    request: HttpRequest,
+    form: web::Json<BookingForm>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let today = time::OffsetDateTime::now_utc().date();
+    let valid = match form.into_inner().validate(today) {
+        Ok(valid) => valid,
+        Err(fields) => {
+            let fields: BTreeMap<&str, String> = fields;
+            return HttpResponse::UnprocessableEntity().json(serde_json::json!({
+                "error": "validation",
+                "message": "some fields are invalid",
+                "fields": fields,
+            }));
+        }
+    };
+    let key = match request.headers().get("Idempotency-Key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.trim().is_empty() && key.len() <= IDEMPOTENCY_KEY_CHARS_MAX => {
+            Some(key.trim().to_string())
+        }
+        Some(_) => {
+            let message = format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_CHARS_MAX} visible ASCII characters");
+            return HttpResponse::BadRequest().json(error_body("bad_idempotency_key", &message));
+        }
+    };
+    let _serialized = match &key {
+        Some(_) => Some(state.idempotency.lock().await),
+        None => None,
+    };
+    if let Some(key) = &key {
+        if let Ok(Some(id)) = state.bookings.send(ByIdempotencyKey(key.clone())).await {
+            return HttpResponse::Accepted().insert_header(("Idempotent-Replayed", "true")).json(accepted(&id));
+        }
+    }
+    let event = BookingRequested {
+        booking_id: uuid::Uuid::new_v4().to_string(),
+        patient_name: valid.patient_name,
+        email: valid.email,
+        city: valid.city,
+        test_type: valid.test_type,
+        date: valid.date,
+        requested_at_ms: booking::now_ms(),
+        idempotency_key: key,
+    };
+    let record = ProducerRecord::new(booking::BOOKINGS_TOPIC, booking::encode(&event)).key(event.booking_id.clone());
+    if let Err(error) = state.producer.send_and_wait(record).await {
+        tracing::warn!(%error, "the booking event was not acknowledged");
+        metrics::counter!("booking_requests_total", "outcome" => "unavailable").increment(1);
+        return HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "5")).json(error_body(
+            "unavailable",
+            "the booking could not be recorded because the event broker is unavailable; nothing was booked, please retry",
+        ));
+    }
+    metrics::counter!("booking_requests_total", "outcome" => "accepted").increment(1);
+    let id = event.booking_id.clone();
+    // Read-your-writes: the booking is visible at once, before the projection reads it back.
+    let _ = state.bookings.send(Requested(event)).await;
+    HttpResponse::Accepted().json(accepted(&id))
+}
+
+fn accepted(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "status": "pending", "links": {"self": format!("/api/bookings/{id}")}})
+}
+
+async fn get_booking(id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    match state.bookings.send(Get(id.into_inner())).await {
+        Ok(Some(view)) => HttpResponse::Ok().json(view),
+        Ok(None) => HttpResponse::NotFound().json(error_body("not_found", "no booking with this id")),
+        Err(_) => HttpResponse::ServiceUnavailable().json(error_body("unavailable", "try again")),
+    }
+}
+
+#[derive(Deserialize)]
+struct EmailQuery {
+    email: Option<String>,
+}
+
+async fn bookings_by_email(query: web::Query<EmailQuery>, state: web::Data<AppState>) -> HttpResponse {
+    let Some(email) = query.into_inner().email.filter(|e| !e.trim().is_empty()) else {
+        return HttpResponse::BadRequest().json(error_body("validation", "the email query parameter is required"));
+    };
+    match state.bookings.send(ByEmail(email.trim().to_string())).await {
+        Ok(views) => HttpResponse::Ok().json(views),
+        Err(_) => HttpResponse::ServiceUnavailable().json(error_body("unavailable", "try again")),
+    }
+}

@@ -1,0 +1,210 @@
+//! DataService: consumes bookings and lab decisions and stores them, with the consumed offsets in the same
+//! transaction, in PostgreSQL (schema `analytics`) or an embedded SQLite file. HTTP on 8082:
+//! `/api/analytics/{bookings-per-day,bookings-per-test-type,bookings-per-city,lab-utilization,
+//! rejection-rate,latency,summary}`, `/healthz`, `/readyz`, `/metrics`. The same figures are SQL views
+//! (see README).
+
+pub mod domain;
+pub mod store;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use oxbow::client::Cluster;
+use oxbow_service::booking::{self, BookingRequested, LabDecision};
+use oxbow_service::config::CommonConfig;
+use oxbow_service::http::Readiness;
+use oxbow_service::subscription::{dead_letter_topic, Subscription, SubscriptionConfig};
+use serde::Deserialize;
+use sqlx::AnyPool;
+use tokio::sync::watch;
+
+use writer::Writer;
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DataConfig {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+    pub database: DatabaseConfig,
+    pub group: GroupSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    /// `postgres://...`; empty: an embedded SQLite file in `data_dir`.
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupSettings {
+    /// Prefix of the two consumer groups (`<id>-bookings`, `<id>-assignments`).
+    pub id: String,
+    pub session_timeout_ms: u64,
+}
+
+pub const DEFAULTS: &str = r#"
+[http]
+listen = "127.0.0.1:8082"
+
+[database]
+url = ""
+data_dir = "./data/data-service"
+
+[group]
+id = "data-service"
+session_timeout_ms = 6000
+"#;
+
+/// Loads the configuration: defaults, optional file, `DATA__SECTION__KEY` variables.
+pub fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<DataConfig> {
+    oxbow_service::config::load("DATA", DEFAULTS, file)
+}
+
+/// Runs DataService until `shutdown`; calls `on_listening` with the bound address.
+pub async fn run(
+    config: DataConfig,
+    shutdown: watch::Receiver<bool>,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    let bootstrap = config.common.broker.bootstrap.clone();
+    let (pool, backend) = oxbow_service::db::connect(
+        &config.database.url,
+        &config.database.data_dir,
+        "data-service",
+        "analytics",
+        &POSTGRES_MIGRATIONS,
+        &SQLITE_MIGRATIONS,
+    )
+    .await?;
+    tracing::info!(?backend, "database ready");
+    let broker = &config.common.broker;
+    let topics = [booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC];
+    booking::ensure_topics(&bootstrap, &topics, broker.partitions, broker.replication_factor).await?;
+    let dead_letters: Vec<String> = topics.iter().map(|t| dead_letter_topic(t)).collect();
+    let dead_letters: Vec<&str> = dead_letters.iter().map(String::as_str).collect();
+    booking::ensure_topics(&bootstrap, &dead_letters, 1, broker.replication_factor).await?;
+    let cluster = Arc::new(Cluster::connect(oxbow::client::ClientConfig::new(bootstrap.clone())).await?);
+    let writer = Writer { pool: pool.clone() }.start();
+
+    let readiness = Readiness::new().broker(cluster).database(pool.clone());
+    let app_pool = pool.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(app_pool.clone()))
+            .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
+            .service(
+                web::scope("/api/analytics")
+                    .route("/bookings-per-day", web::get().to(bookings_per_day))
+                    .route("/bookings-per-test-type", web::get().to(bookings_per_test_type))
+                    .route("/bookings-per-city", web::get().to(bookings_per_city))
+                    .route("/lab-utilization", web::get().to(lab_utilization))
+                    .route("/rejection-rate", web::get().to(rejection_rate))
+                    .route("/latency", web::get().to(latency))
+                    .route("/summary", web::get().to(summary)),
+            )
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(&config.common.http.listen)?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let server_handle = server.handle();
+    let server_task = actix_rt::spawn(server);
+    on_listening(addr);
+    tracing::info!(%addr, "data-service listening");
+
+    let session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
+    let mut bookings_config =
+        SubscriptionConfig::new(&bootstrap, &format!("{}-bookings", config.group.id), &[booking::BOOKINGS_TOPIC]);
+    bookings_config.session_timeout = session_timeout;
+    let mut decisions_config =
+        SubscriptionConfig::new(&bootstrap, &format!("{}-assignments", config.group.id), &[booking::ASSIGNMENTS_TOPIC]);
+    decisions_config.session_timeout = session_timeout;
+    let bookings: Subscription<Writer, BookingRequested> = Subscription::new(bookings_config, writer.clone());
+    let decisions: Subscription<Writer, LabDecision> = Subscription::new(decisions_config, writer);
+    let (first, second) = tokio::join!(bookings.run(shutdown.clone()), decisions.run(shutdown));
+    server_handle.stop(true).await;
+    let _ = server_task.await;
+    pool.close().await;
+    first.and(second)
+}
+
+fn unavailable(error: sqlx::Error) -> HttpResponse {
+    tracing::error!(%error, "analytics query failed");
+    HttpResponse::ServiceUnavailable()
+        .json(serde_json::json!({"error": "unavailable", "message": "the database did not answer"}))
+}
+
+async fn grouped(pool: &AnyPool, sql: &str, label: &str) -> HttpResponse {
+    match store::counts(pool, sql).await {
+        Ok(rows) => HttpResponse::Ok()
+            .json(rows.into_iter().map(|(key, n)| serde_json::json!({label: key, "bookings": n})).collect::<Vec<_>>()),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn bookings_per_day(pool: web::Data<AnyPool>) -> HttpResponse {
+    grouped(&pool, "SELECT date, bookings FROM bookings_per_day ORDER BY date", "date").await
+}
+
+async fn bookings_per_test_type(pool: web::Data<AnyPool>) -> HttpResponse {
+    grouped(&pool, "SELECT test_type, bookings FROM bookings_per_test_type ORDER BY test_type", "test_type").await
+}
+
+async fn bookings_per_city(pool: web::Data<AnyPool>) -> HttpResponse {
+    grouped(&pool, "SELECT city, bookings FROM bookings_per_city ORDER BY city", "city").await
+}
+
+async fn lab_utilization(pool: web::Data<AnyPool>) -> HttpResponse {
+    match store::lab_utilization(&pool).await {
+        Ok(rows) => HttpResponse::Ok().json(
+            rows.into_iter()
+                .map(|(lab, date, n)| serde_json::json!({"lab_name": lab, "date": date, "confirmed": n}))
+                .collect::<Vec<_>>(),
+        ),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn rejection_rate(pool: web::Data<AnyPool>) -> HttpResponse {
+    match store::rejections(&pool).await {
+        Ok((decisions, rejected)) => {
+            let rate = if decisions == 0 { 0.0 } else { rejected as f64 / decisions as f64 };
+            HttpResponse::Ok().json(serde_json::json!({"decisions": decisions, "rejected": rejected, "rate": rate}))
+        }
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn latency(pool: web::Data<AnyPool>) -> HttpResponse {
+    match store::latencies_ms(&pool).await {
+        Ok(mut values) => HttpResponse::Ok().json(serde_json::json!({
+            "decisions": values.len(),
+            "p50_ms": domain::percentile(&mut values, 50),
+            "p95_ms": domain::percentile(&mut values, 95),
+        })),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn summary(pool: web::Data<AnyPool>) -> HttpResponse {
+    let bookings = store::counts(&pool, "SELECT 'bookings', COUNT(*) FROM bookings").await;
+    let decisions = store::rejections(&pool).await;
+    match (bookings, decisions) {
+        (Ok(bookings), Ok((decisions, rejected))) => HttpResponse::Ok().json(serde_json::json!({
+            "bookings": bookings.first().map_or(0, |(_, n)| *n),
+            "decisions": decisions,
+            "rejected": rejected,
+            "confirmed": decisions - rejected,
+        })),
+        (Err(error), _) | (_, Err(error)) => unavailable(error),
+    }
+}

@@ -1,0 +1,135 @@
+//! LabService: consumes bookings, allocates a lab (least loaded with capacity on the date, in the
+//! booking's city, offering the test) and publishes the decision to `lab-assignments`. HTTP on 8081:
+//! `GET /api/labs` with per-day utilization, `/healthz`, `/readyz`, `/metrics`.
+
+pub mod allocator;
+pub mod domain;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use oxbow::client::{Cluster, Producer, ProducerConfig};
+use oxbow_service::booking::{self, BookingRequested};
+use oxbow_service::config::CommonConfig;
+use oxbow_service::http::Readiness;
+use oxbow_service::subscription::{dead_letter_topic, Subscription, SubscriptionConfig};
+use serde::Deserialize;
+use sqlx::AnyPool;
+use tokio::sync::watch;
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabConfig {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+    pub database: DatabaseConfig,
+    pub group: GroupSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    /// `postgres://...`; empty: an embedded SQLite file in `data_dir`.
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupSettings {
+    pub id: String,
+    pub session_timeout_ms: u64,
+}
+
+pub const DEFAULTS: &str = r#"
+[http]
+listen = "127.0.0.1:8081"
+
+[database]
+url = ""
+data_dir = "./data/lab-service"
+
+[group]
+id = "lab-service"
+session_timeout_ms = 6000
+"#;
+
+/// Loads the configuration: defaults, optional file, `LAB__SECTION__KEY` variables.
+pub fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<LabConfig> {
+    oxbow_service::config::load("LAB", DEFAULTS, file)
+}
+
+/// Runs LabService until `shutdown`; calls `on_listening` with the bound address.
+pub async fn run(
+    config: LabConfig,
+    shutdown: watch::Receiver<bool>,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    let bootstrap = &config.common.broker.bootstrap;
+    let (pool, backend) = oxbow_service::db::connect(
+        &config.database.url,
+        &config.database.data_dir,
+        "lab-service",
+        "lab",
+        &POSTGRES_MIGRATIONS,
+        &SQLITE_MIGRATIONS,
+    )
+    .await?;
+    tracing::info!(?backend, "database ready");
+    let broker = &config.common.broker;
+    let topics = [booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC];
+    let dead_letters = dead_letter_topic(booking::BOOKINGS_TOPIC);
+    booking::ensure_topics(bootstrap, &topics, broker.partitions, broker.replication_factor).await?;
+    booking::ensure_topics(bootstrap, &[&dead_letters], 1, broker.replication_factor).await?;
+    let cluster = Arc::new(Cluster::connect(oxbow::client::ClientConfig::new(bootstrap.clone())).await?);
+    // Decisions are published one at a time: no linger, so each goes out at once.
+    let mut producer_config = ProducerConfig::new(bootstrap.clone());
+    producer_config.linger = std::time::Duration::ZERO;
+    let producer = Arc::new(Producer::with_cluster(cluster.clone(), producer_config)?);
+    let allocator = Allocator { pool: pool.clone(), producer: producer.clone() }.start();
+
+    let readiness = Readiness::new().broker(cluster.clone()).database(pool.clone());
+    let app_pool = pool.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(app_pool.clone()))
+            .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
+            .route("/api/labs", web::get().to(list_labs))
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(&config.common.http.listen)?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let server_handle = server.handle();
+    let server_task = actix_rt::spawn(server);
+    on_listening(addr);
+    tracing::info!(%addr, "lab-service listening");
+
+    let mut subscription_config = SubscriptionConfig::new(bootstrap, &config.group.id, &[booking::BOOKINGS_TOPIC]);
+    subscription_config.session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
+    let subscription: Subscription<Allocator, BookingRequested> = Subscription::new(subscription_config, allocator);
+    let result = subscription.run(shutdown).await;
+    server_handle.stop(true).await;
+    let _ = server_task.await;
+    producer.close().await;
+    pool.close().await;
+    result
+}
+
+use allocator::Allocator;
+
+async fn list_labs(pool: web::Data<AnyPool>) -> HttpResponse {
+    match store::labs(&pool).await {
+        Ok(labs) => HttpResponse::Ok().json(labs),
+        Err(error) => {
+            tracing::error!(%error, "listing labs failed");
+            HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"error": "unavailable", "message": "the database did not answer"}))
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! `lab-service`: see the crate docs. Configuration: `--config FILE` and `LAB__SECTION__KEY` variables.
+
+fn main() -> anyhow::Result<()> {
+    let file = std::env::args().skip_while(|a| a != "--config").nth(1).map(std::path::PathBuf::from);
+    let config = lab_service::load_config(file.as_deref())?;
+    oxbow_service::telemetry::init_logs(&config.common.log.format, &config.common.log.level);
+    actix_rt::System::new().block_on(async move {
+        let (_trigger, shutdown) = oxbow_service::shutdown::on_signals();
+        lab_service::run(config, shutdown, |addr| println!("lab-service listening on http://{addr}")).await
+    })
+}

@@ -1,0 +1,68 @@
+//! Service configuration: built-in defaults (TOML), then an optional file, then environment variables
+//! `PREFIX__SECTION__KEY` (for example `BOOKING__HTTP__LISTEN=0.0.0.0:8080`).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// Sections every service has.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommonConfig {
+    pub http: HttpConfig,
+    pub broker: BrokerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap: String,
+    /// Partitions of the topics the service creates when they are missing.
+    pub partitions: u32,
+    pub replication_factor: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `lab_service=debug,info`.
+    pub level: String,
+}
+
+/// The defaults of the common sections; a service appends its own.
+pub const COMMON_DEFAULTS: &str = r#"
+[broker]
+bootstrap = "127.0.0.1:9092"
+partitions = 6
+replication_factor = 1
+
+[log]
+format = "human"
+level = "info"
+"#;
+
+/// Loads a service's configuration.
+pub fn load<T: DeserializeOwned>(env_prefix: &str, defaults: &str, file: Option<&Path>) -> anyhow::Result<T> {
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(COMMON_DEFAULTS, config::FileFormat::Toml))
+        .add_source(config::File::from_str(defaults, config::FileFormat::Toml));
+    if let Some(file) = file {
+        builder = builder.add_source(config::File::from(file));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix(env_prefix).prefix_separator("__").separator("__").try_parsing(true),
+    );
+    builder
+        .build()
+        .and_then(|config| config.try_deserialize())
+        .with_context(|| format!("loading configuration (environment prefix {env_prefix}__)"))
+}

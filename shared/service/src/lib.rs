@@ -1,0 +1,18 @@
+//! `oxbow-service`: the actor-based microservice framework the lab-booking services are built on.
+//!
+//! - [`subscription`]: binds (topics, consumer group) to an actix actor; records are decoded and delivered
+//!   as messages, committed only after the handler succeeded, retried with backoff, and sent to a
+//!   dead-letter topic when they keep failing or cannot be decoded.
+//! - [`config`]: defaults, an optional file and `SERVICE__SECTION__KEY` environment overrides.
+//! - [`telemetry`]: human or JSON logs, and Prometheus metrics.
+//! - [`http`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`db`]: PostgreSQL, or an embedded SQLite file when no URL is configured, with migrations.
+//! - [`booking`]: the lab-booking events shared by the three services.
+
+pub mod booking;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod shutdown;
+pub mod subscription;
+pub mod telemetry;

@@ -1,0 +1,32 @@
+//! Logs (human or JSON) and the Prometheus metrics recorder.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the log subscriber once; later calls do nothing.
+pub fn init_logs(format: &str, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+    };
+    // Already installed (several services in one process): keep the first.
+    let _ = result;
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    METRICS.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; then this handle renders nothing new.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}

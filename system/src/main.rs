@@ -1,0 +1,88 @@
+//! `oxbow-local`: runs the lab-booking system on one machine without Docker or a database server.
+//!
+//! - `oxbow-local` (or `oxbow-local up`): a broker and the three services in this process, data under
+//!   `--data-dir` (default `./data/local`), embedded SQLite databases. Ctrl-C stops everything cleanly;
+//!   running it again reuses the data.
+//! - `oxbow-local broker ...`: one broker (the same flags as `oxbow-broker`).
+//! - `oxbow-local service booking|lab|data [--config FILE]`: one service, configured like its own binary.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "oxbow-local", version, about = "Run the Oxbow lab-booking system locally")]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A broker and the three services, in this process (the default).
+    Up {
+        /// Where brokers and services keep their data.
+        #[arg(long, default_value = "./data/local")]
+        data_dir: PathBuf,
+        /// The broker's address.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        broker_listen: String,
+        /// Address prefix of the services: BookingService on 8080, LabService 8081, DataService 8082.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+    },
+    /// One broker.
+    Broker {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        listen: Option<String>,
+        #[arg(long)]
+        node_id: Option<i32>,
+    },
+    /// One service.
+    Service {
+        service: ServiceName,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ServiceName {
+    Booking,
+    Lab,
+    Data,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let command = args.command.unwrap_or(Command::Up {
+        data_dir: PathBuf::from("./data/local"),
+        broker_listen: "127.0.0.1:9092".into(),
+        host: "127.0.0.1".into(),
+    });
+    match command {
+        Command::Up { data_dir, broker_listen, host } => oxbow_system::up(data_dir, broker_listen, host),
+        Command::Broker { config, data_dir, listen, node_id } => {
+            oxbow_service::telemetry::init_logs("human", "info");
+            let mut broker =
+                oxbow_broker::config::BrokerConfig::load(config.as_deref()).context("loading configuration")?;
+            broker.data_dir = data_dir.unwrap_or(broker.data_dir);
+            broker.listen = listen.unwrap_or(broker.listen);
+            broker.node_id = node_id.unwrap_or(broker.node_id);
+            oxbow_system::run_broker(broker)
+        }
+        Command::Service { service, config } => oxbow_system::run_service(
+            match service {
+                ServiceName::Booking => "booking",
+                ServiceName::Lab => "lab",
+                ServiceName::Data => "data",
+            },
+            config,
+        ),
+    }
+}

@@ -1,0 +1,291 @@
+//! The lab-booking system end to end: real broker and service processes, real PostgreSQL (and the
+//! embedded SQLite default), HTTP as a user's browser would speak it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sqlx::Row;
+
+/// Properties that must hold whatever happened: no lab over capacity, each booking decided once, DataService
+/// holds each booking and decision exactly once, and its analytics agree with its rows.
+async fn check_postgres(pg: &Postgres, ids: &[String], data: &str) {
+    let pool = pg.pool().await;
+    let n = ids.len() as i64;
+    // DataService catches up.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stored: i64 =
+            sqlx::query("SELECT COUNT(*) FROM analytics.assignments").fetch_one(&pool).await.unwrap().get(0);
+        if stored >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "DataService stored {stored} of {n} decisions");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let over: Vec<(i64, String, i64, i64)> = sqlx::query(
+        "SELECT a.lab_id, a.date, COUNT(*), l.daily_capacity FROM lab.allocations a JOIN lab.labs l ON l.id = a.lab_id \
+         WHERE a.status = 'confirmed' GROUP BY a.lab_id, a.date, l.daily_capacity HAVING COUNT(*) > l.daily_capacity",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect();
+    assert!(over.is_empty(), "labs over capacity: {over:?}");
+    let mismatched: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM lab.lab_day_usage u WHERE u.used <> \
+         (SELECT COUNT(*) FROM lab.allocations a WHERE a.lab_id = u.lab_id AND a.date = u.date AND a.status = 'confirmed')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(mismatched, 0, "reserved slots match confirmed allocations");
+    for (table, what) in [
+        ("lab.allocations", "allocations"),
+        ("analytics.bookings", "stored bookings"),
+        ("analytics.assignments", "stored decisions"),
+    ] {
+        let row = sqlx::query(&format!("SELECT COUNT(*), COUNT(DISTINCT booking_id) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let (count, distinct): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!((count, distinct), (n, n), "{what}: exactly one per booking");
+    }
+    let known: i64 = sqlx::query("SELECT COUNT(*) FROM analytics.bookings WHERE booking_id = ANY($1)")
+        .bind(ids)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(known, n, "every accepted booking is stored");
+    // The analytics API agrees with the rows and the views.
+    let per_city: BTreeMap<String, i64> = sqlx::query("SELECT city, COUNT(*) FROM analytics.bookings GROUP BY city")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let (_, api) = get_json(data, "/api/analytics/bookings-per-city").await;
+    let api: BTreeMap<String, i64> = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["city"].as_str().unwrap().to_string(), v["bookings"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(api, per_city);
+    let rejected: i64 =
+        sqlx::query("SELECT rejected FROM analytics.rejection_rate").fetch_one(&pool).await.unwrap().get(0);
+    let (_, rate) = get_json(data, "/api/analytics/rejection-rate").await;
+    assert_eq!(rate["rejected"].as_i64(), Some(rejected));
+    assert_eq!(rate["decisions"].as_i64(), Some(n));
+    let p95: i64 =
+        sqlx::query("SELECT p95_ms FROM analytics.assignment_latency").fetch_one(&pool).await.unwrap().get(0);
+    let (_, latency) = get_json(data, "/api/analytics/latency").await;
+    assert_eq!(latency["p95_ms"].as_i64(), Some(p95), "API and SQL view agree on p95");
+    let per_day: i64 = sqlx::query("SELECT SUM(bookings)::bigint FROM analytics.bookings_per_day")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(per_day, n);
+    println!("checked {n} bookings: {rejected} rejected, p95 {p95} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundreds_of_concurrent_bookings_end_confirmed_or_rejected_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let broker = broker(dir.path());
+    let booking = service("booking", "booking", &broker.addr, "", dir.path(), &[]);
+    let lab = service("lab", "lab", &broker.addr, &pg.url, dir.path(), &[]);
+    let data = service("data", "data", &broker.addr, &pg.url, dir.path(), &[]);
+    for service in [&booking, &lab, &data] {
+        wait_ready(&service.addr).await;
+    }
+    let ids = book_many(&booking.addr, 300, 0).await;
+    let (confirmed, rejected) = wait_decided(&booking.addr, &ids, Duration::from_secs(120)).await;
+    assert_eq!(confirmed + rejected, 300);
+    assert!(rejected > 0 && confirmed > 0, "capacity ran out for some ({confirmed} confirmed, {rejected} rejected)");
+    check_postgres(&pg, &ids, &data.addr).await;
+    let (_, labs) = get_json(&lab.addr, "/api/labs").await;
+    let used: i64 = labs
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["utilization"].as_array().unwrap().iter())
+        .map(|u| u["used"].as_i64().unwrap())
+        .sum();
+    assert_eq!(used as usize, confirmed, "GET /api/labs shows the utilization");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_lab_services_and_kill_9_of_lab_and_data_services_keep_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let broker = broker(dir.path());
+    let booking = service("booking", "booking", &broker.addr, "", dir.path(), &[]);
+    let mut lab_a = service("lab", "lab-a", &broker.addr, &pg.url, dir.path(), &[]);
+    let mut lab_b = service("lab", "lab-b", &broker.addr, &pg.url, dir.path(), &[]);
+    let mut data = service("data", "data", &broker.addr, &pg.url, dir.path(), &[]);
+    for service in [&booking, &lab_a, &lab_b, &data] {
+        wait_ready(&service.addr).await;
+    }
+    let mut ids = book_many(&booking.addr, 150, 0).await;
+    // Mid-stream: kill -9 one LabService and the DataService, keep booking, restart them.
+    lab_a.kill9();
+    data.kill9();
+    ids.extend(book_many(&booking.addr, 150, 150).await);
+    lab_a.restart();
+    data.restart();
+    let (confirmed, rejected) = wait_decided(&booking.addr, &ids, Duration::from_secs(180)).await;
+    assert_eq!(confirmed + rejected, 300);
+    check_postgres(&pg, &ids, &data.addr).await;
+    assert!(lab_b.log().contains("subscription started"));
+    // Graceful shutdown: every service exits 0 on SIGTERM.
+    for service in [&mut data, &mut lab_a, &mut lab_b] {
+        assert_eq!(service.terminate(), Some(0), "{} on SIGTERM:\n{}", service.name, service.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_sqlite_default_runs_the_whole_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let booking = service("booking", "booking", &broker.addr, "", dir.path(), &[]);
+    let lab = service("lab", "lab", &broker.addr, "", dir.path(), &[]);
+    let data = service("data", "data", &broker.addr, "", dir.path(), &[]);
+    for service in [&booking, &lab, &data] {
+        wait_ready(&service.addr).await;
+    }
+    let ids = book_many(&booking.addr, 60, 0).await;
+    let (confirmed, rejected) = wait_decided(&booking.addr, &ids, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, summary) = get_json(&data.addr, "/api/analytics/summary").await;
+        if summary["decisions"].as_i64() == Some(60) {
+            assert_eq!(summary["bookings"].as_i64(), Some(60));
+            assert_eq!(summary["confirmed"].as_i64(), Some(confirmed as i64));
+            assert_eq!(summary["rejected"].as_i64(), Some(rejected as i64));
+            break;
+        }
+        assert!(Instant::now() < deadline, "DataService never caught up: {summary}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(dir.path().join("lab/lab-service.db").exists() && dir.path().join("data/data-service.db").exists());
+    let (_, per_type) = get_json(&data.addr, "/api/analytics/bookings-per-test-type").await;
+    assert_eq!(per_type.as_array().unwrap().iter().map(|v| v["bookings"].as_i64().unwrap()).sum::<i64>(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_clear_errors_and_a_broker_outage_gets_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = broker(dir.path());
+    let mut booking = service("booking", "booking", &broker.addr, "", dir.path(), &[]);
+    wait_ready(&booking.addr).await;
+    let addr = booking.addr.clone();
+
+    let (status, body) = post_json(&addr, "/api/bookings", &serde_json::json!({}), &[]).await;
+    assert_eq!(status, 422);
+    for field in ["patient_name", "email", "city", "test_type", "date"] {
+        assert_eq!(body["fields"][field], "is required", "{body}");
+    }
+    let bad = serde_json::json!({"patient_name": "A", "email": "nope", "city": "Atlantis", "test_type": "mri", "date": "2001-01-01"});
+    let (status, body) = post_json(&addr, "/api/bookings", &bad, &[]).await;
+    assert_eq!(status, 422);
+    assert!(body["fields"]["email"].as_str().unwrap().contains("valid email"), "{body}");
+    assert!(body["fields"]["city"].as_str().unwrap().contains("unknown city"));
+    assert!(body["fields"]["test_type"].as_str().unwrap().contains("unknown test type"));
+    assert_eq!(body["fields"]["date"], "must not be in the past");
+    assert!(body["fields"].get("patient_name").is_none());
+
+    let (status, body) =
+        http(&addr, "POST", "/api/bookings", &[("Content-Type", "application/json")], Some("{\"patient_name\": "))
+            .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("malformed"));
+    let huge = format!("{{\"patient_name\": \"{}\"}}", "x".repeat(20_000));
+    let (status, _) = http(&addr, "POST", "/api/bookings", &[("Content-Type", "application/json")], Some(&huge)).await;
+    assert_eq!(status, 413);
+    let (status, _) = http(&addr, "POST", "/api/bookings", &[("Content-Type", "text/plain")], Some("hello")).await;
+    assert_eq!(status, 415);
+    let (status, _) = get_json(&addr, "/api/bookings/no-such-id").await;
+    assert_eq!(status, 404);
+    let (status, _) = get_json(&addr, "/api/bookings").await;
+    assert_eq!(status, 400);
+    let (status, catalog) = get_json(&addr, "/api/catalog").await;
+    assert_eq!(status, 200);
+    assert_eq!(catalog["cities"].as_array().unwrap().len(), 5);
+
+    // A retried POST with the same Idempotency-Key returns the same booking and books once.
+    let form = serde_json::json!({"patient_name": "Ravi", "email": "ravi@example.com", "city": "Delhi", "test_type": "thyroid", "date": time_tomorrow()});
+    let (first_status, first) = post_json(&addr, "/api/bookings", &form, &[("Idempotency-Key", "retry-123")]).await;
+    let (second_status, second) = post_json(&addr, "/api/bookings", &form, &[("Idempotency-Key", "retry-123")]).await;
+    assert_eq!((first_status, second_status), (202, 202));
+    assert_eq!(first["id"], second["id"]);
+    let (_, list) = get_json(&addr, "/api/bookings?email=ravi@example.com").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // The key survives a BookingService restart (it is in the bookings topic).
+    assert_eq!(booking.terminate(), Some(0));
+    booking.restart();
+    wait_ready(&booking.addr).await;
+    let (_, third) = post_json(&booking.addr, "/api/bookings", &form, &[("Idempotency-Key", "retry-123")]).await;
+    assert_eq!(third["id"], first["id"]);
+    let (status, view) = get_json(&booking.addr, &format!("/api/bookings/{}", first["id"].as_str().unwrap())).await;
+    assert_eq!((status, view["email"].as_str()), (200, Some("ravi@example.com")), "bookings survive a restart");
+
+    // The broker goes away: 503 with a clear message, never 202.
+    broker.kill9();
+    let (status, body) = post_json(&booking.addr, "/api/bookings", &booking_form(1, CITIES, TESTS), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("broker is unavailable"), "{body}");
+    let (status, _) = get_json(&booking.addr, "/readyz").await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undecodable_record_goes_to_the_dead_letter_topic_and_consumption_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let booking = service("booking", "booking", &broker.addr, "", dir.path(), &[]);
+    let lab = service("lab", "lab", &broker.addr, "", dir.path(), &[]);
+    wait_ready(&booking.addr).await;
+    wait_ready(&lab.addr).await;
+    let producer =
+        oxbow::client::Producer::connect(oxbow::client::ProducerConfig::new(broker.addr.clone())).await.unwrap();
+    producer
+        .send_and_wait(oxbow::client::ProducerRecord::new("bookings", "not messagepack at all").key("poison"))
+        .await
+        .unwrap();
+    let ids = book_many(&booking.addr, 3, 0).await;
+    let (confirmed, rejected) = wait_decided(&booking.addr, &ids, Duration::from_secs(30)).await;
+    assert_eq!(confirmed + rejected, 3, "consumption went on past the bad record");
+    let mut config = oxbow::client::ConsumerConfig::new(broker.addr.clone());
+    config.auto_offset_reset = oxbow::client::OffsetReset::Earliest;
+    let mut consumer = oxbow::client::Consumer::connect(config).await.unwrap();
+    consumer.assign_topic("bookings.dlq").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let records = consumer.poll(Duration::from_millis(200)).await.unwrap();
+        if let Some(record) = records.into_iter().next() {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "nothing in bookings.dlq");
+    };
+    assert_eq!(dead.key.as_deref(), Some(&b"poison"[..]));
+    let header = |name: &str| {
+        dead.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.clone())
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    };
+    assert!(header("error").unwrap().contains("cannot decode"), "{:?}", dead.headers);
+    assert_eq!(header("source.topic").as_deref(), Some("bookings"));
+}
