@@ -111,7 +111,7 @@ async fn create_booking(
         idempotency_key: key,
     };
     let record = ProducerRecord::new(booking::BOOKINGS_TOPIC, booking::encode(&event)).key(event.booking_id.clone());
-    if let Err(error) = state.producer.send_and_wait(record).await {
+    if let Err(error) = booking::publish(&state.producer, record).await {
         tracing::warn!(%error, "the booking event was not acknowledged");
         metrics::counter!("booking_requests_total", "outcome" => "unavailable").increment(1);
         return HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "5")).json(error_body(

@@ -47,8 +47,7 @@ impl Handler<Delivery<BookingRequested>> for Allocator {
                 metrics::counter!("lab_decisions_total", "status" => decision.status.clone()).increment(1);
                 let record = ProducerRecord::new(booking::ASSIGNMENTS_TOPIC, booking::encode(&decision))
                     .key(decision.booking_id.clone());
-                producer
-                    .send_and_wait(record)
+                booking::publish(&producer, record)
                     .await
                     .map_err(|error| HandlerError::retriable(format!("publishing the decision: {error}")))?;
                 Ok(())

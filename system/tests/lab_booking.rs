@@ -179,6 +179,16 @@ async fn the_embedded_sqlite_default_runs_the_whole_flow() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(dir.path().join("lab/lab-service.db").exists() && dir.path().join("data/data-service.db").exists());
+    // Prometheus metrics: records in and out, handler latency, consumer lag.
+    let (status, lab_metrics) = http(&lab.addr, "GET", "/metrics", &[], None).await;
+    assert_eq!(status, 200);
+    for name in ["oxbow_records_in_total", "oxbow_records_out_total", "oxbow_handler_seconds", "oxbow_consumer_lag"] {
+        assert!(lab_metrics.contains(name), "lab-service /metrics lacks {name}:\n{lab_metrics}");
+    }
+    let (_, booking_metrics) = http(&booking.addr, "GET", "/metrics", &[], None).await;
+    assert!(booking_metrics.contains("oxbow_records_out_total"), "{booking_metrics}");
+    let (status, health) = get_json(&data.addr, "/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
     let (_, per_type) = get_json(&data.addr, "/api/analytics/bookings-per-test-type").await;
     assert_eq!(per_type.as_array().unwrap().iter().map(|v| v["bookings"].as_i64().unwrap()).sum::<i64>(), 60);
 }

@@ -86,3 +86,14 @@ pub async fn ensure_topics(
     }
     Ok(())
 }
+
+/// Sends a record and waits for its acknowledgement, counting it in `oxbow_records_out_total`.
+pub async fn publish(
+    producer: &oxbow::client::Producer,
+    record: oxbow::client::ProducerRecord,
+) -> Result<oxbow::client::RecordMetadata, oxbow::client::ClientError> {
+    let topic = record.topic.clone();
+    let metadata = producer.send_and_wait(record).await?;
+    metrics::counter!("oxbow_records_out_total", "topic" => topic).increment(1);
+    Ok(metadata)
+}
