@@ -52,6 +52,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
+    oxbow_service::telemetry::init_metrics();
     let bootstrap = config.common.broker.bootstrap.clone();
     let broker = &config.common.broker;
     booking::ensure_topics(

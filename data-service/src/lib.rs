@@ -73,6 +73,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
+    oxbow_service::telemetry::init_metrics();
     let bootstrap = config.common.broker.bootstrap.clone();
     let (pool, backend) = oxbow_service::db::connect(
         &config.database.url,

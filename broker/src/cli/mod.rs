@@ -3,6 +3,7 @@
 
 mod consume;
 mod group;
+mod perf;
 mod produce;
 mod topic;
 
@@ -37,6 +38,9 @@ enum Command {
     /// List, describe and reset consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Load generators: produce, consume and end-to-end throughput and latency.
+    #[command(subcommand)]
+    Perf(perf::PerfCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -71,5 +75,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(client, args).await,
         Command::Consume(args) => consume::run(client, args).await,
         Command::Group(command) => group::run(client, command).await,
+        Command::Perf(command) => perf::run(client, command).await,
     }
 }

@@ -20,6 +20,12 @@ pub fn init_logs(format: &str, level: &str) {
     let _ = result;
 }
 
+/// Installs the Prometheus recorder; call at start, before anything records a metric (metrics recorded
+/// before a recorder exists are dropped).
+pub fn init_metrics() {
+    metrics_handle();
+}
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn metrics_handle() -> &'static PrometheusHandle {
     METRICS.get_or_init(|| {

@@ -118,7 +118,24 @@ pub struct Producer {
 }
 
 type TopicPartition = (String, u32);
-type Delivery = (oneshot::Sender<Result<RecordMetadata, ClientError>>, i64);
+type Delivery = (Completion, i64);
+
+/// How a record's outcome reaches the application.
+enum Completion {
+    Future(oneshot::Sender<Result<RecordMetadata, ClientError>>),
+    Callback(Box<dyn FnOnce(Result<RecordMetadata, ClientError>) + Send>),
+}
+
+impl Completion {
+    fn deliver(self, result: Result<RecordMetadata, ClientError>) {
+        match self {
+            Completion::Future(sender) => {
+                let _ = sender.send(result);
+            }
+            Completion::Callback(callback) => callback(result),
+        }
+    }
+}
 
 struct Shared {
     cluster: Arc<Cluster>,
@@ -187,6 +204,22 @@ impl Producer {
 
     /// Queues a record; waits only for buffer space. Await the returned future for the acknowledgement.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        let (delivery_tx, delivery_rx) = oneshot::channel();
+        self.enqueue(record, Completion::Future(delivery_tx)).await?;
+        Ok(DeliveryFuture(delivery_rx))
+    }
+
+    /// Queues a record; `callback` runs on the producer's task when the record is acknowledged or has
+    /// failed for good. Cheaper than a future per record; keep the callback short.
+    pub async fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(Result<RecordMetadata, ClientError>) + Send + 'static,
+    ) -> Result<(), ClientError> {
+        self.enqueue(record, Completion::Callback(Box::new(callback))).await
+    }
+
+    async fn enqueue(&self, record: ProducerRecord, completion: Completion) -> Result<(), ClientError> {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
@@ -222,7 +255,6 @@ impl Producer {
         .map_err(|_| ClientError::BufferFull(shared.config.max_block))?
         .map_err(|_| ClientError::Closed)?;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let (delivery_tx, delivery_rx) = oneshot::channel();
         let mut wake = false;
         {
             let mut state = shared.state.lock().expect("producer lock");
@@ -252,7 +284,7 @@ impl Producer {
                 }
             });
             open.builder.append(timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers);
-            open.deliveries.push((delivery_tx, timestamp));
+            open.deliveries.push((completion, timestamp));
             match &mut open.permit {
                 Some(held) => held.merge(permit),
                 None => open.permit = Some(permit),
@@ -266,7 +298,7 @@ impl Producer {
         if wake {
             shared.wake.notify_one();
         }
-        Ok(DeliveryFuture(delivery_rx))
+        Ok(())
     }
 
     /// Sends a record and waits for its acknowledgement.
@@ -483,7 +515,7 @@ fn complete(shared: &Shared, batch: ReadyBatch, base_offset: Option<u64>) {
     let n_records = batch.deliveries.len() as u64;
     for (delta, (delivery, timestamp)) in batch.deliveries.into_iter().enumerate() {
         let offset = base_offset.map(|base| base + delta as u64);
-        let _ = delivery.send(Ok(RecordMetadata { partition, offset, timestamp }));
+        delivery.deliver(Ok(RecordMetadata { partition, offset, timestamp }));
     }
     finish(shared, &batch.topic_partition, n_records);
 }
@@ -492,7 +524,7 @@ fn fail(shared: &Shared, batch: ReadyBatch, error: ClientError) {
     tracing::warn!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, %error, "batch failed");
     let n_records = batch.deliveries.len() as u64;
     for (delivery, _) in batch.deliveries {
-        let _ = delivery.send(Err(error.clone()));
+        delivery.deliver(Err(error.clone()));
     }
     finish(shared, &batch.topic_partition, n_records);
 }
