@@ -151,7 +151,10 @@ struct Shared {
 
 #[derive(Default)]
 struct Accumulator {
-    open: HashMap<TopicPartition, OpenBatch>,
+    /// topic -> partition -> the batch being filled (nested so a lookup needs no key allocation).
+    open: HashMap<String, HashMap<u32, OpenBatch>>,
+    /// Partition counts of the topics sent to, so `send` does not touch cluster metadata per record.
+    partition_counts: HashMap<String, u32>,
     ready: VecDeque<ReadyBatch>,
     in_flight: HashSet<TopicPartition>,
     outstanding_records: u64,
@@ -165,6 +168,19 @@ struct OpenBatch {
     deliveries: Vec<Delivery>,
     /// Buffer space of the batch's records, released when the batch completes.
     permit: Option<OwnedSemaphorePermit>,
+}
+
+impl OpenBatch {
+    fn into_ready(self, topic_partition: TopicPartition) -> ReadyBatch {
+        ReadyBatch {
+            topic_partition,
+            records: self.builder.finish(),
+            deliveries: self.deliveries,
+            _permit: self.permit,
+            attempts: 0,
+            created: self.created,
+        }
+    }
 }
 
 struct ReadyBatch {
@@ -224,8 +240,16 @@ impl Producer {
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let metadata = shared.cluster.topic(&record.topic).await?;
-        let n_partitions = metadata.partitions.len() as u32;
+        let cached = shared.state.lock().expect("producer lock").partition_counts.get(&record.topic).copied();
+        let n_partitions = match cached {
+            Some(n_partitions) => n_partitions,
+            None => {
+                let n_partitions = shared.cluster.topic(&record.topic).await?.partitions.len() as u32;
+                let mut state = shared.state.lock().expect("producer lock");
+                state.partition_counts.insert(record.topic.clone(), n_partitions);
+                n_partitions
+            }
+        };
         if n_partitions == 0 {
             return Err(ClientError::broker(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -247,13 +271,16 @@ impl Producer {
                 Some(format!("record of {record_bytes} bytes is over the buffer size")),
             ));
         }
-        let permit = tokio::time::timeout(
-            shared.config.max_block,
-            shared.buffer.clone().acquire_many_owned(record_bytes as u32),
-        )
-        .await
-        .map_err(|_| ClientError::BufferFull(shared.config.max_block))?
-        .map_err(|_| ClientError::Closed)?;
+        // Fast path without a timer; wait (up to max_block) only when the buffer is full. Either way the
+        // call counts against tokio's cooperative budget, so a tight send loop still lets the sender run.
+        tokio::task::consume_budget().await;
+        let permit = match shared.buffer.clone().try_acquire_many_owned(record_bytes as u32) {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout(shared.config.max_block, shared.buffer.clone().acquire_many_owned(record_bytes as u32))
+                .await
+                .map_err(|_| ClientError::BufferFull(shared.config.max_block))?
+                .map_err(|_| ClientError::Closed)?,
+        };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let mut wake = false;
         {
@@ -261,20 +288,29 @@ impl Producer {
             let partition = match (record.partition, &record.key) {
                 (Some(partition), _) => partition,
                 (None, Some(key)) => key_partition(key, n_partitions),
-                (None, None) => {
-                    *state.sticky.entry(record.topic.clone()).or_insert_with(|| (now_ms() as u32) % n_partitions)
-                }
+                (None, None) => match state.sticky.get(&record.topic) {
+                    Some(partition) => *partition,
+                    None => {
+                        let partition = (now_ms() as u32) % n_partitions;
+                        state.sticky.insert(record.topic.clone(), partition);
+                        partition
+                    }
+                },
             };
-            let topic_partition = (record.topic.clone(), partition);
-            let full = state.open.get(&topic_partition).is_some_and(|open| {
+            let topic = record.topic.as_str();
+            let full = state.open.get(topic).and_then(|batches| batches.get(&partition)).is_some_and(|open| {
                 open.builder.len_bytes() + record_bytes > shared.config.batch_bytes
                     || !open.builder.accepts_timestamp(timestamp)
             });
             if full {
-                state.seal(&topic_partition, n_partitions);
+                state.seal(topic, partition, n_partitions);
                 wake = true;
             }
-            let open = state.open.entry(topic_partition.clone()).or_insert_with(|| {
+            if !state.open.contains_key(topic) {
+                state.open.insert(topic.to_string(), HashMap::new());
+            }
+            let batches = state.open.get_mut(topic).expect("inserted above");
+            let open = batches.entry(partition).or_insert_with(|| {
                 wake = true;
                 OpenBatch {
                     builder: BatchBuilder::new(shared.config.batch_bytes.max(record_bytes + BATCH_HEADER_BYTES)),
@@ -290,7 +326,7 @@ impl Producer {
                 None => open.permit = Some(permit),
             }
             if open.builder.len_bytes() >= shared.config.batch_bytes {
-                state.seal(&topic_partition, n_partitions);
+                state.seal(topic, partition, n_partitions);
                 wake = true;
             }
             state.outstanding_records += 1;
@@ -346,18 +382,11 @@ impl Drop for Producer {
 
 impl Accumulator {
     /// Moves a partition's open batch to the ready queue; keyless records then stick to another partition.
-    fn seal(&mut self, topic_partition: &TopicPartition, n_partitions: u32) {
-        if let Some(open) = self.open.remove(topic_partition) {
-            self.ready.push_back(ReadyBatch {
-                topic_partition: topic_partition.clone(),
-                records: open.builder.finish(),
-                deliveries: open.deliveries,
-                _permit: open.permit,
-                attempts: 0,
-                created: open.created,
-            });
-            if let Some(sticky) = self.sticky.get_mut(&topic_partition.0) {
-                if *sticky == topic_partition.1 {
+    fn seal(&mut self, topic: &str, partition: u32, n_partitions: u32) {
+        if let Some(open) = self.open.get_mut(topic).and_then(|batches| batches.remove(&partition)) {
+            self.ready.push_back(open.into_ready((topic.to_string(), partition)));
+            if let Some(sticky) = self.sticky.get_mut(topic) {
+                if *sticky == partition {
                     *sticky = (*sticky + 1) % n_partitions;
                 }
             }
@@ -369,29 +398,24 @@ impl Accumulator {
     fn drain(&mut self, linger: Duration) -> (Vec<ReadyBatch>, Option<Instant>) {
         let now = Instant::now();
         let mut next_deadline: Option<Instant> = None;
-        let expired: Vec<TopicPartition> = self
-            .open
-            .iter()
-            .filter_map(|(topic_partition, open)| {
-                let deadline = open.created + linger;
-                if deadline <= now || self.flush_requested {
-                    Some(topic_partition.clone())
-                } else {
-                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
-                    None
-                }
-            })
-            .collect();
-        for topic_partition in expired {
-            let open = self.open.remove(&topic_partition).expect("listed above");
-            self.ready.push_back(ReadyBatch {
-                topic_partition,
-                records: open.builder.finish(),
-                deliveries: open.deliveries,
-                _permit: open.permit,
-                attempts: 0,
-                created: open.created,
-            });
+        let flush = self.flush_requested;
+        for (topic, batches) in self.open.iter_mut() {
+            let expired: Vec<u32> = batches
+                .iter()
+                .filter_map(|(partition, open)| {
+                    let deadline = open.created + linger;
+                    if deadline <= now || flush {
+                        Some(*partition)
+                    } else {
+                        next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                        None
+                    }
+                })
+                .collect();
+            for partition in expired {
+                let open = batches.remove(&partition).expect("listed above");
+                self.ready.push_back(open.into_ready((topic.clone(), partition)));
+            }
         }
         let mut taken = Vec::new();
         let mut kept = VecDeque::with_capacity(self.ready.len());
@@ -550,6 +574,7 @@ fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError
     batch.attempts += 1;
     tracing::debug!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, attempt = batch.attempts, %error, "retrying batch");
     shared.cluster.invalidate(&batch.topic_partition.0);
+    shared.state.lock().expect("producer lock").partition_counts.remove(&batch.topic_partition.0);
     let shared = shared.clone();
     tokio::spawn(async move {
         tokio::time::sleep(shared.config.retry_backoff * batch.attempts.min(10)).await;
