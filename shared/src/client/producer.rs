@@ -276,10 +276,13 @@ impl Producer {
         tokio::task::consume_budget().await;
         let permit = match shared.buffer.clone().try_acquire_many_owned(record_bytes as u32) {
             Ok(permit) => permit,
-            Err(_) => tokio::time::timeout(shared.config.max_block, shared.buffer.clone().acquire_many_owned(record_bytes as u32))
-                .await
-                .map_err(|_| ClientError::BufferFull(shared.config.max_block))?
-                .map_err(|_| ClientError::Closed)?,
+            Err(_) => tokio::time::timeout(
+                shared.config.max_block,
+                shared.buffer.clone().acquire_many_owned(record_bytes as u32),
+            )
+            .await
+            .map_err(|_| ClientError::BufferFull(shared.config.max_block))?
+            .map_err(|_| ClientError::Closed)?,
         };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let mut wake = false;

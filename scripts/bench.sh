@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs the standard benchmark scenarios against a fresh release-mode broker on this machine and writes
+# the results table into docs/benchmarks.md (between the BEGIN/END markers). Usage: scripts/bench.sh
+# Needs python3 (to read the tools' --json output). Takes a few minutes; uses a temporary data directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p oxbow-broker
+BIN=target/release
+DATA=$(mktemp -d)
+PORT=${BENCH_PORT:-9391}
+export OXBOW_BOOTSTRAP_SERVER=127.0.0.1:$PORT
+"$BIN/oxbow-broker" --data-dir "$DATA" --listen "127.0.0.1:$PORT" >/dev/null 2>"$DATA/broker.log" &
+BROKER=$!
+trap 'kill $BROKER 2>/dev/null; wait $BROKER 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 100); do "$BIN/oxbow" topic list >/dev/null 2>&1 && break; sleep 0.1; done
+
+RESULTS=$DATA/results.jsonl
+run() { # name, settings, command...
+  local name=$1 settings=$2; shift 2
+  echo "== $name: $*" >&2
+  local out
+  out=$("$@" --json | tail -1)
+  python3 -c 'import json,sys; d=json.loads(sys.argv[3]); d["name"]=sys.argv[1]; d["settings"]=sys.argv[2]; d["command"]=sys.argv[4]; print(json.dumps(d))' \
+    "$name" "$settings" "$out" "oxbow $(echo "${@:2}")" >>"$RESULTS"
+}
+
+"$BIN/oxbow" topic create durable --config flush.ms=0 >/dev/null
+run "produce 100 B" "acks=1, flush.ms=1000 (OS writeback), 1 partition, batch 512 KiB, linger 5 ms" \
+  "$BIN/oxbow" perf produce --topic p100 --num-records 5000000 --record-size 100 --acks 1
+run "produce 1 KB" "acks=1, flush.ms=1000, 1 partition, batch 512 KiB, linger 5 ms" \
+  "$BIN/oxbow" perf produce --topic p1k --num-records 1000000 --record-size 1000 --acks 1
+run "produce 100 B durable" "acks=all, flush.ms=0 (ack after fsync, group commit), 1 partition" \
+  "$BIN/oxbow" perf produce --topic durable --num-records 3000000 --record-size 100 --acks all
+run "consume 100 B" "page cache, 1 partition, fetch up to 8 MiB per partition" \
+  "$BIN/oxbow" perf consume --topic p100 --num-records 5000000
+run "consume 1 KB" "page cache, 1 partition" \
+  "$BIN/oxbow" perf consume --topic p1k --num-records 1000000
+PEAK=$(python3 -c 'import json,sys; print(int([json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["name"]=="produce 100 B"][0]["records_per_second"]))' "$RESULTS")
+HALF=$((PEAK / 2))
+run "produce 100 B at 50% of peak" "acks=1, offered $HALF records/s" \
+  "$BIN/oxbow" perf produce --topic half --num-records $((HALF * 5)) --record-size 100 --acks 1 --throughput $HALF
+run "end to end 100 B at 50% of peak" "acks=1, offered $HALF records/s, consumer in the same process" \
+  "$BIN/oxbow" perf e2e --topic e2e --num-records $((HALF * 5)) --throughput $HALF --record-size 100
+run "learner activity, base rate" "acks=1, 6 partitions, 20 000 events/s, keyed by learner" \
+  "$BIN/oxbow" perf produce --topic learners --partitions 6 --workload learner-activity --num-records 200000 --throughput 20000
+run "learner activity, 10x" "acks=1, 6 partitions, 200 000 events/s, keyed by learner" \
+  "$BIN/oxbow" perf produce --topic learners --partitions 6 --workload learner-activity --num-records 2000000 --throughput 200000
+RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$BROKER/status")
+
+python3 - "$RESULTS" "$RSS_KB" <<'PY'
+import json, sys, re, subprocess, platform
+rows = [json.loads(line) for line in open(sys.argv[1])]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+table = ["| scenario | records/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | settings | command |", "|---|---|---|---|---|---|---|---|---|"]
+for r in rows:
+    l = r["latency_ms"]
+    table.append(f"| {r['name']} | {r['records_per_second']:,.0f} | {r['mb_per_second']:.1f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p99_9']:.2f} | {l['max']:.2f} | {r['settings']} | `{r['command']}` |")
+body = "\n".join([
+    f"Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, broker and client sharing them; {platform.platform()}.",
+    f"Broker peak resident memory during the run (VmHWM): {int(sys.argv[2]) // 1024} MiB.",
+    "", *table,
+])
+path = "docs/benchmarks.md"
+text = open(path).read()
+text = re.sub(r"<!-- BEGIN RESULTS -->.*<!-- END RESULTS -->", "<!-- BEGIN RESULTS -->\n" + body + "\n<!-- END RESULTS -->", text, flags=re.S)
+open(path, "w").write(text)
+print(body)
+PY
