@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use oxbow::client::{Cluster, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig};
 use oxbow::protocol::{acks, offset_spec};
 use oxbow_service::booking::{self, BookingRequested, LabDecision};
@@ -85,21 +85,14 @@ pub async fn run(
         }
     });
     let app_state = state.clone();
-    let server = HttpServer::new(move || {
+    let server = oxbow_service::http::serve(&config.common.http.listen, move || {
         App::new()
             .app_data(app_state.clone())
             .app_data(routes::json_config())
             .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
             .configure(routes::configure)
-    })
-    .workers(2)
-    .disable_signals()
-    .shutdown_timeout(5)
-    .bind(&config.common.http.listen)?;
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let server_handle = server.handle();
-    let server_task = actix_rt::spawn(server);
+    })?;
+    let addr = server.addr;
     on_listening(addr);
     tracing::info!(%addr, "booking-service listening");
     while !*shutdown.borrow() {
@@ -108,8 +101,7 @@ pub async fn run(
         }
     }
     // Stop taking requests, finish those in flight, then flush the producer.
-    server_handle.stop(true).await;
-    let _ = server_task.await;
+    server.stop().await;
     state.producer.close().await;
     let _ = projection.await;
     Ok(())

@@ -8,14 +8,13 @@ pub mod domain;
 pub mod store;
 pub mod writer;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use oxbow::client::Cluster;
 use oxbow_service::booking::{self, BookingRequested, LabDecision};
-use oxbow_service::config::CommonConfig;
+use oxbow_service::config::{CommonConfig, DatabaseConfig, GroupSettings};
 use oxbow_service::http::Readiness;
 use oxbow_service::subscription::{dead_letter_topic, Subscription, SubscriptionConfig};
 use serde::Deserialize;
@@ -33,20 +32,6 @@ pub struct DataConfig {
     pub common: CommonConfig,
     pub database: DatabaseConfig,
     pub group: GroupSettings,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct DatabaseConfig {
-    /// `postgres://...`; empty: an embedded SQLite file in `data_dir`.
-    pub url: String,
-    pub data_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct GroupSettings {
-    /// Prefix of the two consumer groups (`<id>-bookings`, `<id>-assignments`).
-    pub id: String,
-    pub session_timeout_ms: u64,
 }
 
 pub const DEFAULTS: &str = r#"
@@ -96,7 +81,7 @@ pub async fn run(
 
     let readiness = Readiness::new().broker(cluster).database(pool.clone());
     let app_pool = pool.clone();
-    let server = HttpServer::new(move || {
+    let server = oxbow_service::http::serve(&config.common.http.listen, move || {
         App::new()
             .app_data(web::Data::new(app_pool.clone()))
             .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
@@ -110,15 +95,8 @@ pub async fn run(
                     .route("/latency", web::get().to(latency))
                     .route("/summary", web::get().to(summary)),
             )
-    })
-    .workers(2)
-    .disable_signals()
-    .shutdown_timeout(5)
-    .bind(&config.common.http.listen)?;
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let server_handle = server.handle();
-    let server_task = actix_rt::spawn(server);
+    })?;
+    let addr = server.addr;
     on_listening(addr);
     tracing::info!(%addr, "data-service listening");
 
@@ -132,8 +110,7 @@ pub async fn run(
     let bookings: Subscription<Writer, BookingRequested> = Subscription::new(bookings_config, writer.clone());
     let decisions: Subscription<Writer, LabDecision> = Subscription::new(decisions_config, writer);
     let (first, second) = tokio::join!(bookings.run(shutdown.clone()), decisions.run(shutdown));
-    server_handle.stop(true).await;
-    let _ = server_task.await;
+    server.stop().await;
     pool.close().await;
     first.and(second)
 }

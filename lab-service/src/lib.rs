@@ -6,14 +6,13 @@ pub mod allocator;
 pub mod domain;
 pub mod store;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use oxbow::client::{Cluster, Producer, ProducerConfig};
 use oxbow_service::booking::{self, BookingRequested};
-use oxbow_service::config::CommonConfig;
+use oxbow_service::config::{CommonConfig, DatabaseConfig, GroupSettings};
 use oxbow_service::http::Readiness;
 use oxbow_service::subscription::{dead_letter_topic, Subscription, SubscriptionConfig};
 use serde::Deserialize;
@@ -29,19 +28,6 @@ pub struct LabConfig {
     pub common: CommonConfig,
     pub database: DatabaseConfig,
     pub group: GroupSettings,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct DatabaseConfig {
-    /// `postgres://...`; empty: an embedded SQLite file in `data_dir`.
-    pub url: String,
-    pub data_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct GroupSettings {
-    pub id: String,
-    pub session_timeout_ms: u64,
 }
 
 pub const DEFAULTS: &str = r#"
@@ -94,20 +80,13 @@ pub async fn run(
 
     let readiness = Readiness::new().broker(cluster.clone()).database(pool.clone());
     let app_pool = pool.clone();
-    let server = HttpServer::new(move || {
+    let server = oxbow_service::http::serve(&config.common.http.listen, move || {
         App::new()
             .app_data(web::Data::new(app_pool.clone()))
             .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
             .route("/api/labs", web::get().to(list_labs))
-    })
-    .workers(2)
-    .disable_signals()
-    .shutdown_timeout(5)
-    .bind(&config.common.http.listen)?;
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let server_handle = server.handle();
-    let server_task = actix_rt::spawn(server);
+    })?;
+    let addr = server.addr;
     on_listening(addr);
     tracing::info!(%addr, "lab-service listening");
 
@@ -115,8 +94,7 @@ pub async fn run(
     subscription_config.session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
     let subscription: Subscription<Allocator, BookingRequested> = Subscription::new(subscription_config, allocator);
     let result = subscription.run(shutdown).await;
-    server_handle.stop(true).await;
-    let _ = server_task.await;
+    server.stop().await;
     producer.close().await;
     pool.close().await;
     result

@@ -38,6 +38,21 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// `[database]` of services that keep data.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    /// `postgres://...`; empty: an embedded SQLite file in `data_dir`.
+    pub url: String,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// `[group]` of services that consume in a consumer group.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupSettings {
+    pub id: String,
+    pub session_timeout_ms: u64,
+}
+
 /// The defaults of the common sections; a service appends its own.
 pub const COMMON_DEFAULTS: &str = r#"
 [broker]

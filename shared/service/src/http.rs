@@ -78,6 +78,41 @@ impl Default for Readiness {
     }
 }
 
+/// A started HTTP server: its address, and how to stop it gracefully.
+pub struct RunningServer {
+    pub addr: std::net::SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    task: actix_rt::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish (up to 5 s), and waits.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+}
+
+/// Binds and starts an actix-web server with the services' settings (2 workers, signals handled by the
+/// service, 5 s graceful shutdown).
+pub fn serve<F, I, S, B>(listen: &str, factory: F) -> std::io::Result<RunningServer>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: actix_web::dev::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig> + 'static,
+    S::Error: Into<actix_web::Error>,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>>,
+    B: actix_web::body::MessageBody + 'static,
+{
+    let server = actix_web::HttpServer::new(factory).workers(2).disable_signals().shutdown_timeout(5).bind(listen)?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    let task = actix_rt::spawn(server);
+    Ok(RunningServer { addr, handle, task })
+}
+
 /// Adds `/healthz`, `/readyz` and `/metrics` to an app.
 pub fn configure(config: &mut web::ServiceConfig, readiness: Readiness) {
     config
