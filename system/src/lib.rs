@@ -45,8 +45,18 @@ pub fn run_service(name: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
     })
 }
 
+/// Where `up` keeps data and listens.
+pub struct Addresses {
+    pub data_dir: PathBuf,
+    pub broker_listen: String,
+    pub booking_listen: String,
+    pub lab_listen: String,
+    pub data_listen: String,
+}
+
 /// A broker and the three services in this process, until Ctrl-C.
-pub fn up(data_dir: PathBuf, broker_listen: String, host: String) -> anyhow::Result<()> {
+pub fn up(addresses: Addresses) -> anyhow::Result<()> {
+    let Addresses { data_dir, broker_listen, booking_listen, lab_listen, data_listen } = addresses;
     oxbow_service::telemetry::init_logs("human", "info");
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     actix_rt::System::new().block_on(async move {
@@ -59,14 +69,14 @@ pub fn up(data_dir: PathBuf, broker_listen: String, host: String) -> anyhow::Res
 
         let mut booking = booking_service::load_config(None)?;
         booking.common.broker.bootstrap = bootstrap.clone();
-        booking.common.http.listen = format!("{host}:8080");
+        booking.common.http.listen = booking_listen;
         let mut lab = lab_service::load_config(None)?;
         lab.common.broker.bootstrap = bootstrap.clone();
-        lab.common.http.listen = format!("{host}:8081");
+        lab.common.http.listen = lab_listen;
         lab.database.data_dir = data_dir.join("lab-service");
         let mut data = data_service::load_config(None)?;
         data.common.broker.bootstrap = bootstrap.clone();
-        data.common.http.listen = format!("{host}:8082");
+        data.common.http.listen = data_listen;
         data.database.data_dir = data_dir.join("data-service");
 
         let services = tokio::try_join!(

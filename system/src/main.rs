@@ -28,9 +28,13 @@ enum Command {
         /// The broker's address.
         #[arg(long, default_value = "127.0.0.1:9092")]
         broker_listen: String,
-        /// Address prefix of the services: BookingService on 8080, LabService 8081, DataService 8082.
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
+        /// BookingService's address (the dashboard).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        booking_listen: String,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        lab_listen: String,
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        data_listen: String,
     },
     /// One broker.
     Broker {
@@ -63,10 +67,20 @@ fn main() -> anyhow::Result<()> {
     let command = args.command.unwrap_or(Command::Up {
         data_dir: PathBuf::from("./data/local"),
         broker_listen: "127.0.0.1:9092".into(),
-        host: "127.0.0.1".into(),
+        booking_listen: "127.0.0.1:8080".into(),
+        lab_listen: "127.0.0.1:8081".into(),
+        data_listen: "127.0.0.1:8082".into(),
     });
     match command {
-        Command::Up { data_dir, broker_listen, host } => oxbow_system::up(data_dir, broker_listen, host),
+        Command::Up { data_dir, broker_listen, booking_listen, lab_listen, data_listen } => {
+            oxbow_system::up(oxbow_system::Addresses {
+                data_dir,
+                broker_listen,
+                booking_listen,
+                lab_listen,
+                data_listen,
+            })
+        }
         Command::Broker { config, data_dir, listen, node_id } => {
             oxbow_service::telemetry::init_logs("human", "info");
             let mut broker =
