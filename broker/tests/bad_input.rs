@@ -231,3 +231,75 @@ async fn every_bad_input_gets_its_error_and_hurts_no_one_else() {
     assert_eq!(error.code(), Some(ErrorCode::INVALID_PARTITIONS));
     assert!(!broker.log().contains("panicked"), "the broker panicked:\n{}", broker.log());
 }
+
+/// A full disk: writes are refused with STORAGE_ERROR, nothing partial is stored, acknowledged records stay
+/// readable, the broker keeps serving, and producing works again once there is space. Needs root (it mounts
+/// a small tmpfs); CI runs as root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_cleanly_and_loses_nothing() {
+    let is_root =
+        std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if !is_root {
+        eprintln!("a_full_disk_refuses_writes_cleanly_and_loses_nothing needs root to mount a tmpfs; not run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small-disk");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    // The data directory is the small disk; the broker log (beside it) is not.
+    let broker = BrokerProcess::start_with_env(&mount, &[("OXBOW__LOG__SEGMENT_BYTES", "1048576")]);
+    let admin = broker.admin().await;
+    admin.create_topic("filling", 1, 1, BTreeMap::new()).await.unwrap();
+    let producer = broker
+        .producer(|config| {
+            config.acks = 1;
+            config.retries = 0;
+            config.linger = Duration::ZERO;
+        })
+        .await;
+    let value = "v".repeat(1000);
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    for idx in 0..10_000u64 {
+        match producer.send_and_wait(oxbow::client::ProducerRecord::new("filling", format!("{idx:06}{value}"))).await {
+            Ok(metadata) => acknowledged.push((metadata.offset.unwrap(), idx)),
+            Err(error) => {
+                refusal = Some(error);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("the disk filled up");
+    assert_eq!(refusal.code(), Some(ErrorCode::STORAGE_ERROR), "{refusal}");
+    assert!(acknowledged.len() > 100, "some records fit first");
+    // The broker still answers, and every acknowledged record is there, in order, with no partial batch.
+    let described = admin.describe_topic("filling").await.unwrap();
+    assert_eq!(described.partitions[0].high_watermark, acknowledged.len() as u64);
+    let mut consumer = broker.consumer_from_beginning().await;
+    consumer.assign([("filling".to_string(), 0)]);
+    let records = common::read_all(&mut consumer, acknowledged.len(), Duration::from_secs(30)).await;
+    assert_eq!(records.len(), acknowledged.len());
+    for (record, (offset, idx)) in records.iter().zip(&acknowledged) {
+        assert_eq!(record.offset, *offset);
+        assert!(record.value.as_deref().unwrap().starts_with(format!("{idx:06}").as_bytes()));
+    }
+    // Space comes back: producing works again at the next offset.
+    let grown = std::process::Command::new("mount").args(["-o", "remount,size=16m"]).arg(&mount).status().unwrap();
+    assert!(grown.success());
+    let metadata = producer.send_and_wait(oxbow::client::ProducerRecord::new("filling", "after")).await.unwrap();
+    assert_eq!(metadata.offset, Some(acknowledged.len() as u64));
+    assert!(!broker.log().contains("panicked"));
+}
