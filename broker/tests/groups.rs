@@ -166,7 +166,6 @@ async fn kill_9_of_a_member_moves_its_partitions_and_loses_nothing() {
     let admin = broker.admin().await;
     admin.create_topic("stream", N_PARTITIONS, 1, BTreeMap::new()).await.unwrap();
     let n_first = 2000;
-    produce(&broker, "stream", 0..n_first).await;
     let outputs: Vec<_> = (0..3).map(|i| dir.path().join(format!("consumer-{i}.out"))).collect();
     let mut children: Vec<std::process::Child> = outputs
         .iter()
@@ -198,6 +197,8 @@ async fn kill_9_of_a_member_moves_its_partitions_and_loses_nothing() {
             .collect()
     };
     wait_stable(&admin, "cli-workers", 3).await;
+    // Produce only once the three members share the partitions, so that each of them has records to print.
+    produce(&broker, "stream", 0..n_first).await;
     // Mid-stream: once the victim has printed something, kill it.
     assert!(eventually(Duration::from_secs(30), || !read_lines(&outputs[0]).is_empty()).await);
     let victim_partitions: BTreeSet<u32> = {
