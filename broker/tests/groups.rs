@@ -483,7 +483,7 @@ async fn a_slow_application_keeps_its_session_through_background_heartbeats() {
     admin.create_topic("slow", N_PARTITIONS, 1, BTreeMap::new()).await.unwrap();
     produce(&broker, "slow", 0..100).await;
     let config = group_consumer_config(&broker, "slow-group", |g| {
-        g.session_timeout = Duration::from_millis(600);
+        g.session_timeout = Duration::from_millis(1500);
         g.auto_commit = false;
     });
     let mut consumer = Consumer::connect(config).await.unwrap();
@@ -494,8 +494,8 @@ async fn a_slow_application_keeps_its_session_through_background_heartbeats() {
     }
     let member = consumer.member_id().unwrap();
     let generation = admin.describe_group("slow-group").await.unwrap().generation_id;
-    // "Processing" for five session timeouts without calling poll.
-    let busy_until = Instant::now() + Duration::from_millis(3000);
+    // "Processing" for three session timeouts without calling poll.
+    let busy_until = Instant::now() + Duration::from_millis(4500);
     while Instant::now() < busy_until {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
