@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod group;
+pub mod launch;
 pub mod partition;
 pub mod server;
 pub mod topic;

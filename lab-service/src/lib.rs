@@ -19,8 +19,8 @@ use serde::Deserialize;
 use sqlx::AnyPool;
 use tokio::sync::watch;
 
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The same SQL runs on PostgreSQL and SQLite.
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct LabConfig {
@@ -61,8 +61,8 @@ pub async fn run(
         &config.database.data_dir,
         "lab-service",
         "lab",
-        &POSTGRES_MIGRATIONS,
-        &SQLITE_MIGRATIONS,
+        &MIGRATIONS,
+        &MIGRATIONS,
     )
     .await?;
     tracing::info!(?backend, "database ready");

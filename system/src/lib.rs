@@ -6,18 +6,6 @@ use anyhow::Context as _;
 use oxbow_broker::config::BrokerConfig;
 use oxbow_broker::server::Broker;
 
-/// Runs one broker until SIGTERM or SIGINT.
-pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
-    actix_rt::System::new().block_on(async move {
-        let (_trigger, mut shutdown) = oxbow_service::shutdown::on_signals();
-        let broker = Broker::start(config).await?;
-        println!("oxbow-broker listening on {}", broker.local_addr());
-        let _ = shutdown.wait_for(|stop| *stop).await;
-        broker.shutdown().await;
-        Ok(())
-    })
-}
-
 /// Runs one service (`booking`, `lab` or `data`) until SIGTERM or SIGINT.
 pub fn run_service(name: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
     let file = file.as_deref();

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -37,16 +36,7 @@ enum Command {
         data_listen: String,
     },
     /// One broker.
-    Broker {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[arg(long)]
-        listen: Option<String>,
-        #[arg(long)]
-        node_id: Option<i32>,
-    },
+    Broker(oxbow_broker::launch::BrokerArgs),
     /// One service.
     Service {
         service: ServiceName,
@@ -81,14 +71,9 @@ fn main() -> anyhow::Result<()> {
                 data_listen,
             })
         }
-        Command::Broker { config, data_dir, listen, node_id } => {
+        Command::Broker(args) => {
             oxbow_service::telemetry::init_logs("human", "info");
-            let mut broker =
-                oxbow_broker::config::BrokerConfig::load(config.as_deref()).context("loading configuration")?;
-            broker.data_dir = data_dir.unwrap_or(broker.data_dir);
-            broker.listen = listen.unwrap_or(broker.listen);
-            broker.node_id = node_id.unwrap_or(broker.node_id);
-            oxbow_system::run_broker(broker)
+            oxbow_broker::launch::run_until_signal(args.load()?)
         }
         Command::Service { service, config } => oxbow_system::run_service(
             match service {
