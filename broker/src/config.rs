@@ -33,6 +33,32 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: u32,
     pub group_max_session_timeout_ms: u32,
     pub log: LogDefaults,
+    pub cluster: ClusterConfig,
+}
+
+/// The controller quorum, liveness and replication.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The controller quorum's voters, `id@host:port,...` (how this broker reaches each of them). Empty: this
+    /// broker alone is the quorum (a single-broker cluster).
+    pub controllers: String,
+    /// How often a broker heartbeats to the active controller.
+    pub heartbeat_interval_ms: u64,
+    /// A broker whose heartbeats stop for this long is fenced and loses its leaderships; a broker that cannot
+    /// reach the controller for this long stops accepting writes on its own.
+    pub session_timeout_ms: u64,
+    /// A follower that has not caught up with the leader's log end for this long leaves the in-sync set.
+    pub replica_lag_time_max_ms: u64,
+    /// Default replication factor of new topics when the request does not give one (-1), capped by the
+    /// number of live brokers for internal topics.
+    pub default_replication_factor: u16,
+    /// How often the controller moves leadership back to preferred replicas; 0 disables it.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// UNSAFE: elect an out-of-sync replica when no in-sync one is alive; acknowledged records can be lost.
+    pub unclean_leader_election: bool,
+    /// Raft election timeout (the lower bound; the upper is twice it).
+    pub election_timeout_ms: u64,
 }
 
 /// Broker-wide defaults of the per-topic configs (see `topic::config`).
@@ -57,6 +83,8 @@ pub struct LogDefaults {
     pub retention_check_interval_ms: u64,
     /// How often each compacted partition looks for closed segments to clean.
     pub cleaner_interval_ms: u64,
+    /// acks=all needs at least this many in-sync replicas (the leader included).
+    pub min_insync_replicas: u32,
 }
 
 impl BrokerConfig {
@@ -89,7 +117,16 @@ impl BrokerConfig {
             .set_default("log.retention_bytes", -1)?
             .set_default("log.delete_retention_ms", 24 * 3_600_000i64)?
             .set_default("log.retention_check_interval_ms", 5_000)?
-            .set_default("log.cleaner_interval_ms", 5_000)?;
+            .set_default("log.cleaner_interval_ms", 5_000)?
+            .set_default("log.min_insync_replicas", 1)?
+            .set_default("cluster.controllers", "")?
+            .set_default("cluster.heartbeat_interval_ms", 500)?
+            .set_default("cluster.session_timeout_ms", 6_000)?
+            .set_default("cluster.replica_lag_time_max_ms", 10_000)?
+            .set_default("cluster.default_replication_factor", 1)?
+            .set_default("cluster.leader_imbalance_check_interval_ms", 10_000)?
+            .set_default("cluster.unclean_leader_election", false)?
+            .set_default("cluster.election_timeout_ms", 1_000)?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file));
         }
@@ -104,6 +141,9 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.log.max_message_bytes as usize + 4096 > self.frame_bytes_max {
             return Err("log.max_message_bytes must be at least 4 KiB below frame_bytes_max".into());
+        }
+        if self.cluster.heartbeat_interval_ms * 2 > self.cluster.session_timeout_ms {
+            return Err("cluster.session_timeout_ms must be at least twice cluster.heartbeat_interval_ms".into());
         }
         if self.network_threads == 0 {
             return Err("network_threads must be at least 1".into());

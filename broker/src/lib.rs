@@ -2,10 +2,12 @@
 //! the protocol of `oxbow::protocol`. The `oxbow` command-line tool lives here too (`cli`).
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod launch;
 pub mod partition;
+pub mod replication;
 pub mod server;
 pub mod topic;
 

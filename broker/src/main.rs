@@ -12,8 +12,11 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // openraft narrates every election at info; keep it to warnings unless RUST_LOG names it.
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let spec = if spec.contains("openraft") { spec } else { format!("{spec},openraft=warn") };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|_| "info,openraft=warn".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

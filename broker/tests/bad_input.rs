@@ -96,8 +96,15 @@ fn fetch(raw: &mut Raw, correlation_id: u32, topic: &str, offset: u64) -> (Error
         max_bytes: 1 << 20,
         topics: vec![FetchTopic {
             name: topic.into(),
-            partitions: vec![FetchPartition { partition: 0, fetch_offset: offset, partition_max_bytes: 1 << 20 }],
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: offset,
+                partition_max_bytes: 1 << 20,
+                current_leader_epoch: None,
+                last_fetched_epoch: None,
+            }],
         }],
+        replica_id: None,
     };
     raw.request(ApiKey::Fetch.key(), 0, correlation_id, &request);
     let (_, code, body) = raw.response().unwrap();
@@ -161,9 +168,14 @@ async fn every_bad_input_gets_its_error_and_hurts_no_one_else() {
         let message = raw.expect_error(13, ErrorCode::UNSUPPORTED_VERSION);
         assert!(message.contains("Metadata version 7"), "{message}");
         // Truncated MessagePack.
-        let body =
-            rmp_serde::to_vec_named(&FetchRequest { max_wait_ms: 0, min_bytes: 0, max_bytes: 1, topics: vec![] })
-                .unwrap();
+        let body = rmp_serde::to_vec_named(&FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes: 1,
+            topics: vec![],
+            replica_id: None,
+        })
+        .unwrap();
         let mut frame = BytesMut::new();
         frame::encode_request(
             &RequestHeader {

@@ -441,8 +441,17 @@ async fn commits_from_fenced_members_are_rejected() {
         member_id: member_id.into(),
         owned: vec![],
     };
+    // As every client does, find the coordinator first (the offsets topic is created on first use).
+    let find = oxbow::protocol::api::find_coordinator::FindCoordinatorRequest { group_id: "fenced".into() };
+    let mut attempts = 0;
+    while connection.call(&find, timeout).await.unwrap().error_code != ErrorCode::NONE {
+        attempts += 1;
+        assert!(attempts < 200, "no coordinator");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A static member joins and syncs; its commit in its generation is accepted, an older generation is not.
     let first = connection.call(&join("", Some("worker-1"), 60_000), timeout).await.unwrap();
+    assert_eq!(first.error_code, ErrorCode::NONE, "{:?}", first.error_message);
     let synced = connection.call(&sync(&first.member_id), timeout).await.unwrap();
     assert_eq!(synced.assignment.len(), 1);
     let ok = connection.call(&commit(&first.member_id, synced.generation_id), timeout).await.unwrap();

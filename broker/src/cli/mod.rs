@@ -1,6 +1,7 @@
 //! The `oxbow` command-line tool: topic administration, a line-based producer and a consumer.
 //! Errors print one line on stderr and exit with status 1.
 
+mod cluster;
 mod consume;
 mod group;
 mod perf;
@@ -41,6 +42,9 @@ enum Command {
     /// Load generators: produce, consume and end-to-end throughput and latency.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
+    /// Brokers, their liveness, and the controller quorum.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -76,5 +80,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => consume::run(client, args).await,
         Command::Group(command) => group::run(client, command).await,
         Command::Perf(command) => perf::run(client, command).await,
+        Command::Cluster(command) => cluster::run(client, command).await,
     }
 }

@@ -39,9 +39,27 @@ pub struct GroupCoordinator {
     groups: HashMap<String, Group>,
     offsets: OffsetCache,
     registry: Arc<Registry>,
-    offsets_partitions: Vec<Addr<PartitionActor>>,
+    /// Partitions of `__consumer_offsets` in the cluster (0 until the topic exists).
+    n_offsets_partitions: u32,
+    /// The offsets partitions this broker leads: their groups are coordinated here.
+    owned: HashMap<u32, OwnedPartition>,
     session_timeout_range_ms: (u32, u32),
     next_member_idx: u64,
+}
+
+struct OwnedPartition {
+    leader_epoch: i32,
+    addr: Addr<PartitionActor>,
+    /// Committed offsets read back from the partition; until then its groups wait.
+    loaded: bool,
+}
+
+/// The offsets partitions this broker leads now, with their leader epochs (sent after metadata changes).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OffsetsLeadership {
+    pub n_partitions: u32,
+    pub led: Vec<(u32, i32, Addr<PartitionActor>)>,
 }
 
 struct Group {
@@ -65,19 +83,49 @@ struct Member {
 }
 
 impl GroupCoordinator {
-    pub fn new(
-        registry: Arc<Registry>,
-        offsets: OffsetCache,
-        offsets_partitions: Vec<Addr<PartitionActor>>,
-        session_timeout_range_ms: (u32, u32),
-    ) -> GroupCoordinator {
+    pub fn new(registry: Arc<Registry>, session_timeout_range_ms: (u32, u32)) -> GroupCoordinator {
         GroupCoordinator {
             groups: HashMap::new(),
-            offsets,
+            offsets: OffsetCache::new(),
             registry,
-            offsets_partitions,
+            n_offsets_partitions: 0,
+            owned: HashMap::new(),
             session_timeout_range_ms,
             next_member_idx: 0,
+        }
+    }
+
+    fn offsets_partition(&self, group_id: &str) -> u32 {
+        offsets::partition_for(group_id, self.n_offsets_partitions.max(1))
+    }
+
+    /// Groups are served by the leader of their offsets partition, once it loaded the partition.
+    fn check_owner(&self, group_id: &str) -> Result<&Addr<PartitionActor>, GroupError> {
+        match self.owned.get(&self.offsets_partition(group_id)) {
+            Some(owned) if owned.loaded => Ok(&owned.addr),
+            Some(_) => {
+                Err(GroupError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "loading the group's committed offsets"))
+            }
+            None => {
+                // The metadata may already say this broker leads it while the partition is still starting.
+                let cluster = self.registry.cluster();
+                let state = cluster.state();
+                let leads = state.topics.get(offsets::OFFSETS_TOPIC).is_some_and(|topic| {
+                    let partition = offsets::partition_for(group_id, topic.partitions.len() as u32);
+                    topic.partitions[partition as usize].leader == cluster.node_id
+                });
+                if leads {
+                    Err(GroupError::new(
+                        ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                        "the group's offsets partition is starting",
+                    ))
+                } else {
+                    Err(GroupError::new(
+                        ErrorCode::NOT_COORDINATOR,
+                        format!("this broker does not coordinate group '{group_id}'"),
+                    ))
+                }
+            }
         }
     }
 
@@ -108,7 +156,7 @@ impl GroupCoordinator {
         let topics: BTreeSet<&String> = group.members.values().flat_map(|m| m.topics.iter()).collect();
         let counts: BTreeMap<String, u32> = topics
             .into_iter()
-            .filter_map(|topic| self.registry.topic(topic).map(|t| (topic.clone(), t.partitions.len() as u32)))
+            .filter_map(|topic| self.registry.topic(topic).map(|t| (topic.clone(), t.n_partitions())))
             .collect();
         let specs: Vec<MemberSpec<'_>> =
             group.members.iter().map(|(id, m)| MemberSpec { id, topics: &m.topics, owned: &m.owned }).collect();
@@ -194,6 +242,7 @@ impl Handler<Join> for GroupCoordinator {
 
     fn handle(&mut self, join: Join, _ctx: &mut Self::Context) -> Self::Result {
         validate_group_id(&join.group_id)?;
+        self.check_owner(&join.group_id)?;
         let (min, max) = self.session_timeout_range_ms;
         if !(min..=max).contains(&join.session_timeout_ms) {
             return Err(GroupError::new(
@@ -318,6 +367,7 @@ impl Handler<Sync> for GroupCoordinator {
     type Result = Result<SyncOutcome, GroupError>;
 
     fn handle(&mut self, sync: Sync, _ctx: &mut Self::Context) -> Self::Result {
+        self.check_owner(&sync.group_id)?;
         let (group, now) = self.member_mut(&sync.group_id, &sync.member_id)?;
         let held_by_others: BTreeSet<TopicPartition> = group
             .members
@@ -359,6 +409,7 @@ impl Handler<Heartbeat> for GroupCoordinator {
     type Result = Result<bool, GroupError>;
 
     fn handle(&mut self, heartbeat: Heartbeat, _ctx: &mut Self::Context) -> Self::Result {
+        self.check_owner(&heartbeat.group_id)?;
         let (group, now) = self.member_mut(&heartbeat.group_id, &heartbeat.member_id)?;
         let held_by_others: BTreeSet<&TopicPartition> = group
             .members
@@ -387,6 +438,7 @@ impl Handler<Leave> for GroupCoordinator {
     type Result = Result<(), GroupError>;
 
     fn handle(&mut self, leave: Leave, _ctx: &mut Self::Context) -> Self::Result {
+        self.check_owner(&leave.group_id)?;
         self.member_mut(&leave.group_id, &leave.member_id)?;
         self.remove_member(&leave.group_id, &leave.member_id, "left");
         Ok(())
@@ -416,15 +468,17 @@ impl Handler<Commit> for GroupCoordinator {
         if accepted.is_empty() {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(results))));
         }
-        let n_partitions = self.offsets_partitions.len() as u32;
-        let target = self.offsets_partitions[offsets::partition_for(&commit.group_id, n_partitions) as usize].clone();
+        let target = match self.check_owner(&commit.group_id) {
+            Ok(addr) => addr.clone(),
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
         let records: Vec<_> = accepted.iter().map(|(tp, c)| (tp.clone(), Some(c.clone()))).collect();
         let batch = offsets::encode_commits(&commit.group_id, &records, crate::now_ms());
         let group_id = commit.group_id;
         let write = async move {
             let (reply, written) = oneshot::channel();
             target
-                .send(Append { batches: vec![batch], reply })
+                .send(Append { batches: vec![batch], acks_all: true, reply })
                 .await
                 .map_err(|_| "the offsets partition stopped".to_string())?;
             match written.await {
@@ -493,7 +547,7 @@ impl GroupCoordinator {
 }
 
 #[derive(Message)]
-#[rtype(result = "Vec<(TopicPartition, Option<Committed>)>")]
+#[rtype(result = "Result<Vec<(TopicPartition, Option<Committed>)>, GroupError>")]
 pub struct FetchOffsets {
     pub group_id: String,
     /// `None`: every committed partition.
@@ -501,9 +555,10 @@ pub struct FetchOffsets {
 }
 
 impl Handler<FetchOffsets> for GroupCoordinator {
-    type Result = MessageResult<FetchOffsets>;
+    type Result = Result<Vec<(TopicPartition, Option<Committed>)>, GroupError>;
 
     fn handle(&mut self, fetch: FetchOffsets, _ctx: &mut Self::Context) -> Self::Result {
+        self.check_owner(&fetch.group_id)?;
         let cache = self.offsets.get(&fetch.group_id);
         let result = match fetch.partitions {
             Some(partitions) => partitions
@@ -520,7 +575,55 @@ impl Handler<FetchOffsets> for GroupCoordinator {
                 all
             }
         };
-        MessageResult(result)
+        Ok(result)
+    }
+}
+
+impl Handler<OffsetsLeadership> for GroupCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, message: OffsetsLeadership, ctx: &mut Self::Context) {
+        self.n_offsets_partitions = message.n_partitions;
+        let led: HashMap<u32, (i32, Addr<PartitionActor>)> =
+            message.led.into_iter().map(|(partition, epoch, addr)| (partition, (epoch, addr))).collect();
+        let lost: Vec<u32> = self
+            .owned
+            .iter()
+            .filter(|(partition, owned)| led.get(partition).is_none_or(|(epoch, _)| *epoch != owned.leader_epoch))
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in lost {
+            self.owned.remove(&partition);
+            let n = self.n_offsets_partitions.max(1);
+            self.groups.retain(|group_id, _| offsets::partition_for(group_id, n) != partition);
+            self.offsets.retain(|group_id, _| offsets::partition_for(group_id, n) != partition);
+            tracing::info!(partition, "no longer coordinating the groups of this offsets partition");
+        }
+        for (partition, (epoch, addr)) in led {
+            if self.owned.contains_key(&partition) {
+                continue;
+            }
+            self.owned.insert(partition, OwnedPartition { leader_epoch: epoch, addr: addr.clone(), loaded: false });
+            let load = async move { super::load_offsets(&addr).await };
+            ctx.spawn(load.into_actor(self).map(move |loaded, coordinator, _| {
+                let Some(owned) = coordinator.owned.get_mut(&partition) else { return };
+                if owned.leader_epoch != epoch {
+                    return;
+                }
+                match loaded {
+                    Ok(cache) => {
+                        let n_groups = cache.len();
+                        coordinator.offsets.extend(cache);
+                        owned.loaded = true;
+                        tracing::info!(partition, groups = n_groups, "coordinating the groups of this offsets partition");
+                    }
+                    Err(error) => {
+                        tracing::warn!(partition, %error, "loading committed offsets failed; will retry on the next metadata change");
+                        coordinator.owned.remove(&partition);
+                    }
+                }
+            }));
+        }
     }
 }
 

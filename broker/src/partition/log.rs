@@ -29,6 +29,8 @@ pub enum LogError {
     Storage(#[from] io::Error),
     #[error("partition is offline after a storage failure: {0}")]
     Offline(String),
+    #[error("{}: {}", .0.name(), .1)]
+    Code(oxbow::protocol::ErrorCode, String),
 }
 
 /// The offsets a partition publishes after every change.
@@ -189,6 +191,26 @@ impl Log {
     /// Appends validated batches, assigning consecutive offsets and stamping `leader_epoch`.
     /// Returns the base offset of the first batch. Nothing is stored if an error is returned.
     pub fn append(&mut self, batches: &[(BatchHeader, Bytes)], leader_epoch: i32, now_ms: i64) -> io::Result<u64> {
+        self.append_inner(batches, Some(leader_epoch), now_ms)
+    }
+
+    /// Appends batches copied from the leader as they are (offsets and epochs already stamped); the first
+    /// must start at the log end.
+    pub fn append_replicated(&mut self, batches: &[(BatchHeader, Bytes)], now_ms: i64) -> io::Result<u64> {
+        let mut expected = self.log_end_offset();
+        for (header, _) in batches {
+            if header.base_offset != expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("replicated batch at offset {} does not follow the log end {expected}", header.base_offset),
+                ));
+            }
+            expected = header.last_offset() + 1;
+        }
+        self.append_inner(batches, None, now_ms)
+    }
+
+    fn append_inner(&mut self, batches: &[(BatchHeader, Bytes)], stamp: Option<i32>, now_ms: i64) -> io::Result<u64> {
         let incoming_bytes: u64 = batches.iter().map(|(_, bytes)| bytes.len() as u64).sum();
         let first_offset = self.log_end_offset();
         let incoming_records: u64 = batches.iter().map(|(header, _)| u64::from(header.last_offset_delta) + 1).sum();
@@ -200,13 +222,69 @@ impl Log {
         for (header, bytes) in batches {
             let mut prefix = [0u8; 16];
             prefix.copy_from_slice(&bytes[..16]);
-            batch::stamp_header_prefix(&mut prefix, next_offset, leader_epoch);
+            if let Some(leader_epoch) = stamp {
+                batch::stamp_header_prefix(&mut prefix, next_offset, leader_epoch);
+            }
             prefixes.push(prefix);
             next_offset += u64::from(header.last_offset_delta) + 1;
         }
         self.active_mut().append(batches, &prefixes, now_ms)?;
         assert_eq!(self.log_end_offset(), next_offset, "no holes in appended offsets");
         Ok(first_offset)
+    }
+
+    /// Visits the header of every stored batch, oldest first.
+    pub fn for_each_header(&self, mut visit: impl FnMut(&BatchHeader)) -> io::Result<()> {
+        for segment in self.segments.values() {
+            segment.for_each_header(&mut visit)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every record at and after `offset` (a batch boundary), as a follower whose log diverged from
+    /// the leader's must.
+    pub fn truncate_to(&mut self, offset: u64) -> io::Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset <= self.log_start_offset {
+            let start = self.log_start_offset;
+            return self.reset_to(start);
+        }
+        // The first segment starts at the log start, below `offset`, so at least one segment stays.
+        let doomed: Vec<u64> = self.segments.range(offset..).map(|(base, _)| *base).collect();
+        for base in doomed {
+            self.segments.remove(&base).expect("listed").delete_files()?;
+        }
+        let (&base, segment) = self.segments.iter_mut().next_back().expect("the first segment stays");
+        if segment.next_offset > offset {
+            let position = segment.find_position(offset)?.unwrap_or(segment.size_bytes);
+            segment.truncate_to(position)?;
+            let (recovered, _) = Segment::recover(
+                &self.dir,
+                base,
+                self.config.index_interval_bytes,
+                self.config.max_message_bytes + batch::BATCH_HEADER_BYTES,
+            )?;
+            self.segments.insert(base, recovered);
+        } else if segment.next_offset < offset {
+            self.roll(offset)?;
+        }
+        sync_dir(&self.dir)?;
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(), "truncated the log");
+        Ok(())
+    }
+
+    /// Deletes every segment and restarts the log empty at `offset` (a follower that fell below the
+    /// leader's log start).
+    pub fn reset_to(&mut self, offset: u64) -> io::Result<()> {
+        for (_, segment) in std::mem::take(&mut self.segments) {
+            segment.delete_files()?;
+        }
+        self.log_start_offset = offset;
+        self.roll(offset)?;
+        tracing::info!(dir = %self.dir.display(), offset, "reset the log to the leader's log start");
+        Ok(())
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch), below `limit`

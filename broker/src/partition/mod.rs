@@ -3,10 +3,12 @@
 mod actor;
 pub mod cleaner;
 pub mod log;
+pub mod replica;
 pub mod segment;
 
 pub use actor::{
-    Append, AppendOutcome, GetOffsets, ListOffset, PartitionActor, PartitionTimers, Read, ReadOutcome, Shutdown,
+    Append, AppendOutcome, AppendReplicated, FollowerFetch, FollowerPosition, FollowerRead, GetOffsets, GetPosition,
+    ListOffset, PartitionActor, PartitionTimers, Read, ReadOutcome, ResetTo, SetRole, Shutdown, TruncateDiverged,
     UpdateConfig,
 };
 pub use log::{LogConfig, LogError, LogOffsets};

@@ -269,6 +269,19 @@ impl Segment {
         Ok(None)
     }
 
+    /// Visits the header of every batch in the segment.
+    pub fn for_each_header(&self, visit: &mut impl FnMut(&BatchHeader)) -> io::Result<()> {
+        let mut position = 0u64;
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        while position < self.size_bytes {
+            self.log.read_exact_at(&mut buf, position)?;
+            let header = BatchHeader::parse(&buf).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            visit(&header);
+            position += header.total_bytes() as u64;
+        }
+        Ok(())
+    }
+
     /// Cuts the file (and indexes) back to `valid_bytes`, as recovery decided.
     pub fn truncate_to(&mut self, valid_bytes: u64) -> io::Result<()> {
         self.log.set_len(valid_bytes)?;

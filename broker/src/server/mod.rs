@@ -14,8 +14,11 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
-use crate::group::GroupCoordinator;
+use crate::group::offsets::OFFSETS_TOPIC;
+use crate::group::{GroupCoordinator, OffsetsLeadership};
+use crate::replication::{ReplicaManager, SetFollowed};
 use crate::topic::Registry;
 
 /// What request handlers share.
@@ -31,28 +34,36 @@ pub struct ServerContext {
 pub struct Broker {
     local_addr: SocketAddr,
     registry: Arc<Registry>,
+    cluster: Arc<Cluster>,
     shutdown_tx: watch::Sender<bool>,
     done_rx: mpsc::Receiver<()>,
     accept_task: actix_rt::task::JoinHandle<()>,
+    reconcile_task: actix_rt::task::JoinHandle<()>,
     arbiters: Vec<Arbiter>,
     shutdown_timeout: Duration,
 }
 
 impl Broker {
-    /// Recovers the data directory, binds the listener and starts accepting. Call inside an actix System.
+    /// Binds the listener, joins the controller quorum, recovers the local replicas the metadata lists and
+    /// starts accepting. Call inside an actix System.
     pub async fn start(config: BrokerConfig) -> anyhow::Result<Broker> {
         let config = Arc::new(config);
-        let partition_arbiters: Vec<Arbiter> = (0..config.partition_threads()).map(|_| Arbiter::new()).collect();
-        let network_arbiters: Vec<Arbiter> = (0..config.network_threads).map(|_| Arbiter::new()).collect();
-        let registry =
-            Arc::new(Registry::open(config.clone(), partition_arbiters.iter().map(Arbiter::handle).collect())?);
-        let coordinator = crate::group::start_coordinator(registry.clone(), &config).await?;
         let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let advertised_host = config.advertised_host.clone().unwrap_or_else(|| local_addr.ip().to_string());
+        let cluster = Cluster::start(&config, advertised_host.clone(), local_addr.port()).await?;
+        let partition_arbiters: Vec<Arbiter> = (0..config.partition_threads()).map(|_| Arbiter::new()).collect();
+        let network_arbiters: Vec<Arbiter> = (0..config.network_threads).map(|_| Arbiter::new()).collect();
+        let registry = Arc::new(Registry::open(
+            config.clone(),
+            partition_arbiters.iter().map(Arbiter::handle).collect(),
+            cluster.clone(),
+        )?);
+        let coordinator = crate::group::start_coordinator(registry.clone(), &config);
+        let replicas = ReplicaManager::new(cluster.clone(), registry.clone()).start();
         let context = Arc::new(ServerContext {
             registry: registry.clone(),
-            coordinator,
+            coordinator: coordinator.clone(),
             config: config.clone(),
             advertised_host,
             advertised_port: local_addr.port(),
@@ -60,15 +71,32 @@ impl Broker {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
         let network: Vec<ArbiterHandle> = network_arbiters.iter().map(Arbiter::handle).collect();
-        let accept_task = actix_rt::spawn(accept_loop(listener, context, network, shutdown_rx, done_tx));
+        let reconcile_task = actix_rt::spawn(reconcile_loop(
+            registry.clone(),
+            cluster.clone(),
+            replicas,
+            coordinator,
+            shutdown_rx.clone(),
+        ));
+        let accept_task = actix_rt::spawn(accept_loop(listener, context, network, shutdown_rx.clone(), done_tx));
+        cluster.spawn_tasks(shutdown_rx);
+        if cluster.voters() == [config.node_id] {
+            // Alone in the quorum: nothing else is needed to register, so be ready when start returns.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !cluster.lease.is_valid() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let mut arbiters = partition_arbiters;
         arbiters.extend(network_arbiters);
         Ok(Broker {
             local_addr,
             registry,
+            cluster,
             shutdown_tx,
             done_rx,
             accept_task,
+            reconcile_task,
             arbiters,
             shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
         })
@@ -87,12 +115,56 @@ impl Broker {
         if tokio::time::timeout(self.shutdown_timeout, self.done_rx.recv()).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the shutdown timeout");
         }
+        let _ = self.reconcile_task.await;
         self.registry.shutdown().await;
+        if let Err(error) = self.cluster.raft.shutdown().await {
+            tracing::warn!(%error, "stopping the metadata quorum member failed");
+        }
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
         for arbiter in self.arbiters {
             let _ = arbiter.join();
+        }
+    }
+}
+
+/// Applies every metadata change: local replicas and their roles, the partitions to follow, and the offsets
+/// partitions whose groups this broker coordinates.
+async fn reconcile_loop(
+    registry: Arc<Registry>,
+    cluster: Arc<Cluster>,
+    replicas: Addr<ReplicaManager>,
+    coordinator: Addr<GroupCoordinator>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut metadata = cluster.subscribe();
+    let mut orphans_checked = false;
+    loop {
+        let state = metadata.borrow_and_update().clone();
+        let followed = registry.reconcile(&state).await;
+        replicas.do_send(SetFollowed(followed));
+        if !orphans_checked && state.brokers.contains_key(&cluster.node_id) {
+            // Our own registration is applied, so the metadata is at least as new as our last run.
+            registry.remove_orphans(&state);
+            orphans_checked = true;
+        }
+        let led = match (state.topics.get(OFFSETS_TOPIC), registry.topic(OFFSETS_TOPIC)) {
+            (Some(topic_state), Some(topic)) => topic_state
+                .partitions
+                .iter()
+                .zip(&topic.local)
+                .enumerate()
+                .filter(|(_, (p, _))| p.leader == cluster.node_id)
+                .filter_map(|(idx, (p, handle))| handle.as_ref().map(|h| (idx as u32, p.leader_epoch, h.addr.clone())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let n_partitions = state.topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len() as u32);
+        coordinator.do_send(OffsetsLeadership { n_partitions, led });
+        tokio::select! {
+            changed = metadata.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
         }
     }
 }

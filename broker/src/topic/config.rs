@@ -12,6 +12,7 @@ pub const KEYS: &[&str] = &[
     "flush.ms",
     "index.interval.bytes",
     "max.message.bytes",
+    "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -65,6 +66,7 @@ pub struct TopicConfig {
     /// -1: no limit.
     pub retention_bytes: i64,
     pub delete_retention_ms: i64,
+    pub min_insync_replicas: u32,
 }
 
 impl TopicConfig {
@@ -86,6 +88,7 @@ impl TopicConfig {
             retention_ms: defaults.retention_ms,
             retention_bytes: defaults.retention_bytes,
             delete_retention_ms: defaults.delete_retention_ms,
+            min_insync_replicas: defaults.min_insync_replicas,
         };
         for (key, value) in &overrides {
             match key.as_str() {
@@ -103,6 +106,7 @@ impl TopicConfig {
                         )
                     })?
                 }
+                "min.insync.replicas" => config.min_insync_replicas = parse_in(key, value, 1, 32)? as u32,
                 "retention.ms" => config.retention_ms = parse_limit(key, value)?,
                 "retention.bytes" => config.retention_bytes = parse_limit(key, value)?,
                 "delete.retention.ms" => config.delete_retention_ms = parse_in(key, value, 0, i64::MAX as u64)? as i64,
@@ -130,6 +134,7 @@ impl TopicConfig {
             ("flush.ms", self.flush_ms.to_string()),
             ("index.interval.bytes", self.index_interval_bytes.to_string()),
             ("max.message.bytes", self.max_message_bytes.to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
             ("retention.bytes", self.retention_bytes.to_string()),
             ("retention.ms", self.retention_ms.to_string()),
             ("segment.bytes", self.segment_bytes.to_string()),
@@ -188,6 +193,7 @@ mod tests {
             delete_retention_ms: 1000,
             retention_check_interval_ms: 1000,
             cleaner_interval_ms: 1000,
+            min_insync_replicas: 1,
         }
     }
 

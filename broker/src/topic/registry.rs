@@ -1,34 +1,40 @@
-//! The topic registry: creates, loads and deletes topics, and hands out partition actors.
+//! The topic registry: the local replicas of the cluster's partitions. The cluster metadata says which
+//! topics exist and which brokers hold each partition; `reconcile` makes this broker match it (starting and
+//! stopping partition actors, telling each its role) every time the metadata changes. Creates, alters and
+//! deletes go to the controller and return once this broker has applied them.
 //!
-//! On disk: `<data_dir>/<topic>/topic.meta` (MessagePack) and `<data_dir>/<topic>/<partition>/` with the
-//! segments. A topic is created in `.creating-<topic>` and renamed into place; a deleted topic is renamed to
-//! `.deleted-<topic>-<ms>` before removal. Leftovers of either are removed on start.
+//! On disk: `<data_dir>/<topic>/topic.meta` (name and topic id) and `<data_dir>/<topic>/<partition>/` with
+//! the segments. A deleted topic is renamed to `.deleted-<topic>-<ms>` before removal; leftovers are removed
+//! on start.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use oxbow::protocol::ErrorCode;
+use oxbow::protocol::{ErrorCode, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::config::{validate_topic_name, TopicConfig};
+use crate::cluster::metadata::{ClusterState, TopicState};
+use crate::cluster::{Cluster, ControllerCall, ControllerReply};
 use crate::config::BrokerConfig;
 use crate::partition::log::{sync_dir, Log};
-use crate::partition::{LogOffsets, PartitionActor, PartitionTimers, Shutdown, UpdateConfig};
+use crate::partition::{LogOffsets, PartitionActor, PartitionTimers, SetRole, Shutdown, UpdateConfig};
 
 const META_FILE: &str = "topic.meta";
+const DELETED_PREFIX: &str = ".deleted-";
+/// How long an admin request waits for the controller.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Topics whose names start with `__` belong to the broker (for example `__consumer_offsets`): clients may
 /// read them but not write or delete them.
 pub fn is_internal(name: &str) -> bool {
     name.starts_with("__")
 }
-const CREATING_PREFIX: &str = ".creating-";
-const DELETED_PREFIX: &str = ".deleted-";
 
 #[derive(Clone)]
 pub struct PartitionHandle {
@@ -36,11 +42,21 @@ pub struct PartitionHandle {
     pub offsets: watch::Receiver<LogOffsets>,
 }
 
+/// A topic as this broker holds it.
 pub struct Topic {
     pub name: String,
-    pub replication_factor: u16,
+    pub id: u64,
     pub config: TopicConfig,
-    pub partitions: Vec<PartitionHandle>,
+    /// The partitions' metadata (replicas, leader, in-sync set).
+    pub metadata: TopicState,
+    /// This broker's replicas: `None` where it holds no replica.
+    pub local: Vec<Option<PartitionHandle>>,
+}
+
+impl Topic {
+    pub fn n_partitions(&self) -> u32 {
+        self.local.len() as u32
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,69 +75,73 @@ impl TopicError {
 #[derive(Debug, Serialize, Deserialize)]
 struct TopicMeta {
     name: String,
-    partitions: u32,
-    replication_factor: u16,
-    configs: BTreeMap<String, String>,
+    id: u64,
+}
+
+/// A partition this broker follows: where to fetch from, at which leader epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Followed {
+    pub topic: String,
+    pub partition: u32,
+    pub leader: NodeId,
+    pub leader_epoch: i32,
 }
 
 pub struct Registry {
     config: Arc<BrokerConfig>,
+    cluster: Arc<Cluster>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
-    /// Serializes creates, alters and deletes.
-    admin: tokio::sync::Mutex<()>,
     timers: PartitionTimers,
+    /// The last role sent to each local partition actor.
+    roles: Mutex<HashMap<(String, u32), SetRole>>,
 }
 
 impl Registry {
-    /// Loads every topic under the data directory, recovering each partition's log.
-    pub fn open(config: Arc<BrokerConfig>, arbiters: Vec<ArbiterHandle>) -> anyhow::Result<Registry> {
+    pub fn open(
+        config: Arc<BrokerConfig>,
+        arbiters: Vec<ArbiterHandle>,
+        cluster: Arc<Cluster>,
+    ) -> anyhow::Result<Registry> {
         use anyhow::Context as _;
         assert!(!arbiters.is_empty());
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-        let registry = Registry {
-            config: config.clone(),
-            topics: RwLock::new(HashMap::new()),
-            arbiters,
-            next_arbiter: AtomicUsize::new(0),
-            admin: tokio::sync::Mutex::new(()),
+        for entry in std::fs::read_dir(&config.data_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(DELETED_PREFIX) || name.starts_with(".creating-") {
+                tracing::info!(path = %entry.path().display(), "removing the leftover of an interrupted delete");
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+        sync_dir(&config.data_dir)?;
+        Ok(Registry {
             timers: PartitionTimers {
                 retention_check_interval: Duration::from_millis(config.log.retention_check_interval_ms.max(1)),
                 cleaner_interval: Duration::from_millis(config.log.cleaner_interval_ms.max(1)),
                 fault: std::env::var("OXBOW_FAULT").ok(),
             },
-        };
-        for entry in std::fs::read_dir(&config.data_dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if name.starts_with(CREATING_PREFIX) || name.starts_with(DELETED_PREFIX) {
-                tracing::info!(path = %path.display(), "removing the leftover of an interrupted create or delete");
-                std::fs::remove_dir_all(&path)?;
-                continue;
-            }
-            if !path.join(META_FILE).exists() {
-                continue;
-            }
-            let meta: TopicMeta = rmp_serde::from_slice(&std::fs::read(path.join(META_FILE))?)
-                .with_context(|| format!("reading {}", path.join(META_FILE).display()))?;
-            let topic_config = TopicConfig::resolve(&config.log, meta.configs.clone(), config.frame_bytes_max)
-                .map_err(|error| anyhow::anyhow!("topic {}: {error}", meta.name))?;
-            let topic = registry.start_topic(&path, &meta, topic_config)?;
-            tracing::info!(topic = %meta.name, partitions = meta.partitions, "loaded topic");
-            registry.topics.write().expect("registry lock").insert(meta.name.clone(), Arc::new(topic));
-        }
-        sync_dir(&config.data_dir)?;
-        Ok(registry)
+            config,
+            cluster,
+            topics: RwLock::new(HashMap::new()),
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            roles: Mutex::default(),
+        })
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.read().expect("registry lock").get(name).cloned()
     }
 
+    /// This broker's replica of a partition.
     pub fn partition(&self, topic: &str, partition: u32) -> Option<PartitionHandle> {
-        self.topic(topic)?.partitions.get(partition as usize).cloned()
+        self.topic(topic)?.local.get(partition as usize)?.clone()
     }
 
     /// All topics, sorted by name.
@@ -135,7 +155,41 @@ impl Registry {
         &self.config
     }
 
-    /// Validates a new topic; with `validate_only` nothing is created.
+    /// The error for a partition this broker has no replica of: unknown topic, or ask the leader.
+    pub fn missing_partition_error(&self, topic: &str, partition: u32) -> (ErrorCode, String) {
+        let state = self.cluster.state();
+        match state.partition(topic, partition) {
+            Some(p) => (
+                ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                format!(
+                    "broker {} holds no replica of {topic}/{partition}; its leader is {}",
+                    self.cluster.node_id, p.leader
+                ),
+            ),
+            None => {
+                (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{topic}' partition {partition} does not exist"))
+            }
+        }
+    }
+
+    async fn controller(&self, call: ControllerCall) -> Result<ControllerReply, TopicError> {
+        let reply = self
+            .cluster
+            .call_controller(call, ADMIN_TIMEOUT)
+            .await
+            .map_err(|message| TopicError::new(ErrorCode::NOT_CONTROLLER, message))?;
+        match reply {
+            ControllerReply::Done { index } => {
+                self.cluster.wait_applied(index, ADMIN_TIMEOUT).await;
+                Ok(reply)
+            }
+            ControllerReply::Error { code, message } => Err(TopicError::new(ErrorCode::from_code(code), message)),
+            other => Ok(other),
+        }
+    }
+
+    /// Validates a new topic; with `validate_only` nothing is created. A replication factor of -1 (0xFFFF)
+    /// means the broker default.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -151,75 +205,59 @@ impl Registry {
                 format!("partitions must be in 1..={}, got {partitions}", self.config.partitions_max),
             ));
         }
-        if replication_factor != 1 {
+        let replication_factor = if replication_factor == u16::MAX {
+            self.config.cluster.default_replication_factor
+        } else {
+            replication_factor
+        };
+        let live = self.cluster.state().live_brokers().len().max(1);
+        if replication_factor == 0 || usize::from(replication_factor) > live {
             return Err(TopicError::new(
                 ErrorCode::INVALID_REPLICATION_FACTOR,
-                format!("replication factor {replication_factor} is larger than the 1 live broker"),
+                format!(
+                    "replication factor {replication_factor} is larger than the {live} live broker{}",
+                    if live == 1 { "" } else { "s" }
+                ),
             ));
         }
-        let topic_config = TopicConfig::resolve(&self.config.log, configs.clone(), self.config.frame_bytes_max)
+        TopicConfig::resolve(&self.config.log, configs.clone(), self.config.frame_bytes_max)
             .map_err(|message| TopicError::new(ErrorCode::INVALID_CONFIG, message))?;
-        let _admin = self.admin.lock().await;
-        if self.topic(name).is_some() {
+        if self.cluster.state().topics.contains_key(name) {
             return Err(TopicError::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("topic '{name}' already exists")));
         }
         if validate_only {
             return Ok(());
         }
-        let meta = TopicMeta { name: name.to_string(), partitions, replication_factor, configs };
-        let topic = self.write_and_start(&meta, topic_config).map_err(|error| {
-            tracing::error!(topic = name, %error, "creating topic failed");
-            TopicError::new(ErrorCode::STORAGE_ERROR, format!("creating topic '{name}' failed: {error}"))
-        })?;
-        self.topics.write().expect("registry lock").insert(name.to_string(), Arc::new(topic));
-        tracing::info!(topic = name, partitions, "created topic");
+        let call = ControllerCall::CreateTopic { name: name.to_string(), partitions, replication_factor, configs };
+        self.controller(call).await?;
+        self.wait_reconciled(name, true).await;
+        tracing::info!(topic = name, partitions, replication_factor, "created topic");
         Ok(())
     }
 
-    /// Changes a topic's configs at runtime: `set` overrides keys, `delete` returns keys to the broker
-    /// default. Validated like at creation, persisted, then handed to every partition actor.
+    /// Changes a topic's configs: `set` overrides keys, `delete` returns keys to the broker default.
     pub async fn alter_topic(
         &self,
         name: &str,
         set: BTreeMap<String, String>,
         delete: Vec<String>,
     ) -> Result<TopicConfig, TopicError> {
-        let _admin = self.admin.lock().await;
-        let topic = self.topic(name).ok_or_else(|| {
+        let state = self.cluster.state();
+        let topic = state.topics.get(name).ok_or_else(|| {
             TopicError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{name}' does not exist"))
         })?;
-        let mut overrides = topic.config.overrides.clone();
+        let mut overrides = topic.configs.clone();
         for key in delete {
             overrides.remove(&key);
         }
         overrides.extend(set);
         let config = TopicConfig::resolve(&self.config.log, overrides.clone(), self.config.frame_bytes_max)
             .map_err(|message| TopicError::new(ErrorCode::INVALID_CONFIG, message))?;
-        let meta = TopicMeta {
-            name: name.to_string(),
-            partitions: topic.partitions.len() as u32,
-            replication_factor: topic.replication_factor,
-            configs: overrides,
-        };
-        let path = self.config.data_dir.join(name);
-        write_meta(&path, &meta).map_err(|error| {
-            TopicError::new(ErrorCode::STORAGE_ERROR, format!("saving configs of '{name}' failed: {error}"))
-        })?;
-        for partition in &topic.partitions {
-            let _ = partition.addr.send(UpdateConfig(config.clone())).await;
-        }
-        let updated = Topic {
-            name: topic.name.clone(),
-            replication_factor: topic.replication_factor,
-            config: config.clone(),
-            partitions: topic.partitions.clone(),
-        };
-        self.topics.write().expect("registry lock").insert(name.to_string(), Arc::new(updated));
+        self.controller(ControllerCall::AlterConfigs { name: name.to_string(), configs: overrides }).await?;
         tracing::info!(topic = name, "altered topic configs");
         Ok(config)
     }
 
-    /// Stops the topic's partition actors and removes its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         if is_internal(name) {
             return Err(TopicError::new(
@@ -227,31 +265,183 @@ impl Registry {
                 format!("'{name}' is an internal topic and cannot be deleted"),
             ));
         }
-        let _admin = self.admin.lock().await;
-        let topic = self.topics.write().expect("registry lock").remove(name).ok_or_else(|| {
-            TopicError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{name}' does not exist"))
-        })?;
-        for partition in &topic.partitions {
-            // An actor that already stopped has nothing left to flush.
-            let _ = partition.addr.send(Shutdown).await;
+        if !self.cluster.state().topics.contains_key(name) {
+            return Err(TopicError::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic '{name}' does not exist"),
+            ));
         }
-        let storage_error = |error: std::io::Error| {
-            TopicError::new(ErrorCode::STORAGE_ERROR, format!("deleting topic '{name}' failed: {error}"))
-        };
-        let path = self.config.data_dir.join(name);
-        let doomed = self.config.data_dir.join(format!("{DELETED_PREFIX}{name}-{}", crate::now_ms()));
-        std::fs::rename(&path, &doomed).map_err(storage_error)?;
-        sync_dir(&self.config.data_dir).map_err(storage_error)?;
-        std::fs::remove_dir_all(&doomed).map_err(storage_error)?;
+        self.controller(ControllerCall::DeleteTopic { name: name.to_string() }).await?;
+        self.wait_reconciled(name, false).await;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
+    }
+
+    /// Waits (briefly) until the reconciler started or removed this broker's replicas of a topic, so that a
+    /// client that created a topic here can use it here at once.
+    async fn wait_reconciled(&self, name: &str, present: bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let done = match (self.topic(name), self.cluster.state().topics.get(name)) {
+                (Some(topic), Some(state)) if present => {
+                    let roles = self.roles.lock().expect("roles lock");
+                    (0..state.partitions.len() as u32).all(|p| {
+                        !state.partitions[p as usize].replicas.contains(&self.cluster.node_id)
+                            || (topic.local[p as usize].is_some() && roles.contains_key(&(name.to_string(), p)))
+                    })
+                }
+                (None, _) => !present,
+                _ => false,
+            };
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Makes the local replicas match the metadata; returns the partitions this broker follows.
+    pub async fn reconcile(&self, state: &ClusterState) -> Vec<Followed> {
+        let node_id = self.cluster.node_id;
+        let mut followed = Vec::new();
+        // Topics gone from the metadata (or replaced by a new topic of the same name).
+        let known: Vec<Arc<Topic>> = self.topics();
+        for topic in known {
+            let current = state.topics.get(&topic.name);
+            if current.is_none_or(|t| t.id != topic.id) {
+                self.topics.write().expect("registry lock").remove(&topic.name);
+                self.remove_topic_data(&topic).await;
+            }
+        }
+        for (name, topic_state) in &state.topics {
+            let existing = self.topic(name);
+            let config = match TopicConfig::resolve(
+                &self.config.log,
+                topic_state.configs.clone(),
+                self.config.frame_bytes_max,
+            ) {
+                Ok(config) => config,
+                Err(error) => {
+                    tracing::error!(topic = %name, %error, "invalid topic configs in the metadata");
+                    continue;
+                }
+            };
+            let mut local: Vec<Option<PartitionHandle>> =
+                existing.as_ref().map_or_else(|| vec![None; topic_state.partitions.len()], |t| t.local.clone());
+            let dir = self.config.data_dir.join(name);
+            if existing.is_none() {
+                if let Err(error) = self.prepare_topic_dir(&dir, name, topic_state.id, state) {
+                    tracing::error!(topic = %name, %error, "cannot prepare the topic's directory");
+                    continue;
+                }
+            }
+            for (partition, p) in topic_state.partitions.iter().enumerate() {
+                let replica = p.replicas.contains(&node_id);
+                if replica && local[partition].is_none() {
+                    match self.start_partition(&dir, name, partition as u32, &config) {
+                        Ok(handle) => local[partition] = Some(handle),
+                        Err(error) => {
+                            tracing::error!(topic = %name, partition, %error, "cannot open the partition");
+                            continue;
+                        }
+                    }
+                }
+                let Some(handle) = &local[partition] else { continue };
+                let role = SetRole {
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    partition_epoch: p.partition_epoch,
+                };
+                let key = (name.clone(), partition as u32);
+                let changed = self.roles.lock().expect("roles lock").get(&key) != Some(&role);
+                if changed {
+                    let _ = handle.addr.send(role.clone()).await;
+                    self.roles.lock().expect("roles lock").insert(key, role);
+                }
+                if p.leader != node_id && p.leader >= 0 {
+                    followed.push(Followed {
+                        topic: name.clone(),
+                        partition: partition as u32,
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                    });
+                }
+            }
+            if let Some(existing) = &existing {
+                if existing.config != config {
+                    for handle in local.iter().flatten() {
+                        let _ = handle.addr.send(UpdateConfig(config.clone())).await;
+                    }
+                }
+            }
+            let topic = Topic { name: name.clone(), id: topic_state.id, config, metadata: topic_state.clone(), local };
+            self.topics.write().expect("registry lock").insert(name.clone(), Arc::new(topic));
+        }
+        followed
+    }
+
+    /// Creates (or checks) `<data_dir>/<topic>/topic.meta`; data of an older topic of the same name goes.
+    fn prepare_topic_dir(&self, dir: &Path, name: &str, id: u64, state: &ClusterState) -> std::io::Result<()> {
+        if let Ok(bytes) = std::fs::read(dir.join(META_FILE)) {
+            match rmp_serde::from_slice::<TopicMeta>(&bytes) {
+                Ok(meta) if meta.id == id => return Ok(()),
+                _ => {
+                    tracing::info!(topic = name, "removing the data of an earlier topic of the same name");
+                    self.remove_dir(dir)?;
+                }
+            }
+        }
+        let _ = state;
+        std::fs::create_dir_all(dir)?;
+        write_meta(dir, &TopicMeta { name: name.to_string(), id })?;
+        sync_dir(&self.config.data_dir)
+    }
+
+    fn remove_dir(&self, dir: &Path) -> std::io::Result<()> {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let doomed = self.config.data_dir.join(format!("{DELETED_PREFIX}{name}-{}", crate::now_ms()));
+        std::fs::rename(dir, &doomed)?;
+        sync_dir(&self.config.data_dir)?;
+        std::fs::remove_dir_all(&doomed)
+    }
+
+    /// Removes topic directories whose topic the metadata no longer has (deleted while this broker was
+    /// down). Only ids the metadata has already passed count, so a lagging metadata view deletes nothing.
+    pub fn remove_orphans(&self, state: &ClusterState) {
+        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else { return };
+        for entry in entries.flatten() {
+            let Ok(bytes) = std::fs::read(entry.path().join(META_FILE)) else { continue };
+            let Ok(meta) = rmp_serde::from_slice::<TopicMeta>(&bytes) else { continue };
+            let live = state.topics.get(&meta.name).is_some_and(|t| t.id == meta.id);
+            if !live && meta.id <= state.next_topic_id {
+                tracing::info!(topic = %meta.name, "removing the data of a topic deleted while this broker was away");
+                if let Err(error) = self.remove_dir(&entry.path()) {
+                    tracing::warn!(topic = %meta.name, %error, "cannot remove a deleted topic's data");
+                }
+            }
+        }
+    }
+
+    async fn remove_topic_data(&self, topic: &Topic) {
+        for partition in topic.local.iter().flatten() {
+            let _ = partition.addr.send(Shutdown).await;
+        }
+        self.roles.lock().expect("roles lock").retain(|(name, _), _| name != &topic.name);
+        let dir = self.config.data_dir.join(&topic.name);
+        match self.remove_dir(&dir) {
+            Ok(()) => tracing::info!(topic = %topic.name, "removed the data of a deleted topic"),
+            Err(error) => tracing::warn!(topic = %topic.name, %error, "cannot remove a deleted topic's data"),
+        }
     }
 
     /// fsyncs and stops every partition actor.
     pub async fn shutdown(&self) {
         let topics: Vec<_> = self.topics.write().expect("registry lock").drain().map(|(_, topic)| topic).collect();
         for topic in topics {
-            for (partition_idx, partition) in topic.partitions.iter().enumerate() {
+            for (partition_idx, partition) in topic.local.iter().enumerate() {
+                let Some(partition) = partition else { continue };
                 match partition.addr.send(Shutdown).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => {
@@ -263,41 +453,27 @@ impl Registry {
         }
     }
 
-    fn write_and_start(&self, meta: &TopicMeta, topic_config: TopicConfig) -> std::io::Result<Topic> {
-        let staging = self.config.data_dir.join(format!("{CREATING_PREFIX}{}", meta.name));
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
-        }
-        std::fs::create_dir_all(&staging)?;
-        write_meta(&staging, meta)?;
-        for partition in 0..meta.partitions {
-            std::fs::create_dir(staging.join(partition.to_string()))?;
-        }
-        sync_dir(&staging)?;
-        let path = self.config.data_dir.join(&meta.name);
-        std::fs::rename(&staging, &path)?;
-        sync_dir(&self.config.data_dir)?;
-        self.start_topic(&path, meta, topic_config).map_err(std::io::Error::other)
-    }
-
-    fn start_topic(&self, path: &Path, meta: &TopicMeta, topic_config: TopicConfig) -> anyhow::Result<Topic> {
-        let mut partitions = Vec::with_capacity(meta.partitions as usize);
-        for partition in 0..meta.partitions {
-            let dir: PathBuf = path.join(partition.to_string());
-            let log = Log::open(&dir, topic_config.log_config())
-                .map_err(|error| anyhow::anyhow!("opening {}: {error}", dir.display()))?;
-            let (actor, offsets) =
-                PartitionActor::new(meta.name.clone(), partition, log, topic_config.clone(), self.timers.clone());
-            let arbiter = &self.arbiters[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len()];
-            let addr = PartitionActor::start_in_arbiter(arbiter, move |_| actor);
-            partitions.push(PartitionHandle { addr, offsets });
-        }
-        Ok(Topic {
-            name: meta.name.clone(),
-            replication_factor: meta.replication_factor,
-            config: topic_config,
-            partitions,
-        })
+    fn start_partition(
+        &self,
+        dir: &Path,
+        name: &str,
+        partition: u32,
+        config: &TopicConfig,
+    ) -> anyhow::Result<PartitionHandle> {
+        let dir = dir.join(partition.to_string());
+        let log = Log::open(&dir, config.log_config())
+            .map_err(|error| anyhow::anyhow!("opening {}: {error}", dir.display()))?;
+        let (actor, offsets) = PartitionActor::new(
+            name.to_string(),
+            partition,
+            log,
+            config.clone(),
+            self.timers.clone(),
+            self.cluster.clone(),
+        )?;
+        let arbiter = &self.arbiters[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len()];
+        let addr = PartitionActor::start_in_arbiter(arbiter, move |_| actor);
+        Ok(PartitionHandle { addr, offsets })
     }
 }
 

@@ -27,9 +27,14 @@ impl BrokerProcess {
 
     /// Starts with extra `OXBOW__...` environment variables.
     pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> BrokerProcess {
+        BrokerProcess::start_at(data_dir, "", env)
+    }
+
+    /// Starts on a known address (`""`: a free port), for brokers that must know each other's addresses.
+    pub fn start_at(data_dir: &Path, addr: &str, env: &[(&str, &str)]) -> BrokerProcess {
         let mut broker = BrokerProcess {
             data_dir: data_dir.to_path_buf(),
-            addr: String::new(),
+            addr: addr.to_string(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
             log_path: data_dir.with_extension("log"),
@@ -82,6 +87,15 @@ impl BrokerProcess {
                 Err("the broker exited before listening".into())
             }
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("running").to_string();
+        assert!(Command::new("kill").arg(format!("-{signal}")).arg(pid).status().expect("kill").success());
     }
 
     pub fn kill9(&mut self) {

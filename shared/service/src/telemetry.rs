@@ -8,8 +8,11 @@ static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the log subscriber once; later calls do nothing.
 pub fn init_logs(format: &str, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // An embedded broker's consensus library narrates elections at info: keep it to warnings by default.
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    let spec = if spec.contains("openraft") { spec } else { format!("{spec},openraft=warn") };
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = if format == "json" {
         builder.json().try_init()

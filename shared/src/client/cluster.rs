@@ -102,10 +102,34 @@ impl Cluster {
         }
     }
 
-    /// Fetches metadata (all topics when `topics` is `None`) and caches it.
+    /// Fetches metadata (all topics when `topics` is `None`) and caches it. Asks the known brokers in turn
+    /// until one answers: a broker out of touch with the cluster refuses (BROKER_NOT_AVAILABLE).
     pub async fn refresh(&self, topics: Option<Vec<String>>) -> Result<MetadataResponse, ClientError> {
-        let connection = self.any_connection().await?;
-        let response = connection.call(&MetadataRequest { topics }, self.config.request_timeout).await?;
+        let request = MetadataRequest { topics };
+        let mut candidates: Vec<String> = self.state.lock().expect("cluster lock").brokers.values().cloned().collect();
+        candidates
+            .extend(self.config.bootstrap_servers.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
+        candidates.dedup();
+        let mut last_error = None;
+        let mut answer = None;
+        for addr in candidates {
+            let result = match self.connection_to(&addr).await {
+                Ok(connection) => connection.call(&request, self.config.request_timeout).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(response) => {
+                    answer = Some(response);
+                    break;
+                }
+                Err(error) if error.is_retriable() => last_error = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        let response = match answer {
+            Some(response) => response,
+            None => return Err(last_error.unwrap_or_else(|| ClientError::Config("no broker address".into()))),
+        };
         let mut state = self.state.lock().expect("cluster lock");
         for broker in &response.brokers {
             state.brokers.insert(broker.node_id, format!("{}:{}", broker.host, broker.port));

@@ -340,7 +340,24 @@ impl Consumer {
     }
 
     /// Returns the records available within `timeout` (possibly none).
+    /// A leader change (a broker failed, or leadership moved) is not an error: the next poll finds the new
+    /// leader.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        match self.poll_once(timeout).await {
+            Err(error) if error.is_retriable() => {
+                tracing::debug!(%error, "poll: retrying after a retriable error");
+                let topics: Vec<String> = self.positions.keys().map(|(topic, _)| topic.clone()).collect();
+                for topic in topics {
+                    self.cluster.invalidate(&topic);
+                }
+                tokio::time::sleep(timeout.min(Duration::from_millis(100))).await;
+                Ok(Vec::new())
+            }
+            result => result,
+        }
+    }
+
+    async fn poll_once(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         self.maintain_group().await?;
         if self.positions.is_empty() {
             // A group member without partitions yet checks back soon for its assignment.
@@ -455,6 +472,8 @@ impl Consumer {
                 partition: *partition,
                 fetch_offset: *offset,
                 partition_max_bytes: self.config.partition_max_bytes,
+                current_leader_epoch: None,
+                last_fetched_epoch: None,
             };
             match topics.iter_mut().find(|t| &t.name == topic) {
                 Some(entry) => entry.partitions.push(data),
@@ -466,8 +485,15 @@ impl Consumer {
             min_bytes: self.config.fetch_min_bytes,
             max_bytes: self.config.fetch_max_bytes,
             topics,
+            replica_id: None,
         };
-        let connection = self.cluster.connection_to_node(leader).await?;
+        let connection = match self.cluster.connection_to_node(leader).await {
+            Ok(connection) => connection,
+            Err(error) if error.is_retriable() => {
+                return Ok(partitions.into_iter().map(|(topic, _, _)| FetchOutcome::Retry { topic }).collect());
+            }
+            Err(error) => return Err(error),
+        };
         let body = match connection.call_raw(ApiKey::Fetch, &request, self.config.client.request_timeout + wait).await {
             Ok(body) => body,
             Err(error) if error.is_retriable() => {

@@ -165,6 +165,10 @@ impl Group {
         }
         let request = commit_request(&self.config.group_id, &self.member_id(), self.generation, offsets);
         let response = self.call(&request).await?;
+        if matches!(response.error_code, ErrorCode::UNKNOWN_MEMBER_ID | ErrorCode::ILLEGAL_GENERATION) {
+            // The coordinator lost this member (it moved, or the session expired): rejoin on the next poll.
+            self.shared.lock().expect("membership lock").needs_rejoin = true;
+        }
         if response.error_code != ErrorCode::NONE {
             return Err(ClientError::broker(response.error_code, response.error_message));
         }
@@ -199,18 +203,30 @@ impl Group {
             .collect())
     }
 
-    /// Calls the coordinator, finding it again once if the connection was lost.
+    /// Calls the coordinator; when the connection is lost or the coordinator moved (a broker failed and
+    /// another now leads the group's offsets partition), finds it again and retries until the request timeout.
     async fn call<R>(&mut self, request: &R) -> Result<R::Response, ClientError>
     where
         R: crate::protocol::api::Request,
-        R::Response: serde::de::DeserializeOwned,
+        R::Response: serde::de::DeserializeOwned + CoordinatorResponse,
     {
-        match self.coordinator.call(request, self.request_timeout).await {
-            Err(ClientError::ConnectionLost { .. } | ClientError::Connect { .. }) => {
-                self.coordinator = find_coordinator(&self.cluster, &self.config.group_id).await?;
-                self.coordinator.call(request, self.request_timeout).await
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let error = match self.coordinator.call(request, self.request_timeout).await {
+                Err(error @ (ClientError::ConnectionLost { .. } | ClientError::Connect { .. })) => error,
+                Ok(response) if coordinator_moved(response.error_code()) => {
+                    ClientError::broker(response.error_code(), Some(format!("group '{}'", self.config.group_id)))
+                }
+                result => return result,
+            };
+            if Instant::now() >= deadline {
+                return Err(error);
             }
-            result => result,
+            tracing::debug!(group = %self.config.group_id, %error, "finding the group coordinator again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok(found) = find_coordinator(&self.cluster, &self.config.group_id).await {
+                self.coordinator = found;
+            }
         }
     }
 
@@ -258,14 +274,60 @@ pub(crate) fn commit_request(
     }
 }
 
+/// Whether the group's coordinator moved or is still loading: find it again and retry.
+fn coordinator_moved(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_NOT_AVAILABLE)
+}
+
+/// Responses of the coordinator's APIs, for retrying when the coordinator moved.
+pub(crate) trait CoordinatorResponse {
+    fn error_code(&self) -> ErrorCode;
+}
+
+macro_rules! coordinator_responses {
+    ($($response:ty),*) => {
+        $(impl CoordinatorResponse for $response {
+            fn error_code(&self) -> ErrorCode {
+                self.error_code
+            }
+        })*
+    };
+}
+
+coordinator_responses!(
+    crate::protocol::api::join_group::JoinGroupResponse,
+    crate::protocol::api::sync_group::SyncGroupResponse,
+    crate::protocol::api::heartbeat::HeartbeatResponse,
+    crate::protocol::api::leave_group::LeaveGroupResponse,
+    crate::protocol::api::offset_commit::OffsetCommitResponse,
+    crate::protocol::api::offset_fetch::OffsetFetchResponse
+);
+
+/// Asks any broker for the group's coordinator, retrying while none is available (the offsets topic is
+/// being created, or its partition is electing a leader) up to the request timeout.
 pub(crate) async fn find_coordinator(cluster: &Cluster, group_id: &str) -> Result<Connection, ClientError> {
-    let connection = cluster.any_connection().await?;
+    let deadline = Instant::now() + cluster.config().request_timeout;
     let request = FindCoordinatorRequest { group_id: group_id.to_string() };
-    let response = connection.call(&request, cluster.config().request_timeout).await?;
-    if response.error_code != ErrorCode::NONE {
-        return Err(ClientError::broker(response.error_code, None));
+    loop {
+        let found = async {
+            let connection = cluster.any_connection().await?;
+            let response = connection.call(&request, cluster.config().request_timeout).await?;
+            if response.error_code != ErrorCode::NONE {
+                return Err(ClientError::broker(
+                    response.error_code,
+                    Some(format!("coordinator of group '{group_id}'")),
+                ));
+            }
+            cluster.connection_to(&format!("{}:{}", response.host, response.port)).await
+        }
+        .await;
+        match found {
+            Err(error) if error.is_retriable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
     }
-    cluster.connection_to(&format!("{}:{}", response.host, response.port)).await
 }
 
 async fn heartbeat_loop(
@@ -301,6 +363,13 @@ async fn heartbeat_loop(
         }
         let request = HeartbeatRequest { group_id: config.group_id.clone(), member_id };
         match coordinator.call(&request, timeout).await {
+            Ok(response) if coordinator_moved(response.error_code) => {
+                // The new coordinator does not know this member: join it again.
+                shared.lock().expect("membership lock").needs_rejoin = true;
+                if let Ok(found) = find_coordinator(&cluster, &config.group_id).await {
+                    coordinator = found;
+                }
+            }
             Ok(response) => {
                 let mut state = shared.lock().expect("membership lock");
                 match response.error_code {

@@ -39,6 +39,9 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// A record not acknowledged within this time fails.
     pub delivery_timeout: Duration,
+    /// Idempotent producer (with acks=all; ignored otherwise): the broker gives this producer an id, every batch carries a
+    /// per-partition sequence number, and a batch retried after a timeout or a leader change is stored once.
+    pub idempotence: bool,
 }
 
 impl ProducerConfig {
@@ -53,6 +56,7 @@ impl ProducerConfig {
             retries: 10,
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
+            idempotence: true,
         }
     }
 }
@@ -160,6 +164,9 @@ struct Accumulator {
     outstanding_records: u64,
     sticky: HashMap<String, u32>,
     flush_requested: bool,
+    /// The idempotent producer's id and epoch, and the next sequence number of each partition.
+    producer: Option<(i64, i16)>,
+    sequences: HashMap<TopicPartition, i32>,
 }
 
 struct OpenBatch {
@@ -174,7 +181,8 @@ impl OpenBatch {
     fn into_ready(self, topic_partition: TopicPartition) -> ReadyBatch {
         ReadyBatch {
             topic_partition,
-            records: self.builder.finish(),
+            builder: Some(self.builder),
+            records: Bytes::new(),
             deliveries: self.deliveries,
             _permit: self.permit,
             attempts: 0,
@@ -185,6 +193,8 @@ impl OpenBatch {
 
 struct ReadyBatch {
     topic_partition: TopicPartition,
+    /// Finished into `records` when first sent, with the producer id and sequence number of that moment.
+    builder: Option<BatchBuilder>,
     records: Bytes,
     deliveries: Vec<Delivery>,
     _permit: Option<OwnedSemaphorePermit>,
@@ -202,6 +212,9 @@ impl Producer {
         if ![acks::NONE, acks::LEADER, acks::ALL].contains(&config.acks) {
             return Err(ClientError::Config(format!("acks must be 0, 1 or -1, got {}", config.acks)));
         }
+        // Idempotence needs acks=all (only then does the producer learn each batch's fate).
+        let mut config = config;
+        config.idempotence &= config.acks == acks::ALL;
         if config.batch_bytes < BATCH_HEADER_BYTES * 2 || config.buffer_bytes < config.batch_bytes {
             return Err(ClientError::Config("batch_bytes must be >= 122 and buffer_bytes >= batch_bytes".into()));
         }
@@ -398,7 +411,7 @@ impl Accumulator {
 
     /// Seals lingered batches and takes the first ready batch of every partition that has none in flight.
     /// Returns them and when the next open batch's linger ends.
-    fn drain(&mut self, linger: Duration) -> (Vec<ReadyBatch>, Option<Instant>) {
+    fn drain(&mut self, linger: Duration, hold: bool) -> (Vec<ReadyBatch>, Option<Instant>) {
         let now = Instant::now();
         let mut next_deadline: Option<Instant> = None;
         let flush = self.flush_requested;
@@ -421,9 +434,23 @@ impl Accumulator {
             }
         }
         let mut taken = Vec::new();
+        if hold {
+            return (taken, next_deadline);
+        }
         let mut kept = VecDeque::with_capacity(self.ready.len());
-        for batch in self.ready.drain(..) {
+        for mut batch in self.ready.drain(..) {
             if self.in_flight.insert(batch.topic_partition.clone()) {
+                if let Some(builder) = batch.builder.take() {
+                    batch.records = match self.producer {
+                        Some((producer_id, producer_epoch)) => {
+                            let sequence = self.sequences.entry(batch.topic_partition.clone()).or_insert(0);
+                            let first = *sequence;
+                            *sequence = sequence.wrapping_add(builder.record_count() as i32);
+                            builder.finish_with_producer(producer_id, producer_epoch, first)
+                        }
+                        None => builder.finish(),
+                    };
+                }
                 taken.push(batch);
             } else {
                 kept.push_back(batch);
@@ -436,13 +463,43 @@ impl Accumulator {
 
 async fn sender_loop(shared: Arc<Shared>) {
     loop {
+        let needs_producer_id = {
+            let state = shared.state.lock().expect("producer lock");
+            shared.config.idempotence && state.producer.is_none() && state.outstanding_records > 0
+        };
+        if needs_producer_id {
+            if let Err(error) = init_producer_id(&shared).await {
+                // Batches waiting for an id count it as a failed attempt (so retries and delivery timeouts hold).
+                let waiting: Vec<ReadyBatch> = {
+                    let mut state = shared.state.lock().expect("producer lock");
+                    let ready = std::mem::take(&mut state.ready);
+                    let mut waiting = Vec::new();
+                    for batch in ready {
+                        if state.in_flight.insert(batch.topic_partition.clone()) {
+                            waiting.push(batch);
+                        } else {
+                            state.ready.push_back(batch);
+                        }
+                    }
+                    waiting
+                };
+                for batch in waiting {
+                    retry_or_fail(&shared, batch, error.clone());
+                }
+            }
+        }
         let (batches, next_deadline, finished) = {
             let mut state = shared.state.lock().expect("producer lock");
             let closing = shared.closed.load(Ordering::Acquire);
             if closing {
                 state.flush_requested = true;
             }
-            let (batches, next_deadline) = state.drain(shared.config.linger);
+            // Without a producer id yet, batches are sealed but wait (the next round asks for an id again).
+            let hold = shared.config.idempotence && state.producer.is_none();
+            let (batches, next_deadline) = state.drain(shared.config.linger, hold);
+            if hold && !state.ready.is_empty() {
+                continue;
+            }
             (batches, next_deadline, closing && state.outstanding_records == 0)
         };
         if finished {
@@ -547,8 +604,42 @@ fn complete(shared: &Shared, batch: ReadyBatch, base_offset: Option<u64>) {
     finish(shared, &batch.topic_partition, n_records);
 }
 
+/// Gets a producer id from the cluster.
+async fn init_producer_id(shared: &Shared) -> Result<(), ClientError> {
+    use crate::protocol::api::init_producer_id::InitProducerIdRequest;
+    let result = async {
+        let connection = shared.cluster.any_connection().await?;
+        let response = connection.call(&InitProducerIdRequest {}, shared.config.client.request_timeout).await?;
+        if response.error_code != ErrorCode::NONE {
+            return Err(ClientError::broker(response.error_code, response.error_message));
+        }
+        Ok((response.producer_id, response.producer_epoch))
+    }
+    .await;
+    match result {
+        Ok(producer) => {
+            tracing::debug!(producer_id = producer.0, "idempotent producer id");
+            let mut state = shared.state.lock().expect("producer lock");
+            state.producer = Some(producer);
+            state.sequences.clear();
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot get a producer id yet");
+            tokio::time::sleep(shared.config.retry_backoff).await;
+            Err(error)
+        }
+    }
+}
+
 fn fail(shared: &Shared, batch: ReadyBatch, error: ClientError) {
     tracing::warn!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, %error, "batch failed");
+    if shared.config.idempotence && batch.builder.is_none() {
+        // The partition's sequence now has a gap: later batches go out under a new producer id.
+        let mut state = shared.state.lock().expect("producer lock");
+        state.producer = None;
+        state.sequences.clear();
+    }
     let n_records = batch.deliveries.len() as u64;
     for (delivery, _) in batch.deliveries {
         delivery.deliver(Err(error.clone()));

@@ -77,6 +77,15 @@ error_codes! {
     GROUP_NOT_EMPTY = 30, false, "the group has active members";
     INVALID_SESSION_TIMEOUT = 31, false, "the session timeout is outside the broker's allowed range";
     INCONSISTENT_GROUP_PROTOCOL = 32, false, "the assignment strategy differs from the group's or is unknown";
+    NOT_CONTROLLER = 33, true, "this broker is not the active controller; ask the controller leader";
+    FENCED_LEADER_EPOCH = 34, true, "the leader epoch in the request is older than the partition's; refresh metadata";
+    UNKNOWN_LEADER_EPOCH = 35, true, "the leader epoch in the request is newer than this broker knows yet";
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND = 36, true, "written to the leader, but the in-sync set shrank below min.insync.replicas before it was replicated";
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 37, false, "the producer's sequence number skips ahead of the last one the partition stored";
+    DUPLICATE_SEQUENCE_NUMBER = 38, false, "the sequence number is older than the batches the partition remembers";
+    UNKNOWN_PRODUCER_ID = 39, false, "the partition has no state for this producer id; initialize a new producer id";
+    INVALID_PRODUCER_EPOCH = 40, false, "the producer epoch is older than the partition's; the producer was fenced";
+    BROKER_NOT_AVAILABLE = 41, true, "the broker is fenced or not registered with the controller yet";
 }
 
 impl ErrorCode {

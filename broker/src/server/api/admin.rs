@@ -8,7 +8,11 @@ use oxbow::protocol::api::describe_topics::{
 };
 use oxbow::protocol::ErrorCode;
 
+use oxbow::protocol::api::describe_cluster::{ClusterBroker, DescribeClusterRequest, DescribeClusterResponse};
+use oxbow::protocol::api::init_producer_id::{InitProducerIdRequest, InitProducerIdResponse};
+
 use super::{ApiError, Encoded};
+use crate::cluster::{ControllerCall, ControllerReply};
 use crate::server::connection::RequestScope;
 use crate::topic::TopicError;
 
@@ -36,7 +40,6 @@ pub async fn delete_topics(request: DeleteTopicsRequest, scope: &RequestScope) -
 
 pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
     let context = &scope.context;
-    let node_id = context.config.node_id;
     let registry = &context.registry;
     let names = request.names.unwrap_or_else(|| registry.topics().iter().map(|topic| topic.name.clone()).collect());
     let topics = names
@@ -62,16 +65,19 @@ pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScop
                     .map(|(name, value, is_default)| ConfigEntry { name, value, is_default })
                     .collect(),
                 partitions: topic
+                    .metadata
                     .partitions
                     .iter()
+                    .zip(&topic.local)
                     .enumerate()
-                    .map(|(partition_idx, handle)| {
-                        let offsets = *handle.offsets.borrow();
+                    .map(|(partition_idx, (p, handle))| {
+                        // Offsets as this broker's replica knows them (the leader's are the ones that count).
+                        let offsets = handle.as_ref().map(|handle| *handle.offsets.borrow()).unwrap_or_default();
                         PartitionDescription {
                             partition: partition_idx as u32,
-                            leader: node_id,
-                            replicas: vec![node_id],
-                            isr: vec![node_id],
+                            leader: p.leader,
+                            replicas: p.replicas.clone(),
+                            isr: p.isr.clone(),
                             log_start_offset: offsets.log_start_offset,
                             high_watermark: offsets.high_watermark,
                             log_end_offset: offsets.log_end_offset,
@@ -97,4 +103,48 @@ fn topic_result(name: String, result: Result<(), TopicError>) -> TopicResult {
         Ok(()) => TopicResult { name, error_code: ErrorCode::NONE, error_message: None },
         Err(error) => TopicResult { name, error_code: error.code, error_message: Some(error.message) },
     }
+}
+
+pub async fn describe_cluster(_request: DescribeClusterRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+    let cluster = scope.context.registry.cluster();
+    let state = cluster.state();
+    let brokers = state
+        .brokers
+        .iter()
+        .map(|(node_id, broker)| ClusterBroker {
+            node_id: *node_id,
+            host: broker.host.clone(),
+            port: broker.port,
+            fenced: broker.fenced,
+            leaders: state.topics.values().flat_map(|t| &t.partitions).filter(|p| p.leader == *node_id).count() as u32,
+        })
+        .collect();
+    Ok(Encoded::new(&DescribeClusterResponse {
+        controller_id: cluster.controller_leader().unwrap_or(-1),
+        voters: cluster.voters().to_vec(),
+        brokers,
+    }))
+}
+
+pub async fn init_producer_id(_request: InitProducerIdRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+    let cluster = scope.context.registry.cluster();
+    let reply = cluster.call_controller(ControllerCall::AllocateProducerId, std::time::Duration::from_secs(10)).await;
+    let response = match reply {
+        Ok(ControllerReply::ProducerId(producer_id)) => {
+            InitProducerIdResponse { error_code: ErrorCode::NONE, error_message: None, producer_id, producer_epoch: 0 }
+        }
+        Ok(ControllerReply::Error { code, message }) => InitProducerIdResponse {
+            error_code: ErrorCode::from_code(code),
+            error_message: Some(message),
+            producer_id: -1,
+            producer_epoch: -1,
+        },
+        other => InitProducerIdResponse {
+            error_code: ErrorCode::NOT_CONTROLLER,
+            error_message: Some(format!("no producer id from the controller: {other:?}")),
+            producer_id: -1,
+            producer_epoch: -1,
+        },
+    };
+    Ok(Encoded::new(&response))
 }

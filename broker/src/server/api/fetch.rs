@@ -9,7 +9,7 @@ use oxbow::protocol::api::fetch::{FetchPartitionResponse, FetchRequest, FetchRes
 use oxbow::protocol::ErrorCode;
 
 use super::{log_error_code, mailbox_error_code, ApiError, Encoded};
-use crate::partition::Read;
+use crate::partition::{FollowerFetch, Read};
 use crate::server::connection::RequestScope;
 use crate::topic::PartitionHandle;
 
@@ -18,6 +18,7 @@ struct PartitionRead {
     error_code: ErrorCode,
     high_watermark: u64,
     log_start_offset: u64,
+    diverging_epoch: Option<(i32, u64)>,
     records: Bytes,
 }
 
@@ -36,9 +37,10 @@ pub async fn handle(request: FetchRequest, scope: &RequestScope) -> Result<Encod
         for handle in handles.iter_mut().flatten().flatten() {
             handle.offsets.borrow_and_update();
         }
-        let reads = read_all(&request, &handles).await;
+        let reads = read_all(&request, &handles, &context.registry).await;
         let total_bytes: usize = reads.iter().flatten().map(|read| read.records.len()).sum();
-        let any_error = reads.iter().flatten().any(|read| read.error_code != ErrorCode::NONE);
+        let any_error =
+            reads.iter().flatten().any(|read| read.error_code != ErrorCode::NONE || read.diverging_epoch.is_some());
         let expired = tokio::time::Instant::now() >= deadline || *shutdown.borrow();
         if total_bytes >= request.min_bytes as usize || any_error || expired {
             return Ok(encode(&request, &reads));
@@ -56,7 +58,11 @@ pub async fn handle(request: FetchRequest, scope: &RequestScope) -> Result<Encod
     }
 }
 
-async fn read_all(request: &FetchRequest, handles: &[Vec<Option<PartitionHandle>>]) -> Vec<Vec<PartitionRead>> {
+async fn read_all(
+    request: &FetchRequest,
+    handles: &[Vec<Option<PartitionHandle>>],
+    registry: &crate::topic::Registry,
+) -> Vec<Vec<PartitionRead>> {
     let mut remaining_bytes = request.max_bytes as usize;
     let mut reads = Vec::with_capacity(request.topics.len());
     for (topic, topic_handles) in request.topics.iter().zip(handles) {
@@ -67,10 +73,38 @@ async fn read_all(request: &FetchRequest, handles: &[Vec<Option<PartitionHandle>
                 error_code: ErrorCode::NONE,
                 high_watermark: 0,
                 log_start_offset: 0,
+                diverging_epoch: None,
                 records: Bytes::new(),
             };
             match handle {
-                None => read.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                None => read.error_code = registry.missing_partition_error(&topic.name, wanted.partition).0,
+                Some(handle) if request.replica_id.is_some() => {
+                    let budget = (wanted.partition_max_bytes as usize).min(remaining_bytes).max(1);
+                    let fetch = FollowerFetch {
+                        replica: request.replica_id.unwrap_or(-1),
+                        fetch_offset: wanted.fetch_offset,
+                        last_fetched_epoch: wanted.last_fetched_epoch,
+                        current_leader_epoch: wanted.current_leader_epoch,
+                        max_bytes: budget,
+                    };
+                    match handle.addr.send(fetch).await {
+                        Ok(Ok(outcome)) => {
+                            read.high_watermark = outcome.high_watermark;
+                            read.log_start_offset = outcome.log_start_offset;
+                            read.diverging_epoch = outcome.diverging_epoch;
+                            remaining_bytes = remaining_bytes.saturating_sub(outcome.records.len());
+                            read.records = outcome.records;
+                        }
+                        Ok(Err(error)) => {
+                            read.error_code = log_error_code(&error);
+                            read.log_start_offset = handle.offsets.borrow().log_start_offset;
+                        }
+                        Err(error) => read.error_code = mailbox_error_code(error),
+                    }
+                }
+                Some(_) if !leads(registry, &topic.name, wanted.partition) => {
+                    read.error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER;
+                }
                 Some(handle) => {
                     let offsets = *handle.offsets.borrow();
                     (read.high_watermark, read.log_start_offset) = (offsets.high_watermark, offsets.log_start_offset);
@@ -81,7 +115,9 @@ async fn read_all(request: &FetchRequest, handles: &[Vec<Option<PartitionHandle>
                     let out_of_range = wanted.fetch_offset > offsets.log_end_offset;
                     let budget = (wanted.partition_max_bytes as usize).min(remaining_bytes);
                     if (has_data && (budget > 0 || remaining_bytes == request.max_bytes as usize)) || out_of_range {
-                        match handle.addr.send(Read { offset: wanted.fetch_offset, max_bytes: budget.max(1) }).await {
+                        let read_request =
+                            Read { offset: wanted.fetch_offset, max_bytes: budget.max(1), internal: false };
+                        match handle.addr.send(read_request).await {
                             Ok(Ok(outcome)) => {
                                 read.high_watermark = outcome.offsets.high_watermark;
                                 read.log_start_offset = outcome.offsets.log_start_offset;
@@ -101,6 +137,12 @@ async fn read_all(request: &FetchRequest, handles: &[Vec<Option<PartitionHandle>
     reads
 }
 
+/// Whether this broker leads the partition in its current metadata.
+fn leads(registry: &crate::topic::Registry, topic: &str, partition: u32) -> bool {
+    let cluster = registry.cluster();
+    cluster.state().partition(topic, partition).is_some_and(|p| p.leader == cluster.node_id)
+}
+
 fn encode(request: &FetchRequest, reads: &[Vec<PartitionRead>]) -> Encoded {
     let topics = request
         .topics
@@ -115,6 +157,7 @@ fn encode(request: &FetchRequest, reads: &[Vec<PartitionRead>]) -> Encoded {
                     error_code: read.error_code,
                     high_watermark: read.high_watermark,
                     log_start_offset: read.log_start_offset,
+                    diverging_epoch: read.diverging_epoch,
                     records: &read.records,
                 })
                 .collect(),

@@ -17,17 +17,48 @@ use oxbow::protocol::api::sync_group::{SyncGroupRequest, SyncGroupResponse};
 use oxbow::protocol::ErrorCode;
 
 use super::{ApiError, Encoded};
-use crate::group::offsets::Committed;
+use crate::group::offsets::{self, Committed, OFFSETS_TOPIC};
 use crate::group::{self, GroupError};
 use crate::server::connection::RequestScope;
 
-pub async fn find_coordinator(_request: FindCoordinatorRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+/// The coordinator of a group is the leader of its `__consumer_offsets` partition. The topic is created on
+/// first use, replicated like any topic (up to three replicas).
+pub async fn find_coordinator(request: FindCoordinatorRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
     let context = &scope.context;
+    let registry = &context.registry;
+    let cluster = registry.cluster();
+    let not_available = |message: String| {
+        tracing::debug!(%message, "no coordinator yet");
+        Encoded::new(&FindCoordinatorResponse {
+            error_code: ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            node_id: -1,
+            host: String::new(),
+            port: 0,
+        })
+    };
+    if !cluster.state().topics.contains_key(OFFSETS_TOPIC) {
+        let live = cluster.state().live_brokers().len().clamp(1, 3) as u16;
+        let partitions = context.config.offsets_topic_partitions;
+        match registry.create_topic(OFFSETS_TOPIC, partitions, live, offsets::topic_configs(), false).await {
+            Ok(()) => {}
+            Err(error) if error.code == ErrorCode::TOPIC_ALREADY_EXISTS => {}
+            Err(error) => return Ok(not_available(format!("creating {OFFSETS_TOPIC}: {error}"))),
+        }
+    }
+    let state = cluster.state();
+    let Some(topic) = state.topics.get(OFFSETS_TOPIC) else {
+        return Ok(not_available(format!("{OFFSETS_TOPIC} is not in the metadata yet")));
+    };
+    let partition = offsets::partition_for(&request.group_id, topic.partitions.len() as u32);
+    let leader = topic.partitions[partition as usize].leader;
+    let Some(broker) = state.brokers.get(&leader).filter(|broker| !broker.fenced) else {
+        return Ok(not_available(format!("{OFFSETS_TOPIC}/{partition} has no live leader")));
+    };
     Ok(Encoded::new(&FindCoordinatorResponse {
         error_code: ErrorCode::NONE,
-        node_id: context.config.node_id,
-        host: context.advertised_host.clone(),
-        port: context.advertised_port,
+        node_id: leader,
+        host: broker.host.clone(),
+        port: broker.port,
     }))
 }
 
@@ -161,6 +192,10 @@ pub async fn fetch_offsets(request: OffsetFetchRequest, scope: &RequestScope) ->
         .send(group::FetchOffsets { group_id: request.group_id, partitions })
         .await
         .map_err(unavailable)?;
+    let fetched = match fetched {
+        Ok(fetched) => fetched,
+        Err(error) => return Ok(Encoded::new(&OffsetFetchResponse { error_code: error.code, offsets: vec![] })),
+    };
     let offsets = fetched
         .into_iter()
         .map(|((topic, partition), committed)| CommittedOffset {

@@ -22,7 +22,7 @@ pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result
                 timestamp: -1,
             };
             match registry.partition(&topic.name, wanted.partition) {
-                None => response.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                None => response.error_code = registry.missing_partition_error(&topic.name, wanted.partition).0,
                 Some(handle) => {
                     let offsets = *handle.offsets.borrow();
                     match wanted.timestamp {

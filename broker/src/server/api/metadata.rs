@@ -6,56 +6,75 @@ use oxbow::protocol::api::metadata::{
 use oxbow::protocol::ErrorCode;
 
 use super::{ApiError, Encoded};
+use crate::cluster::metadata::TopicState;
 use crate::server::connection::RequestScope;
-use crate::topic::Topic;
 
 pub async fn handle(request: MetadataRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
     let context = &scope.context;
-    let node_id = context.config.node_id;
     let registry = &context.registry;
-    let topics = match request.topics {
-        None => registry.topics().iter().map(|topic| describe(topic, node_id)).collect(),
-        Some(names) => {
-            let mut topics = Vec::with_capacity(names.len());
+    let cluster = registry.cluster();
+    if !cluster.lease.is_valid() {
+        // Out of touch with the controller (starting, paused, or cut off): this broker's view may be stale,
+        // so send the client to another broker instead of to leaders that may have been replaced.
+        return Err(ApiError::new(
+            ErrorCode::BROKER_NOT_AVAILABLE,
+            format!("broker {} is not in contact with the controller; ask another broker", cluster.node_id),
+        ));
+    }
+    if let Some(names) = &request.topics {
+        if context.config.auto_create_topics {
             for name in names {
-                if registry.topic(&name).is_none() && context.config.auto_create_topics {
+                if !cluster.state().topics.contains_key(name) && !crate::topic::is_internal(name) {
                     let partitions = context.config.default_partitions;
-                    if let Err(error) = registry.create_topic(&name, partitions, 1, Default::default(), false).await {
-                        if error.code != ErrorCode::TOPIC_ALREADY_EXISTS {
-                            topics.push(TopicMetadata { name, error_code: error.code, partitions: vec![] });
-                            continue;
-                        }
+                    if let Err(error) =
+                        registry.create_topic(name, partitions, u16::MAX, Default::default(), false).await
+                    {
+                        tracing::debug!(topic = %name, %error, "auto-create failed");
                     }
                 }
-                match registry.topic(&name) {
-                    Some(topic) => topics.push(describe(&topic, node_id)),
-                    None => topics.push(TopicMetadata {
-                        name,
-                        error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                        partitions: vec![],
-                    }),
-                }
             }
-            topics
         }
+    }
+    let state = cluster.state();
+    let topics = match request.topics {
+        None => state.topics.iter().map(|(name, topic)| describe(name, topic)).collect(),
+        Some(names) => names
+            .into_iter()
+            .map(|name| match state.topics.get(&name) {
+                Some(topic) => describe(&name, topic),
+                None => TopicMetadata { name, error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, partitions: vec![] },
+            })
+            .collect(),
     };
-    Ok(Encoded::new(&MetadataResponse {
-        brokers: vec![BrokerMetadata { node_id, host: context.advertised_host.clone(), port: context.advertised_port }],
-        controller_id: node_id,
-        topics,
-    }))
+    let mut brokers: Vec<BrokerMetadata> = state
+        .brokers
+        .iter()
+        .filter(|(_, broker)| !broker.fenced)
+        .map(|(node_id, broker)| BrokerMetadata { node_id: *node_id, host: broker.host.clone(), port: broker.port })
+        .collect();
+    if !brokers.iter().any(|broker| broker.node_id == context.config.node_id) {
+        brokers.push(BrokerMetadata {
+            node_id: context.config.node_id,
+            host: context.advertised_host.clone(),
+            port: context.advertised_port,
+        });
+    }
+    Ok(Encoded::new(&MetadataResponse { brokers, controller_id: cluster.controller_leader().unwrap_or(-1), topics }))
 }
 
-fn describe(topic: &Topic, node_id: i32) -> TopicMetadata {
-    let partitions = (0..topic.partitions.len() as u32)
-        .map(|partition| PartitionMetadata {
-            partition,
-            error_code: ErrorCode::NONE,
-            leader: node_id,
-            leader_epoch: 0,
-            replicas: vec![node_id],
-            isr: vec![node_id],
+fn describe(name: &str, topic: &TopicState) -> TopicMetadata {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(partition, p)| PartitionMetadata {
+            partition: partition as u32,
+            error_code: if p.leader < 0 { ErrorCode::NOT_LEADER_OR_FOLLOWER } else { ErrorCode::NONE },
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
         })
         .collect();
-    TopicMetadata { name: topic.name.clone(), error_code: ErrorCode::NONE, partitions }
+    TopicMetadata { name: name.to_string(), error_code: ErrorCode::NONE, partitions }
 }

@@ -67,7 +67,27 @@ pub async fn handle(api: ApiKey, client_id: String, body: &[u8], scope: &Request
         ApiKey::OffsetFetch => group::fetch_offsets(decode(body)?, scope).await,
         ApiKey::ListGroups => group::list(decode(body)?, scope).await,
         ApiKey::DescribeGroups => group::describe(decode(body)?, scope).await,
+        ApiKey::DescribeCluster => admin::describe_cluster(decode(body)?, scope).await,
+        ApiKey::InitProducerId => admin::init_producer_id(decode(body)?, scope).await,
+        ApiKey::Raft => internal(body, scope, true).await,
+        ApiKey::Controller => internal(body, scope, false).await,
         ApiKey::Produce => Err(ApiError::new(ErrorCode::UNKNOWN_SERVER_ERROR, "produce is dispatched separately")),
+    }
+}
+
+/// Broker-to-broker requests: Raft messages and controller requests.
+async fn internal(body: &[u8], scope: &RequestScope, raft: bool) -> Result<Encoded, ApiError> {
+    use oxbow::protocol::api::internal::{InternalResponse, RaftRequest};
+    let request: RaftRequest = decode(body)?;
+    let cluster = scope.context.registry.cluster();
+    let payload = if raft {
+        cluster.handle_raft_request(&request.payload).await
+    } else {
+        cluster.handle_controller_request(&request.payload).await
+    };
+    match payload {
+        Ok(payload) => Ok(Encoded::new(&InternalResponse { payload })),
+        Err(message) => Err(ApiError::new(ErrorCode::INVALID_REQUEST, message)),
     }
 }
 
@@ -80,6 +100,7 @@ pub fn log_error_code(error: &LogError) -> ErrorCode {
     match error {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
         LogError::Storage(_) | LogError::Offline(_) => ErrorCode::STORAGE_ERROR,
+        LogError::Code(code, _) => *code,
     }
 }
 

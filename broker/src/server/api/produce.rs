@@ -58,9 +58,10 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
             let partition = data.partition;
             let failed =
                 |code: ErrorCode, message: String| PendingPartition::Done(partition_error(partition, code, message));
-            let Some(handle) = registered.as_ref().and_then(|t| t.partitions.get(partition as usize)) else {
-                let message = format!("topic '{}' partition {partition} does not exist", topic.name);
-                partitions.push(failed(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, message));
+            let Some(handle) = registered.as_ref().and_then(|t| t.local.get(partition as usize).cloned().flatten())
+            else {
+                let (code, message) = registry.missing_partition_error(&topic.name, partition);
+                partitions.push(failed(code, message));
                 continue;
             };
             let config = registered.as_ref().map(|t| &t.config).expect("the partition exists");
@@ -73,7 +74,7 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
                 }
             };
             let (reply_tx, reply) = oneshot::channel();
-            match handle.addr.send(Append { batches, reply: reply_tx }).await {
+            match handle.addr.send(Append { batches, acks_all: request.acks == acks::ALL, reply: reply_tx }).await {
                 Ok(()) => partitions.push(PendingPartition::Waiting { partition, reply }),
                 Err(error) => partitions.push(failed(mailbox_error_code(error), "the partition is closing".into())),
             }

@@ -13,6 +13,9 @@ pub struct FetchRequest {
     /// Limit on the whole response; the first batch is returned even when larger, so a consumer progresses.
     pub max_bytes: u32,
     pub topics: Vec<FetchTopic>,
+    /// Set by a follower broker replicating the partitions (its node id); absent for consumers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +29,13 @@ pub struct FetchPartition {
     pub partition: u32,
     pub fetch_offset: u64,
     pub partition_max_bytes: u32,
+    /// The leader epoch the fetcher believes current: a mismatch is FENCED_LEADER_EPOCH or
+    /// UNKNOWN_LEADER_EPOCH instead of data from the wrong leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_leader_epoch: Option<i32>,
+    /// Followers: the epoch of the last batch in their log, so the leader can tell where logs diverge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fetched_epoch: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +57,10 @@ pub struct FetchPartitionResponse<'a> {
     pub error_code: ErrorCode,
     pub high_watermark: u64,
     pub log_start_offset: u64,
+    /// Followers only: the follower's log diverges from the leader's; truncate to the end offset of this
+    /// epoch (`[epoch, end_offset]`) and fetch again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverging_epoch: Option<(i32, u64)>,
     /// Whole batches starting with the one that holds `fetch_offset`; may hold records below it.
     #[serde(borrow, with = "serde_bytes")]
     pub records: &'a [u8],
@@ -69,8 +83,15 @@ mod tests {
             max_bytes: 1 << 20,
             topics: vec![FetchTopic {
                 name: "t".into(),
-                partitions: vec![FetchPartition { partition: 0, fetch_offset: 3, partition_max_bytes: 1 << 20 }],
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: 3,
+                    partition_max_bytes: 1 << 20,
+                    current_leader_epoch: Some(2),
+                    last_fetched_epoch: Some(1),
+                }],
             }],
+            replica_id: Some(2),
         });
     }
 }

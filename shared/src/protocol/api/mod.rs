@@ -4,11 +4,14 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_topics;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_topics;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod init_producer_id;
+pub mod internal;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -71,6 +74,10 @@ api_keys! {
     ListGroups = 17, versions 0 => 0;
     DescribeGroups = 18, versions 0 => 0;
     AlterConfigs = 20, versions 0 => 0;
+    InitProducerId = 21, versions 0 => 0;
+    DescribeCluster = 22, versions 0 => 0;
+    Raft = 30, versions 0 => 0;
+    Controller = 31, versions 0 => 0;
 }
 
 /// Ties a request body to its API key and response body.

@@ -1,0 +1,396 @@
+//! The cluster metadata: registered brokers, topics, and each partition's replicas, leader, leader epoch and
+//! in-sync replica set. It is the state machine of the controller quorum's Raft log: every broker applies the
+//! same commands in the same order, so `apply` must be deterministic (no clocks, no local config).
+
+use std::collections::BTreeMap;
+
+use oxbow::protocol::{ErrorCode, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// No leader: every in-sync replica is down (and unclean election is off).
+pub const NO_LEADER: NodeId = -1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub brokers: BTreeMap<NodeId, BrokerState>,
+    pub topics: BTreeMap<String, TopicState>,
+    pub next_producer_id: i64,
+    pub next_topic_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerState {
+    pub host: String,
+    pub port: u16,
+    /// Chosen at random by each broker process: a new value means the broker restarted.
+    pub incarnation: u64,
+    /// Missed its heartbeats: it leads nothing and is in no in-sync set it could be removed from.
+    pub fenced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    /// Unique over the cluster's life: a topic deleted and created again gets a new id.
+    pub id: u64,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The first replica is the preferred leader.
+    pub replicas: Vec<NodeId>,
+    pub leader: NodeId,
+    pub leader_epoch: i32,
+    pub isr: Vec<NodeId>,
+    /// Bumped on every change; in-sync set changes must name the epoch they were based on.
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A broker's first heartbeat after it started (or after it was fenced).
+    RegisterBroker {
+        node_id: NodeId,
+        host: String,
+        port: u16,
+        incarnation: u64,
+        unclean: bool,
+    },
+    /// The broker missed its heartbeats for the session timeout.
+    FenceBroker {
+        node_id: NodeId,
+        unclean: bool,
+    },
+    CreateTopic {
+        name: String,
+        assignment: Vec<Vec<NodeId>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AlterTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// The partition leader shrinks or grows its in-sync set.
+    AlterIsr {
+        topic: String,
+        partition: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<NodeId>,
+    },
+    /// Move leadership back to the preferred replica.
+    ElectPreferred {
+        topic: String,
+        partition: u32,
+    },
+    AllocateProducerId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Done,
+    ProducerId(i64),
+    Rejected { code: u16, message: String },
+}
+
+impl CommandResult {
+    fn rejected(code: ErrorCode, message: impl Into<String>) -> CommandResult {
+        CommandResult::Rejected { code: code.code(), message: message.into() }
+    }
+}
+
+impl ClusterState {
+    pub fn apply(&mut self, command: Command) -> CommandResult {
+        match command {
+            Command::RegisterBroker { node_id, host, port, incarnation, unclean } => {
+                let restarted = self.brokers.get(&node_id).is_some_and(|broker| broker.incarnation != incarnation);
+                if restarted {
+                    // The old process is gone: whatever it led needs a new leader epoch, and its replicas are
+                    // not in sync until they catch up again.
+                    self.fail_over(node_id, unclean);
+                }
+                self.brokers.insert(node_id, BrokerState { host, port, incarnation, fenced: false });
+                self.elect_leaderless(unclean);
+                CommandResult::Done
+            }
+            Command::FenceBroker { node_id, unclean } => {
+                match self.brokers.get_mut(&node_id) {
+                    Some(broker) if !broker.fenced => broker.fenced = true,
+                    _ => return CommandResult::Done,
+                }
+                self.fail_over(node_id, unclean);
+                CommandResult::Done
+            }
+            Command::CreateTopic { name, assignment, configs } => {
+                if self.topics.contains_key(&name) {
+                    return CommandResult::rejected(
+                        ErrorCode::TOPIC_ALREADY_EXISTS,
+                        format!("topic '{name}' already exists"),
+                    );
+                }
+                let partitions = assignment
+                    .into_iter()
+                    .map(|replicas| PartitionState {
+                        leader: replicas[0],
+                        isr: replicas.clone(),
+                        replicas,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    })
+                    .collect();
+                self.next_topic_id += 1;
+                self.topics.insert(name, TopicState { id: self.next_topic_id, configs, partitions });
+                CommandResult::Done
+            }
+            Command::DeleteTopic { name } => match self.topics.remove(&name) {
+                Some(_) => CommandResult::Done,
+                None => CommandResult::rejected(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic '{name}' does not exist"),
+                ),
+            },
+            Command::AlterTopicConfigs { name, configs } => match self.topics.get_mut(&name) {
+                Some(topic) => {
+                    topic.configs = configs;
+                    CommandResult::Done
+                }
+                None => CommandResult::rejected(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic '{name}' does not exist"),
+                ),
+            },
+            Command::AlterIsr { topic, partition, leader_epoch, partition_epoch, isr } => {
+                let brokers = &self.brokers;
+                let Some(state) = self.topics.get_mut(&topic).and_then(|t| t.partitions.get_mut(partition as usize))
+                else {
+                    return CommandResult::rejected(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, "no such partition");
+                };
+                if state.leader_epoch != leader_epoch || state.partition_epoch != partition_epoch {
+                    return CommandResult::rejected(
+                        ErrorCode::FENCED_LEADER_EPOCH,
+                        format!(
+                            "stale in-sync set change (leader epoch {leader_epoch}/{}, partition epoch {partition_epoch}/{})",
+                            state.leader_epoch, state.partition_epoch
+                        ),
+                    );
+                }
+                let valid = isr.contains(&state.leader)
+                    && isr.iter().all(|node| state.replicas.contains(node))
+                    && isr.iter().all(|node| state.isr.contains(node) || brokers.get(node).is_some_and(|b| !b.fenced));
+                if !valid {
+                    return CommandResult::rejected(ErrorCode::INVALID_REQUEST, format!("invalid in-sync set {isr:?}"));
+                }
+                state.isr = isr;
+                state.partition_epoch += 1;
+                CommandResult::Done
+            }
+            Command::ElectPreferred { topic, partition } => {
+                let brokers = &self.brokers;
+                if let Some(state) = self.topics.get_mut(&topic).and_then(|t| t.partitions.get_mut(partition as usize))
+                {
+                    let preferred = state.replicas[0];
+                    if state.leader != preferred
+                        && state.isr.contains(&preferred)
+                        && brokers.get(&preferred).is_some_and(|b| !b.fenced)
+                    {
+                        state.leader = preferred;
+                        state.leader_epoch += 1;
+                        state.partition_epoch += 1;
+                    }
+                }
+                CommandResult::Done
+            }
+            Command::AllocateProducerId => {
+                self.next_producer_id += 1;
+                CommandResult::ProducerId(self.next_producer_id)
+            }
+        }
+    }
+
+    fn alive(&self, node: NodeId) -> bool {
+        self.brokers.get(&node).is_some_and(|broker| !broker.fenced)
+    }
+
+    /// `node` is gone: it leaves every in-sync set it is not the last member of, and every partition it led
+    /// gets a new leader from the rest of its in-sync set (a new leader epoch in any case).
+    fn fail_over(&mut self, node: NodeId, unclean: bool) {
+        let alive: Vec<NodeId> = self.brokers.iter().filter(|(_, b)| !b.fenced).map(|(id, _)| *id).collect();
+        for topic in self.topics.values_mut() {
+            for state in &mut topic.partitions {
+                if !state.replicas.contains(&node) {
+                    continue;
+                }
+                let mut changed = false;
+                if state.isr.contains(&node) && state.isr.len() > 1 {
+                    state.isr.retain(|member| *member != node);
+                    changed = true;
+                }
+                if state.leader == node {
+                    let candidate = state
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| *r != node && state.isr.contains(r) && alive.contains(r));
+                    state.leader = match candidate {
+                        Some(leader) => leader,
+                        None if unclean => {
+                            match state.replicas.iter().copied().find(|r| *r != node && alive.contains(r)) {
+                                Some(leader) => {
+                                    state.isr = vec![leader];
+                                    leader
+                                }
+                                None => NO_LEADER,
+                            }
+                        }
+                        None => NO_LEADER,
+                    };
+                    state.leader_epoch += 1;
+                    changed = true;
+                }
+                if changed {
+                    state.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// Partitions without a leader get one from their in-sync set (or any live replica when unclean).
+    fn elect_leaderless(&mut self, unclean: bool) {
+        let alive: Vec<NodeId> = self.brokers.iter().filter(|(_, b)| !b.fenced).map(|(id, _)| *id).collect();
+        for topic in self.topics.values_mut() {
+            for state in &mut topic.partitions {
+                if state.leader != NO_LEADER {
+                    continue;
+                }
+                let clean = state.replicas.iter().copied().find(|r| state.isr.contains(r) && alive.contains(r));
+                let leader = clean
+                    .or_else(|| unclean.then(|| state.replicas.iter().copied().find(|r| alive.contains(r))).flatten());
+                if let Some(leader) = leader {
+                    if clean.is_none() {
+                        state.isr = vec![leader];
+                    }
+                    state.leader = leader;
+                    state.leader_epoch += 1;
+                    state.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// Unfenced brokers, by node id.
+    pub fn live_brokers(&self) -> Vec<NodeId> {
+        self.brokers.iter().filter(|(_, b)| !b.fenced).map(|(id, _)| *id).collect()
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionState> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+
+    pub fn broker_alive(&self, node: NodeId) -> bool {
+        self.alive(node)
+    }
+}
+
+/// Spreads replicas over `brokers` (sorted): partition p's replicas start at broker (p + shift) and go round,
+/// so leaders (the first replica) and followers are both even.
+pub fn assign_replicas(
+    brokers: &[NodeId],
+    partitions: u32,
+    replication_factor: usize,
+    shift: usize,
+) -> Vec<Vec<NodeId>> {
+    let n = brokers.len();
+    (0..partitions as usize)
+        .map(|p| {
+            // Followers step by a partition-dependent stride so that one broker's failure spreads its load.
+            let stride = if n > 2 { 1 + (p / n) % (n - 1) } else { 1 };
+            (0..replication_factor).map(|r| brokers[(p + shift + r * stride) % n]).collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(nodes: &[NodeId]) -> ClusterState {
+        let mut state = ClusterState::default();
+        for node in nodes {
+            state.apply(Command::RegisterBroker {
+                node_id: *node,
+                host: "h".into(),
+                port: 9000 + *node as u16,
+                incarnation: 1,
+                unclean: false,
+            });
+        }
+        state
+    }
+
+    #[test]
+    fn assignment_is_even_and_distinct() {
+        let assignment = assign_replicas(&[1, 2, 3], 6, 3, 0);
+        for replicas in &assignment {
+            let mut sorted = replicas.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 3, "{replicas:?}");
+        }
+        for node in [1, 2, 3] {
+            assert_eq!(assignment.iter().filter(|r| r[0] == node).count(), 2);
+        }
+    }
+
+    #[test]
+    fn fencing_moves_leadership_within_the_isr_and_back() {
+        let mut state = cluster(&[1, 2, 3]);
+        state.apply(Command::CreateTopic {
+            name: "t".into(),
+            assignment: vec![vec![1, 2, 3]],
+            configs: BTreeMap::new(),
+        });
+        state.apply(Command::FenceBroker { node_id: 1, unclean: false });
+        let p = state.partition("t", 0).unwrap().clone();
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (2, 1, vec![2, 3]));
+        // A stale in-sync change (old leader epoch) is refused.
+        let stale = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: vec![1, 2, 3],
+        };
+        assert!(matches!(state.apply(stale), CommandResult::Rejected { .. }));
+        state.apply(Command::RegisterBroker { node_id: 1, host: "h".into(), port: 1, incarnation: 2, unclean: false });
+        let grow = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![2, 3, 1],
+        };
+        assert_eq!(state.apply(grow), CommandResult::Done);
+        state.apply(Command::ElectPreferred { topic: "t".into(), partition: 0 });
+        let p = state.partition("t", 0).unwrap();
+        assert_eq!((p.leader, p.leader_epoch), (1, 2));
+    }
+
+    #[test]
+    fn last_in_sync_replica_keeps_the_partition_until_it_returns() {
+        let mut state = cluster(&[1, 2]);
+        state.apply(Command::CreateTopic { name: "t".into(), assignment: vec![vec![1, 2]], configs: BTreeMap::new() });
+        state.apply(Command::FenceBroker { node_id: 2, unclean: false });
+        state.apply(Command::FenceBroker { node_id: 1, unclean: false });
+        let p = state.partition("t", 0).unwrap();
+        assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![1]));
+        // Broker 2 is back but was not in sync: no clean leader.
+        state.apply(Command::RegisterBroker { node_id: 2, host: "h".into(), port: 1, incarnation: 1, unclean: false });
+        assert_eq!(state.partition("t", 0).unwrap().leader, NO_LEADER);
+        state.apply(Command::RegisterBroker { node_id: 1, host: "h".into(), port: 1, incarnation: 5, unclean: false });
+        assert_eq!(state.partition("t", 0).unwrap().leader, 1);
+    }
+}

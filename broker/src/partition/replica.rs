@@ -1,0 +1,296 @@
+//! A partition replica's bookkeeping beside its log: the leader-epoch cache (where each leader epoch starts,
+//! to find where a follower's log diverges), the idempotent producers' recent sequence numbers, and, on the
+//! leader, its followers' progress.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use oxbow::protocol::batch::BatchHeader;
+use oxbow::protocol::{ErrorCode, NodeId};
+
+/// `(epoch, start offset)` for every leader epoch present in the log, oldest first.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EpochCache {
+    entries: Vec<(i32, u64)>,
+}
+
+impl EpochCache {
+    /// Records that `epoch` starts at `start` (ignored unless newer than the latest epoch).
+    pub fn assign(&mut self, epoch: i32, start: u64) {
+        if epoch < 0 {
+            return;
+        }
+        match self.entries.last() {
+            Some((latest, _)) if *latest >= epoch => {}
+            _ => self.entries.push((epoch, start)),
+        }
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.entries.last().map(|(epoch, _)| *epoch)
+    }
+
+    pub fn start_of(&self, epoch: i32) -> Option<u64> {
+        self.entries.iter().find(|(e, _)| *e == epoch).map(|(_, start)| *start)
+    }
+
+    /// The largest epoch at or below `epoch`, with the offset where it ends (the next epoch's start, or the
+    /// log end). `None` when the log has no epoch that old.
+    pub fn end_offset_for(&self, epoch: i32, log_end_offset: u64) -> Option<(i32, u64)> {
+        let idx = self.entries.iter().rposition(|(e, _)| *e <= epoch)?;
+        let end = self.entries.get(idx + 1).map_or(log_end_offset, |(_, start)| *start);
+        Some((self.entries[idx].0, end))
+    }
+
+    /// Forgets epochs that start at or after `offset` (the log was truncated there).
+    pub fn truncate_from(&mut self, offset: u64) {
+        self.entries.retain(|(_, start)| *start < offset);
+    }
+
+    /// Forgets everything (the log was emptied and restarts at a new offset).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// How many batches per producer are remembered to recognise a retried one.
+const PRODUCER_BATCHES_KEPT: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProducerBatch {
+    first_sequence: i32,
+    last_sequence: i32,
+    base_offset: u64,
+    last_offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<ProducerBatch>,
+}
+
+/// What an idempotent batch is, given what the partition stored before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Not idempotent, or the next sequence: store it.
+    Append,
+    /// Already stored at these offsets: acknowledge without storing again.
+    Duplicate { base_offset: u64, last_offset: u64 },
+}
+
+/// Recent sequence numbers of idempotent producers, rebuilt from the log on start and after truncation.
+#[derive(Debug, Default)]
+pub struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStates {
+    pub fn clear(&mut self) {
+        self.producers.clear();
+    }
+
+    pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, (ErrorCode, String)> {
+        if header.producer_id < 0 {
+            return Ok(SequenceCheck::Append);
+        }
+        let Some(entry) = self.producers.get(&header.producer_id) else {
+            // Nothing known (a new producer, or its batches are gone by retention): accept.
+            return Ok(SequenceCheck::Append);
+        };
+        if header.producer_epoch < entry.epoch {
+            return Err((
+                ErrorCode::INVALID_PRODUCER_EPOCH,
+                format!("producer epoch {} is older than {}", header.producer_epoch, entry.epoch),
+            ));
+        }
+        if header.producer_epoch > entry.epoch {
+            return Ok(SequenceCheck::Append);
+        }
+        let first = header.base_sequence;
+        let last = first.wrapping_add(header.last_offset_delta as i32);
+        if let Some(batch) = entry.batches.iter().find(|b| b.first_sequence == first && b.last_sequence == last) {
+            return Ok(SequenceCheck::Duplicate { base_offset: batch.base_offset, last_offset: batch.last_offset });
+        }
+        let Some(latest) = entry.batches.back() else { return Ok(SequenceCheck::Append) };
+        let expected = latest.last_sequence.wrapping_add(1);
+        if first == expected {
+            return Ok(SequenceCheck::Append);
+        }
+        if first < expected {
+            Err((
+                ErrorCode::DUPLICATE_SEQUENCE_NUMBER,
+                format!("sequence {first} of producer {} was stored before", header.producer_id),
+            ))
+        } else {
+            Err((
+                ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                format!("sequence {first} of producer {} skips ahead of {expected}", header.producer_id),
+            ))
+        }
+    }
+
+    /// Notes a stored batch (its offsets already assigned).
+    pub fn record(&mut self, header: &BatchHeader) {
+        if header.producer_id < 0 {
+            return;
+        }
+        let entry = self.producers.entry(header.producer_id).or_default();
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.batches.push_back(ProducerBatch {
+            first_sequence: header.base_sequence,
+            last_sequence: header.base_sequence.wrapping_add(header.last_offset_delta as i32),
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        });
+        if entry.batches.len() > PRODUCER_BATCHES_KEPT {
+            entry.batches.pop_front();
+        }
+    }
+}
+
+/// The leader's view of one follower.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerProgress {
+    /// The follower's log end offset, as its last fetch said.
+    pub log_end_offset: u64,
+    /// The last time the follower had everything the leader had.
+    pub caught_up_at: Instant,
+    /// The leader's log end at the follower's previous fetch, and when that fetch came.
+    pub previous_leader_end: u64,
+    pub previous_fetch_at: Instant,
+}
+
+/// A leader's replication state.
+#[derive(Debug)]
+pub struct LeaderState {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub partition_epoch: i32,
+    pub followers: HashMap<NodeId, FollowerProgress>,
+    /// An in-sync set change sent to the controller and not yet seen in the metadata. Until then the high
+    /// watermark counts the union of both sets (the larger one), never the smaller.
+    pub pending_isr: Option<Vec<NodeId>>,
+}
+
+impl LeaderState {
+    pub fn new(replicas: Vec<NodeId>, isr: Vec<NodeId>, partition_epoch: i32, now: Instant) -> LeaderState {
+        let followers = replicas
+            .iter()
+            .map(|node| {
+                (
+                    *node,
+                    FollowerProgress {
+                        log_end_offset: 0,
+                        caught_up_at: now,
+                        previous_leader_end: 0,
+                        previous_fetch_at: now,
+                    },
+                )
+            })
+            .collect();
+        LeaderState { replicas, isr, partition_epoch, followers, pending_isr: None }
+    }
+
+    /// The members whose log end bounds the high watermark.
+    pub fn effective_isr(&self) -> Vec<NodeId> {
+        let mut members = self.isr.clone();
+        if let Some(pending) = &self.pending_isr {
+            for node in pending {
+                if !members.contains(node) {
+                    members.push(*node);
+                }
+            }
+        }
+        members
+    }
+
+    /// Records a follower's fetch at `fetch_offset` while the leader's log ends at `leader_end`.
+    pub fn note_fetch(&mut self, node: NodeId, fetch_offset: u64, leader_end: u64, now: Instant) {
+        let Some(progress) = self.followers.get_mut(&node) else { return };
+        progress.log_end_offset = fetch_offset;
+        if fetch_offset >= leader_end {
+            progress.caught_up_at = now;
+        } else if fetch_offset >= progress.previous_leader_end {
+            progress.caught_up_at = progress.caught_up_at.max(progress.previous_fetch_at);
+        }
+        progress.previous_leader_end = leader_end;
+        progress.previous_fetch_at = now;
+    }
+
+    /// The lowest log end among the in-sync members (the leader's own is `own_end`).
+    pub fn isr_low_end(&self, self_id: NodeId, own_end: u64) -> u64 {
+        self.effective_isr()
+            .iter()
+            .map(
+                |node| {
+                    if *node == self_id {
+                        own_end
+                    } else {
+                        self.followers.get(node).map_or(0, |p| p.log_end_offset)
+                    }
+                },
+            )
+            .min()
+            .unwrap_or(own_end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_cache_finds_divergence() {
+        let mut cache = EpochCache::default();
+        cache.assign(0, 0);
+        cache.assign(2, 10);
+        cache.assign(2, 12);
+        cache.assign(5, 20);
+        assert_eq!(cache.end_offset_for(2, 30), Some((2, 20)));
+        assert_eq!(
+            cache.end_offset_for(3, 30),
+            Some((2, 20)),
+            "an epoch the leader never had ends where the older one does"
+        );
+        assert_eq!(cache.end_offset_for(5, 30), Some((5, 30)));
+        cache.truncate_from(20);
+        assert_eq!(cache.latest_epoch(), Some(2));
+    }
+
+    fn header(producer_id: i64, sequence: i32, records: u32, base_offset: u64) -> BatchHeader {
+        BatchHeader {
+            base_offset,
+            batch_length: 0,
+            leader_epoch: 0,
+            magic: 1,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: sequence,
+            record_count: records,
+        }
+    }
+
+    #[test]
+    fn sequences_find_duplicates_and_gaps() {
+        let mut states = ProducerStates::default();
+        states.record(&header(7, 0, 3, 100));
+        assert_eq!(states.check(&header(7, 3, 2, 0)), Ok(SequenceCheck::Append));
+        states.record(&header(7, 3, 2, 103));
+        assert_eq!(
+            states.check(&header(7, 0, 3, 0)),
+            Ok(SequenceCheck::Duplicate { base_offset: 100, last_offset: 102 })
+        );
+        assert_eq!(states.check(&header(7, 9, 1, 0)).unwrap_err().0, ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
+        assert_eq!(states.check(&header(7, 1, 1, 0)).unwrap_err().0, ErrorCode::DUPLICATE_SEQUENCE_NUMBER);
+        assert_eq!(states.check(&header(-1, -1, 1, 0)), Ok(SequenceCheck::Append));
+    }
+}

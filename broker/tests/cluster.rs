@@ -1,0 +1,648 @@
+//! A three-broker cluster on this machine (replication factor 3, min.insync.replicas=2, acks=all,
+//! idempotent producers writing unique values) under faults: leaders killed with SIGKILL and restarted,
+//! a leader stopped with SIGSTOP past the session timeout and resumed. After each run a checker reads the
+//! partition's log on every replica and counts acknowledged, lost, duplicated and inconsistent values.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::BrokerProcess;
+use oxbow::client::{
+    Admin, ClientConfig, Cluster, Connection, Consumer, ConsumerConfig, GroupConfig, OffsetReset, ProducerConfig,
+    ProducerRecord,
+};
+use oxbow::protocol::api::describe_cluster::DescribeClusterRequest;
+use oxbow::protocol::api::find_coordinator::FindCoordinatorRequest;
+use oxbow::protocol::api::metadata::PartitionMetadata;
+use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
+use oxbow::protocol::batch::{self, BatchBuilder};
+use oxbow::protocol::{acks, ApiKey, ErrorCode};
+
+const TOPIC: &str = "jepsen";
+
+struct TestCluster {
+    brokers: Vec<BrokerProcess>,
+    /// With `start_with_proxies`: the proxy each broker (first index) uses to reach another (second).
+    proxies: HashMap<(usize, usize), Proxy>,
+    _dir: tempfile::TempDir,
+}
+
+/// A TCP proxy between two brokers that the test can cut (closing open connections, refusing new ones)
+/// and heal: a network partition between brokers that clients do not see.
+struct Proxy {
+    addr: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if *cut_rx.borrow() {
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestCluster {
+    fn start() -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let controllers: String =
+            addrs.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect::<Vec<_>>().join(",");
+        TestCluster::start_brokers(dir, addrs, vec![controllers; 3], HashMap::new())
+    }
+
+    /// Brokers reach each other only through proxies (clients connect directly).
+    async fn start_with_proxies() -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let mut proxies = HashMap::new();
+        let mut lists = Vec::new();
+        for from in 0..3 {
+            let mut entries = Vec::new();
+            for (to, addr) in addrs.iter().enumerate() {
+                if from == to {
+                    entries.push(format!("{}@{addr}", to + 1));
+                } else {
+                    let proxy = Proxy::start(addr.clone()).await;
+                    entries.push(format!("{}@{}", to + 1, proxy.addr));
+                    proxies.insert((from, to), proxy);
+                }
+            }
+            lists.push(entries.join(","));
+        }
+        TestCluster::start_brokers(dir, addrs, lists, proxies)
+    }
+
+    /// Cuts (or heals) every link between broker `index` and the others, both ways.
+    fn isolate(&self, index: usize, cut: bool) {
+        for ((from, to), proxy) in &self.proxies {
+            if *from == index || *to == index {
+                proxy.set_cut(cut);
+            }
+        }
+    }
+
+    fn start_brokers(
+        dir: tempfile::TempDir,
+        addrs: Vec<String>,
+        controllers: Vec<String>,
+        proxies: HashMap<(usize, usize), Proxy>,
+    ) -> TestCluster {
+        let brokers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let controllers = controllers[i].clone();
+                let node_id = (i + 1).to_string();
+                BrokerProcess::start_at(
+                    &dir.path().join(format!("broker-{node_id}")),
+                    addr,
+                    &[
+                        ("OXBOW__NODE_ID", &node_id),
+                        ("OXBOW__CLUSTER__CONTROLLERS", &controllers),
+                        ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "200"),
+                        ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "2000"),
+                        ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", "3000"),
+                        ("OXBOW__CLUSTER__ELECTION_TIMEOUT_MS", "500"),
+                        ("OXBOW__CLUSTER__LEADER_IMBALANCE_CHECK_INTERVAL_MS", "1000"),
+                        ("OXBOW__LOG__MIN_INSYNC_REPLICAS", "2"),
+                        ("OXBOW__LOG__SEGMENT_BYTES", "65536"),
+                    ],
+                )
+            })
+            .collect();
+        TestCluster { brokers, proxies, _dir: dir }
+    }
+
+    fn bootstrap(&self) -> String {
+        self.brokers.iter().map(|b| b.addr.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Waits until `n` brokers are registered and unfenced.
+    async fn wait_live_brokers(&self, n: usize) {
+        let bootstrap = self.bootstrap();
+        poll("brokers to register", Duration::from_secs(30), || async {
+            for addr in bootstrap.split(',') {
+                let Ok(connection) = Connection::connect(addr, "test", Duration::from_secs(1)).await else { continue };
+                if let Ok(response) = connection.call(&DescribeClusterRequest {}, Duration::from_secs(2)).await {
+                    if response.brokers.iter().filter(|b| !b.fenced).count() >= n {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+        .await;
+    }
+
+    /// The partition's metadata as the brokers that answer see it (the one with the highest leader epoch).
+    async fn partition(&self) -> Option<PartitionMetadata> {
+        let mut best: Option<PartitionMetadata> = None;
+        for broker in &self.brokers {
+            if broker.pid().is_none() {
+                continue;
+            }
+            let Ok(cluster) = Cluster::connect(ClientConfig::new(broker.addr.clone())).await else { continue };
+            let Ok(response) =
+                tokio::time::timeout(Duration::from_secs(2), cluster.refresh(Some(vec![TOPIC.into()]))).await
+            else {
+                continue;
+            };
+            let Ok(response) = response else { continue };
+            let Some(p) = response.topics.into_iter().next().and_then(|t| t.partitions.into_iter().next()) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|b| p.leader_epoch > b.leader_epoch) {
+                best = Some(p);
+            }
+        }
+        best
+    }
+
+    fn index_of(&self, node_id: i32) -> usize {
+        (node_id - 1) as usize
+    }
+}
+
+async fn poll<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every (offset, value) in a replica's log files.
+fn read_replica(data_dir: &Path) -> Vec<(u64, String)> {
+    let dir = data_dir.join(TOPIC).join("0");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let bytes = Bytes::from(std::fs::read(&file).unwrap());
+        for record in batch::decode_records(&bytes, 0).unwrap() {
+            out.push((record.offset, String::from_utf8(record.value.unwrap().to_vec()).unwrap()));
+        }
+    }
+    out
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    acknowledged: usize,
+    lost: usize,
+    duplicated: usize,
+    inconsistent: usize,
+    wrong_offset: usize,
+}
+
+/// Compares the replicas with each other and with what was acknowledged.
+fn check(cluster: &TestCluster, acked: &HashMap<String, u64>, name: &str) -> Counts {
+    let replicas: Vec<Vec<(u64, String)>> = cluster.brokers.iter().map(|b| read_replica(&b.data_dir)).collect();
+    let mut counts = Counts { acknowledged: acked.len(), ..Counts::default() };
+    let shortest = replicas.iter().map(Vec::len).min().unwrap();
+    for replica in &replicas[1..] {
+        counts.inconsistent += replica.iter().zip(&replicas[0]).take(shortest).filter(|(a, b)| a != b).count();
+    }
+    for replica in &replicas {
+        assert!(replica.windows(2).all(|w| w[1].0 > w[0].0), "offsets only grow in a replica's log");
+        let mut seen: HashMap<&str, u64> = HashMap::new();
+        for (offset, value) in replica {
+            if seen.insert(value, *offset).is_some() {
+                counts.duplicated += 1;
+            }
+        }
+        for (value, offset) in acked {
+            match seen.get(value.as_str()) {
+                None => counts.lost += 1,
+                Some(stored) if stored != offset => counts.wrong_offset += 1,
+                Some(_) => {}
+            }
+        }
+    }
+    println!(
+        "{name}: acknowledged {}, lost {}, duplicated {}, inconsistent {}, wrong offset {} (replica lengths {:?})",
+        counts.acknowledged,
+        counts.lost,
+        counts.duplicated,
+        counts.inconsistent,
+        counts.wrong_offset,
+        replicas.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    counts
+}
+
+/// Acknowledged values with their offsets.
+type Acked = Arc<Mutex<HashMap<String, u64>>>;
+
+/// Produces unique values until told to stop; records each acknowledged value with its offset.
+fn start_producing(
+    bootstrap: String,
+    prefix: &'static str,
+) -> (Acked, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<usize>) {
+    let acked = Arc::new(Mutex::new(HashMap::new()));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let acked_writer = acked.clone();
+    let task = tokio::spawn(async move {
+        let mut config = ProducerConfig::new(bootstrap);
+        config.acks = acks::ALL;
+        config.retries = u32::MAX;
+        config.retry_backoff = Duration::from_millis(50);
+        config.delivery_timeout = Duration::from_secs(120);
+        config.client.request_timeout = Duration::from_secs(5);
+        config.linger = Duration::from_millis(2);
+        let producer = oxbow::client::Producer::connect(config).await.unwrap();
+        let mut pending = Vec::new();
+        let mut sent = 0usize;
+        while !*stopped.borrow_and_update() {
+            for _ in 0..20 {
+                let value = format!("{prefix}-{sent}");
+                let record = ProducerRecord::new(TOPIC, value.clone());
+                pending.push((value, producer.send(record).await.unwrap()));
+                sent += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if pending.len() > 2_000 {
+                for (value, delivery) in pending.drain(..1_000) {
+                    if let Ok(metadata) = delivery.await {
+                        acked_writer.lock().unwrap().insert(value, metadata.offset.unwrap());
+                    }
+                }
+            }
+        }
+        for (value, delivery) in pending {
+            if let Ok(metadata) = delivery.await {
+                acked_writer.lock().unwrap().insert(value, metadata.offset.unwrap());
+            }
+        }
+        producer.close().await;
+        sent
+    });
+    (acked, stop, task)
+}
+
+async fn create_topic(cluster: &TestCluster) {
+    let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
+    let configs = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
+    admin.create_topic(TOPIC, 1, 3, configs).await.unwrap();
+    poll("the topic on every broker", Duration::from_secs(10), || async {
+        cluster.partition().await.is_some_and(|p| p.leader > 0 && p.isr.len() == 3)
+    })
+    .await;
+}
+
+/// Waits until all three replicas are in sync and hold the same log end (the producer stopped).
+async fn wait_converged(cluster: &TestCluster) {
+    poll("all replicas in sync", Duration::from_secs(60), || async {
+        cluster.partition().await.is_some_and(|p| p.isr.len() == 3)
+    })
+    .await;
+    poll("replicas to hold the same records", Duration::from_secs(30), || async {
+        let ends: Vec<usize> = cluster.brokers.iter().map(|b| read_replica(&b.data_dir).len()).collect();
+        ends.iter().all(|e| *e == ends[0])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_repeatedly_loses_no_acknowledged_record() {
+    let mut cluster = TestCluster::start();
+    cluster.wait_live_brokers(3).await;
+    create_topic(&cluster).await;
+    // The replication factor is checked against the live brokers.
+    let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
+    let error = admin.create_topic("too-many", 1, 4, BTreeMap::new()).await.unwrap_err();
+    assert!(error.to_string().contains("INVALID_REPLICATION_FACTOR"), "{error}");
+
+    // The CLI shows the brokers, and each partition's leader, replicas and in-sync set.
+    let described = cluster.brokers[0].cli(&["cluster", "describe"], None);
+    let text = String::from_utf8_lossy(&described.stdout).to_string();
+    assert!(described.status.success() && text.matches("alive").count() == 3, "{text}");
+    let described = cluster.brokers[1].cli(&["topic", "describe", TOPIC], None);
+    let text = String::from_utf8_lossy(&described.stdout).to_string();
+    assert!(text.contains("ISR") && text.contains("ReplicationFactor: 3"), "{text}");
+
+    let (acked, stop, producing) = start_producing(cluster.bootstrap(), "kill");
+    for round in 0..3 {
+        let before = acked.lock().unwrap().len();
+        poll("progress before the fault", Duration::from_secs(30), || async {
+            acked.lock().unwrap().len() > before + 300
+        })
+        .await;
+        let old = cluster.partition().await.expect("metadata");
+        let victim = cluster.index_of(old.leader);
+        println!("round {round}: kill -9 leader {} (epoch {})", old.leader, old.leader_epoch);
+        cluster.brokers[victim].kill9();
+        poll("a new leader", Duration::from_secs(30), || async {
+            cluster
+                .partition()
+                .await
+                .is_some_and(|p| p.leader != old.leader && p.leader > 0 && p.leader_epoch > old.leader_epoch)
+        })
+        .await;
+        let during = acked.lock().unwrap().len();
+        poll("progress under the new leader", Duration::from_secs(30), || async {
+            acked.lock().unwrap().len() > during + 300
+        })
+        .await;
+        cluster.brokers[victim].restart();
+        // The restarted broker catches up and rejoins the in-sync set.
+        poll("the restarted broker back in sync", Duration::from_secs(60), || async {
+            cluster.partition().await.is_some_and(|p| p.isr.len() == 3)
+        })
+        .await;
+    }
+    stop.send(true).unwrap();
+    let sent = producing.await.unwrap();
+    wait_converged(&cluster).await;
+    let acked = acked.lock().unwrap().clone();
+    println!("sent {sent}");
+    for broker in &mut cluster.brokers {
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
+    }
+    let counts = check(&cluster, &acked, "kill -9 leader x3");
+    assert!(counts.acknowledged > 1_000, "{counts:?}");
+    assert_eq!((counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset), (0, 0, 0, 0), "{counts:?}");
+}
+
+/// One raw acks=all produce of `value` to `addr`; returns the partition's error code.
+async fn raw_produce(connection: &Connection, value: &str) -> Result<ErrorCode, String> {
+    let mut builder = BatchBuilder::new(256);
+    builder.append(0, None, Some(value.as_bytes()), &[]);
+    let records = builder.finish();
+    let request = ProduceRequest {
+        acks: acks::ALL,
+        timeout_ms: 3_000,
+        topics: vec![ProduceTopic {
+            name: TOPIC.into(),
+            partitions: vec![ProducePartition { partition: 0, records: &records }],
+        }],
+    };
+    let body =
+        connection.call_raw(ApiKey::Produce, &request, Duration::from_secs(20)).await.map_err(|e| e.to_string())?;
+    let response: ProduceResponse = oxbow::protocol::frame::decode_body(&body).map_err(|e| e.to_string())?;
+    Ok(response.topics[0].partitions[0].error_code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_fenced_and_acknowledges_nothing_after_it_is_replaced() {
+    let mut cluster = TestCluster::start();
+    cluster.wait_live_brokers(3).await;
+    create_topic(&cluster).await;
+    let (acked, stop, producing) = start_producing(cluster.bootstrap(), "pause");
+    poll("progress", Duration::from_secs(30), || async { acked.lock().unwrap().len() > 500 }).await;
+    let old = cluster.partition().await.expect("metadata");
+    let victim = cluster.index_of(old.leader);
+    // A client that only knows the old leader, connected before the pause.
+    let stale_client =
+        Connection::connect(&cluster.brokers[victim].addr, "stale", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(raw_produce(&stale_client, "stale-before").await.unwrap(), ErrorCode::NONE);
+    println!("SIGSTOP leader {} (epoch {})", old.leader, old.leader_epoch);
+    cluster.brokers[victim].signal("STOP");
+    poll("a new leader", Duration::from_secs(30), || async {
+        cluster.partition().await.is_some_and(|p| p.leader != old.leader && p.leader > 0)
+    })
+    .await;
+    // Requests queue in the stopped leader's socket and run the moment it resumes, before it hears anything.
+    let queued: Vec<_> = (0..5)
+        .map(|i| {
+            let connection = stale_client.clone();
+            tokio::spawn(async move { raw_produce(&connection, &format!("stale-{i}")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.brokers[victim].signal("CONT");
+    for request in queued {
+        let code = request.await.unwrap();
+        assert!(!matches!(code, Ok(ErrorCode::NONE)), "the replaced leader acknowledged a write: {code:?}");
+    }
+    let during = acked.lock().unwrap().len();
+    poll("progress under the new leader", Duration::from_secs(30), || async {
+        acked.lock().unwrap().len() > during + 300
+    })
+    .await;
+    stop.send(true).unwrap();
+    producing.await.unwrap();
+    wait_converged(&cluster).await;
+    let mut acked = acked.lock().unwrap().clone();
+    for broker in &mut cluster.brokers {
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
+    }
+    let replica = read_replica(&cluster.brokers[0].data_dir);
+    let stale_stored: Vec<_> = replica.iter().filter(|(_, v)| v.starts_with("stale-") && v != "stale-before").collect();
+    assert!(stale_stored.is_empty(), "writes sent to the replaced leader were stored: {stale_stored:?}");
+    if let Some((offset, _)) = replica.iter().find(|(_, v)| v == "stale-before") {
+        acked.insert("stale-before".into(), *offset);
+    }
+    let counts = check(&cluster, &acked, "SIGSTOP leader");
+    assert_eq!((counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset), (0, 0, 0, 0), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() {
+    let mut cluster = TestCluster::start_with_proxies().await;
+    cluster.wait_live_brokers(3).await;
+    create_topic(&cluster).await;
+    let (acked, stop, producing) = start_producing(cluster.bootstrap(), "cut");
+    poll("progress", Duration::from_secs(30), || async { acked.lock().unwrap().len() > 500 }).await;
+    let old = cluster.partition().await.expect("metadata");
+    let victim = cluster.index_of(old.leader);
+    println!("cutting leader {} (epoch {}) off from the other brokers", old.leader, old.leader_epoch);
+    cluster.isolate(victim, true);
+    poll("a new leader on the majority side", Duration::from_secs(30), || async {
+        cluster
+            .partition()
+            .await
+            .is_some_and(|p| p.leader != old.leader && p.leader > 0 && p.leader_epoch > old.leader_epoch)
+    })
+    .await;
+    let during = acked.lock().unwrap().len();
+    poll("progress under the new leader", Duration::from_secs(60), || async {
+        acked.lock().unwrap().len() > during + 300
+    })
+    .await;
+    println!("healing the partition");
+    cluster.isolate(victim, false);
+    poll("the old leader back in sync", Duration::from_secs(60), || async {
+        cluster.partition().await.is_some_and(|p| p.isr.len() == 3)
+    })
+    .await;
+    stop.send(true).unwrap();
+    producing.await.unwrap();
+    wait_converged(&cluster).await;
+    let acked = acked.lock().unwrap().clone();
+    for broker in &mut cluster.brokers {
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
+    }
+    let counts = check(&cluster, &acked, "leader cut off from the brokers");
+    assert!(counts.acknowledged > 800, "{counts:?}");
+    assert_eq!((counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset), (0, 0, 0, 0), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
+    let mut cluster = TestCluster::start();
+    cluster.wait_live_brokers(3).await;
+    create_topic(&cluster).await;
+    let leader = cluster.partition().await.expect("metadata").leader;
+    let follower = (0..3).find(|i| *i != cluster.index_of(leader)).unwrap();
+    cluster.brokers[follower].kill9();
+    poll("the follower out of the in-sync set", Duration::from_secs(30), || async {
+        cluster.partition().await.is_some_and(|p| p.isr.len() == 2)
+    })
+    .await;
+    // Two in-sync replicas still satisfy min.insync.replicas=2.
+    let (acked, stop, producing) = start_producing(cluster.bootstrap(), "down");
+    poll("progress while the follower is down", Duration::from_secs(30), || async {
+        acked.lock().unwrap().len() > 3_000
+    })
+    .await;
+    stop.send(true).unwrap();
+    producing.await.unwrap();
+    cluster.brokers[follower].restart();
+    wait_converged(&cluster).await;
+    let acked = acked.lock().unwrap().clone();
+    for broker in &mut cluster.brokers {
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
+    }
+    let counts = check(&cluster, &acked, "follower down then back");
+    assert_eq!((counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset), (0, 0, 0, 0), "{counts:?}");
+}
+
+async fn produce_values(bootstrap: &str, topic: &str, range: std::ops::Range<u32>) {
+    let producer = oxbow::client::Producer::connect(ProducerConfig::new(bootstrap.to_string())).await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in range {
+        deliveries
+            .push(producer.send(ProducerRecord::new(topic, format!("e-{i:04}")).key(format!("k{i}"))).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    producer.close().await;
+}
+
+async fn consume_values(consumer: &mut Consumer, n: usize) -> Vec<String> {
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while values.len() < n && Instant::now() < deadline {
+        for record in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            values.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    values.sort();
+    values
+}
+
+fn group_consumer(bootstrap: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(bootstrap.to_string());
+    config.auto_offset_reset = OffsetReset::Earliest;
+    config.fetch_max_wait = Duration::from_millis(100);
+    config.client.request_timeout = Duration::from_secs(10);
+    let mut group = GroupConfig::new("billing");
+    group.session_timeout = Duration::from_secs(6);
+    group.auto_commit = false;
+    config.group = Some(group);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_survive_a_coordinator_failover_without_losing_commits() {
+    let mut cluster = TestCluster::start();
+    cluster.wait_live_brokers(3).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(ClientConfig::new(bootstrap.clone())).await.unwrap();
+    let configs = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
+    admin.create_topic("events", 3, 3, configs).await.unwrap();
+    produce_values(&bootstrap, "events", 0..300).await;
+
+    let mut consumer = Consumer::connect(group_consumer(&bootstrap)).await.unwrap();
+    consumer.subscribe(&["events"]).await.unwrap();
+    let first = consumer_values_expected(&mut consumer, 0..300).await;
+    assert_eq!(first.0, first.1, "the first 300 once each");
+    consumer.commit().await.unwrap();
+
+    // Kill the group's coordinator (the leader of its offsets partition).
+    let connection = Connection::connect(&cluster.brokers[0].addr, "test", Duration::from_secs(2)).await.unwrap();
+    let found =
+        connection.call(&FindCoordinatorRequest { group_id: "billing".into() }, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(found.error_code, ErrorCode::NONE);
+    let victim = cluster.index_of(found.node_id);
+    println!("kill -9 the coordinator, broker {}", found.node_id);
+    cluster.brokers[victim].kill9();
+
+    // The member keeps consuming and commits to the new coordinator.
+    produce_values(&bootstrap, "events", 300..600).await;
+    let second = consumer_values_expected(&mut consumer, 300..600).await;
+    assert_eq!(second.0, second.1, "the next 300 once each");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.commit().await {
+            Ok(()) => break,
+            Err(error) if Instant::now() < deadline => {
+                println!("commit during failover: {error}");
+                let _ = consumer.poll(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("commit after failover: {error}"),
+        }
+    }
+    consumer.close().await.unwrap();
+
+    // A new member resumes exactly after the committed offsets.
+    produce_values(&bootstrap, "events", 600..700).await;
+    let mut resumed = Consumer::connect(group_consumer(&bootstrap)).await.unwrap();
+    resumed.subscribe(&["events"]).await.unwrap();
+    let third = consumer_values_expected(&mut resumed, 600..700).await;
+    assert_eq!(third.0, third.1, "resumed after the committed offsets, nothing lost or repeated");
+    let extra = resumed.poll(Duration::from_millis(500)).await.unwrap();
+    assert!(extra.is_empty(), "nothing before the committed offsets is read again");
+    resumed.close().await.unwrap();
+    for broker in cluster.brokers.iter_mut().filter(|b| b.pid().is_some()) {
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
+    }
+}
+
+/// (read, expected): the sorted values read and the ones expected.
+async fn consumer_values_expected(consumer: &mut Consumer, range: std::ops::Range<u32>) -> (Vec<String>, Vec<String>) {
+    let expected: Vec<String> = range.map(|i| format!("e-{i:04}")).collect();
+    (consume_values(consumer, expected.len()).await, expected)
+}
