@@ -47,6 +47,27 @@ run "learner activity, 10x" "acks=1, 6 partitions, 200 000 events/s, keyed by le
   "$BIN/oxbow" perf produce --topic learners --partitions 6 --workload learner-activity --num-records 2000000 --throughput 200000
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$BROKER/status")
 
+# Three brokers on this machine, replication factor 3, min.insync.replicas 2, acks=all.
+kill $BROKER; wait $BROKER 2>/dev/null || true
+PORTS=($((PORT + 1)) $((PORT + 2)) $((PORT + 3)))
+CONTROLLERS="1@127.0.0.1:${PORTS[0]},2@127.0.0.1:${PORTS[1]},3@127.0.0.1:${PORTS[2]}"
+PIDS=()
+for i in 0 1 2; do
+  OXBOW__CLUSTER__CONTROLLERS=$CONTROLLERS "$BIN/oxbow-broker" --node-id $((i + 1)) --data-dir "$DATA/rf3-$i" \
+    --listen "127.0.0.1:${PORTS[$i]}" >/dev/null 2>"$DATA/rf3-$i.log" &
+  PIDS+=($!)
+done
+trap 'kill ${PIDS[*]} 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA"' EXIT
+export OXBOW_BOOTSTRAP_SERVER=127.0.0.1:${PORTS[0]},127.0.0.1:${PORTS[1]},127.0.0.1:${PORTS[2]}
+for _ in $(seq 300); do
+  "$BIN/oxbow" topic create rf3 --replication-factor 3 --config min.insync.replicas=2 >/dev/null 2>&1 && break
+  sleep 0.2
+done
+run "produce 100 B, 3 brokers RF=3" "acks=all, replication factor 3, min.insync.replicas=2, flush.ms=1000, 1 partition, idempotent" \
+  "$BIN/oxbow" perf produce --topic rf3 --num-records 2000000 --record-size 100 --acks all
+run "produce 1 KB, 3 brokers RF=3" "acks=all, replication factor 3, min.insync.replicas=2, flush.ms=1000, 1 partition, idempotent" \
+  "$BIN/oxbow" perf produce --topic rf3 --num-records 500000 --record-size 1000 --acks all
+
 python3 - "$RESULTS" "$RSS_KB" <<'PY'
 import json, sys, re, subprocess, platform
 rows = [json.loads(line) for line in open(sys.argv[1])]

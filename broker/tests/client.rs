@@ -144,3 +144,59 @@ async fn acks_zero_one_all_and_a_small_buffer_all_deliver() {
     consumer.assign_topic("durable").await.unwrap();
     assert_eq!(read_all(&mut consumer, 500, Duration::from_secs(30)).await.len(), 500);
 }
+
+/// One raw acks=all produce of an idempotent batch; returns (error code, base offset).
+async fn produce_sequence(
+    connection: &oxbow::client::Connection,
+    producer_id: i64,
+    sequence: i32,
+    values: &[&str],
+) -> (oxbow::protocol::ErrorCode, u64) {
+    use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
+    let mut builder = oxbow::protocol::batch::BatchBuilder::new(256);
+    for value in values {
+        builder.append(0, None, Some(value.as_bytes()), &[]);
+    }
+    let records = builder.finish_with_producer(producer_id, 0, sequence);
+    let request = ProduceRequest {
+        acks: acks::ALL,
+        timeout_ms: 5_000,
+        topics: vec![ProduceTopic {
+            name: "idempotent".into(),
+            partitions: vec![ProducePartition { partition: 0, records: &records }],
+        }],
+    };
+    let body = connection.call_raw(oxbow::protocol::ApiKey::Produce, &request, Duration::from_secs(10)).await.unwrap();
+    let response: ProduceResponse = oxbow::protocol::frame::decode_body(&body).unwrap();
+    let partition = &response.topics[0].partitions[0];
+    (partition.error_code, partition.base_offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_batches_are_stored_once_and_sequence_gaps_are_refused() {
+    use oxbow::protocol::api::init_producer_id::InitProducerIdRequest;
+    use oxbow::protocol::ErrorCode;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    let admin = broker.admin().await;
+    admin.create_topic("idempotent", 1, 1, BTreeMap::new()).await.unwrap();
+    let connection = admin.cluster().any_connection().await.unwrap();
+    let first = connection.call(&InitProducerIdRequest {}, Duration::from_secs(5)).await.unwrap();
+    let second = connection.call(&InitProducerIdRequest {}, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first.error_code, ErrorCode::NONE);
+    assert_ne!(first.producer_id, second.producer_id, "producer ids are never given twice");
+    let id = first.producer_id;
+
+    assert_eq!(produce_sequence(&connection, id, 0, &["a", "b"]).await, (ErrorCode::NONE, 0));
+    assert_eq!(produce_sequence(&connection, id, 2, &["c"]).await, (ErrorCode::NONE, 2));
+    // A retry of a stored batch is acknowledged with its first offsets and not stored again.
+    assert_eq!(produce_sequence(&connection, id, 0, &["a", "b"]).await, (ErrorCode::NONE, 0));
+    assert_eq!(produce_sequence(&connection, id, 2, &["c"]).await, (ErrorCode::NONE, 2));
+    // A gap, or an old sequence that is not a stored batch, gets a defined error.
+    assert_eq!(produce_sequence(&connection, id, 7, &["x"]).await.0, ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(produce_sequence(&connection, id, 1, &["y"]).await.0, ErrorCode::DUPLICATE_SEQUENCE_NUMBER);
+    assert_eq!(produce_sequence(&connection, id, 3, &["d"]).await, (ErrorCode::NONE, 3));
+
+    let describe = admin.describe_topic("idempotent").await.unwrap();
+    assert_eq!(describe.partitions[0].log_end_offset, 4, "a, b, c, d once each");
+}

@@ -25,6 +25,9 @@ use oxbow::protocol::{acks, ApiKey, ErrorCode};
 
 const TOPIC: &str = "jepsen";
 
+/// One three-broker cluster at a time: two at once on a two-core machine starve each other's heartbeats.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct TestCluster {
     brokers: Vec<BrokerProcess>,
     /// With `start_with_proxies`: the proxy each broker (first index) uses to reach another (second).
@@ -131,10 +134,10 @@ impl TestCluster {
                     &[
                         ("OXBOW__NODE_ID", &node_id),
                         ("OXBOW__CLUSTER__CONTROLLERS", &controllers),
-                        ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "200"),
-                        ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "2000"),
-                        ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", "3000"),
-                        ("OXBOW__CLUSTER__ELECTION_TIMEOUT_MS", "500"),
+                        ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "250"),
+                        ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "3000"),
+                        ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", "4000"),
+                        ("OXBOW__CLUSTER__ELECTION_TIMEOUT_MS", "800"),
                         ("OXBOW__CLUSTER__LEADER_IMBALANCE_CHECK_INTERVAL_MS", "1000"),
                         ("OXBOW__LOG__MIN_INSYNC_REPLICAS", "2"),
                         ("OXBOW__LOG__SEGMENT_BYTES", "65536"),
@@ -345,6 +348,7 @@ async fn wait_converged(cluster: &TestCluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_repeatedly_loses_no_acknowledged_record() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start();
     cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
@@ -394,6 +398,11 @@ async fn killing_the_leader_repeatedly_loses_no_acknowledged_record() {
     stop.send(true).unwrap();
     let sent = producing.await.unwrap();
     wait_converged(&cluster).await;
+    // Leadership goes back to the preferred replica (the first one) once it is in sync again.
+    poll("the preferred leader", Duration::from_secs(30), || async {
+        cluster.partition().await.is_some_and(|p| p.leader == p.replicas[0])
+    })
+    .await;
     let acked = acked.lock().unwrap().clone();
     println!("sent {sent}");
     for broker in &mut cluster.brokers {
@@ -425,6 +434,7 @@ async fn raw_produce(connection: &Connection, value: &str) -> Result<ErrorCode, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_fenced_and_acknowledges_nothing_after_it_is_replaced() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start();
     cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
@@ -479,6 +489,7 @@ async fn a_paused_leader_is_fenced_and_acknowledges_nothing_after_it_is_replaced
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start_with_proxies().await;
     cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
@@ -520,6 +531,7 @@ async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start();
     cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
@@ -530,7 +542,24 @@ async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
         cluster.partition().await.is_some_and(|p| p.isr.len() == 2)
     })
     .await;
-    // Two in-sync replicas still satisfy min.insync.replicas=2.
+    // With min.insync.replicas=3, two in-sync replicas are not enough: refused, nothing written.
+    let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
+    let strict = BTreeMap::from([("min.insync.replicas".to_string(), "3".to_string())]);
+    admin.alter_topic_configs(TOPIC, strict, vec![]).await.unwrap();
+    let leader_addr = cluster.brokers[cluster.index_of(leader)].addr.clone();
+    let connection = Connection::connect(&leader_addr, "test", Duration::from_secs(2)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let code = raw_produce(&connection, "refused").await;
+        if code == Ok(ErrorCode::NOT_ENOUGH_REPLICAS) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expected NOT_ENOUGH_REPLICAS, got {code:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let relaxed = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
+    admin.alter_topic_configs(TOPIC, relaxed, vec![]).await.unwrap();
+    // Two in-sync replicas satisfy min.insync.replicas=2.
     let (acked, stop, producing) = start_producing(cluster.bootstrap(), "down");
     poll("progress while the follower is down", Duration::from_secs(30), || async {
         acked.lock().unwrap().len() > 3_000
@@ -545,6 +574,10 @@ async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
         assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
     }
     let counts = check(&cluster, &acked, "follower down then back");
+    assert!(
+        !read_replica(&cluster.brokers[0].data_dir).iter().any(|(_, value)| value == "refused"),
+        "a write refused with NOT_ENOUGH_REPLICAS was not stored"
+    );
     assert_eq!((counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset), (0, 0, 0, 0), "{counts:?}");
 }
 
@@ -587,6 +620,7 @@ fn group_consumer(bootstrap: &str) -> ConsumerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_groups_survive_a_coordinator_failover_without_losing_commits() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start();
     cluster.wait_live_brokers(3).await;
     let bootstrap = cluster.bootstrap();

@@ -36,44 +36,75 @@ pub fn run_service(name: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
 /// Where `up` keeps data and listens.
 pub struct Addresses {
     pub data_dir: PathBuf,
+    /// The first broker's address; the others take the next ports (port 0: free ports).
     pub broker_listen: String,
+    /// How many brokers (3: a replicated cluster, replication factor 3, min.insync.replicas 2).
+    pub brokers: usize,
     pub booking_listen: String,
     pub lab_listen: String,
     pub data_listen: String,
 }
 
-/// A broker and the three services in this process, until Ctrl-C.
+/// Brokers and the three services in this process, until Ctrl-C.
 pub fn up(addresses: Addresses) -> anyhow::Result<()> {
-    let Addresses { data_dir, broker_listen, booking_listen, lab_listen, data_listen } = addresses;
+    let Addresses { data_dir, broker_listen, brokers: n_brokers, booking_listen, lab_listen, data_listen } = addresses;
     oxbow_service::telemetry::init_logs("human", "info");
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let n_brokers = n_brokers.max(1);
+    let broker_addrs = broker_addresses(&broker_listen, n_brokers)?;
     actix_rt::System::new().block_on(async move {
         let (_trigger, mut shutdown) = oxbow_service::shutdown::on_signals();
-        let mut broker_config = BrokerConfig::load(None)?;
-        broker_config.data_dir = data_dir.join("broker-1");
-        broker_config.listen = broker_listen;
-        let broker = Broker::start(broker_config).await?;
-        let bootstrap = broker.local_addr().to_string();
+        let controllers = if n_brokers > 1 {
+            broker_addrs.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect::<Vec<_>>().join(",")
+        } else {
+            String::new()
+        };
+        let mut brokers = Vec::with_capacity(n_brokers);
+        for (i, addr) in broker_addrs.iter().enumerate() {
+            let mut config = BrokerConfig::load(None)?;
+            config.node_id = i as i32 + 1;
+            config.data_dir = data_dir.join(format!("broker-{}", i + 1));
+            config.listen = addr.clone();
+            config.cluster.controllers = controllers.clone();
+            if n_brokers > 1 {
+                config.cluster.default_replication_factor = n_brokers.min(3) as u16;
+                config.log.min_insync_replicas = 2;
+            }
+            brokers.push(Broker::start(config).await?);
+        }
+        // Services create their topics with every broker's replicas: wait until all brokers registered.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while brokers[0].cluster().state().live_brokers().len() < n_brokers {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "the brokers did not form a cluster within 60 s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let bootstrap = brokers.iter().map(|b| b.local_addr().to_string()).collect::<Vec<_>>().join(",");
+        let replication_factor = n_brokers.min(3) as u16;
 
         let mut booking = booking_service::load_config(None)?;
         booking.common.broker.bootstrap = bootstrap.clone();
+        booking.common.broker.replication_factor = replication_factor;
         booking.common.http.listen = booking_listen;
         let mut lab = lab_service::load_config(None)?;
         lab.common.broker.bootstrap = bootstrap.clone();
+        lab.common.broker.replication_factor = replication_factor;
         lab.common.http.listen = lab_listen;
         lab.database.data_dir = data_dir.join("lab-service");
         let mut data = data_service::load_config(None)?;
         data.common.broker.bootstrap = bootstrap.clone();
+        data.common.broker.replication_factor = replication_factor;
         data.common.http.listen = data_listen;
         data.database.data_dir = data_dir.join("data-service");
 
+        let first_broker = brokers[0].local_addr().to_string();
         let services = tokio::try_join!(
             booking_service::run(booking, shutdown.clone(), |addr| println!("Dashboard:  http://{addr}/")),
             lab_service::run(lab, shutdown.clone(), |addr| println!("Labs:       http://{addr}/api/labs")),
             data_service::run(data, shutdown.clone(), |addr| {
                 println!("Analytics:  http://{addr}/api/analytics/summary");
                 println!("Metrics:    http://{addr}/metrics (each service has /metrics, /healthz, /readyz)");
-                println!("CLI:        oxbow --bootstrap-server {bootstrap} topic list");
+                println!("Brokers:    {bootstrap} (replication factor {replication_factor})");
+                println!("CLI:        oxbow --bootstrap-server {first_broker} topic describe bookings");
                 println!("Data:       {} (delete it to start over). Ctrl-C stops everything.", data_dir.display());
             }),
             async {
@@ -81,7 +112,20 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
                 Ok(())
             }
         );
-        broker.shutdown().await;
+        // Together, so that the controller quorum stays up while each hands its leaderships over.
+        futures_util::future::join_all(brokers.into_iter().map(Broker::shutdown)).await;
         services.map(|_| ())
     })
+}
+
+/// `n` addresses from the first: consecutive ports, or free ports when the port is 0.
+fn broker_addresses(first: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let addr: std::net::SocketAddr = first.parse().with_context(|| format!("broker address '{first}'"))?;
+    if addr.port() == 0 {
+        // Brokers must know each other's addresses before they start: reserve free ports.
+        let listeners: Vec<std::net::TcpListener> =
+            (0..n).map(|_| std::net::TcpListener::bind((addr.ip(), 0))).collect::<Result<_, _>>()?;
+        return listeners.iter().map(|l| Ok(l.local_addr()?.to_string())).collect();
+    }
+    Ok((0..n).map(|i| std::net::SocketAddr::new(addr.ip(), addr.port() + i as u16).to_string()).collect())
 }

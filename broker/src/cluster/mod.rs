@@ -117,12 +117,37 @@ impl Lease {
 /// Requests to the active controller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControllerCall {
-    Heartbeat { node_id: NodeId, host: String, port: u16, incarnation: u64 },
-    CreateTopic { name: String, partitions: u32, replication_factor: u16, configs: BTreeMap<String, String> },
-    DeleteTopic { name: String },
-    AlterConfigs { name: String, configs: BTreeMap<String, String> },
-    AlterIsr { topic: String, partition: u32, leader_epoch: i32, partition_epoch: i32, isr: Vec<NodeId> },
+    Heartbeat {
+        node_id: NodeId,
+        host: String,
+        port: u16,
+        incarnation: u64,
+    },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        replication_factor: u16,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AlterConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    AlterIsr {
+        topic: String,
+        partition: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<NodeId>,
+    },
     AllocateProducerId,
+    /// Controlled shutdown: fence the broker now so its partitions get new leaders before it stops.
+    Leave {
+        node_id: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +192,8 @@ pub struct Cluster {
     host: String,
     port: u16,
     controller: Mutex<ControllerState>,
+    /// Set by a controlled shutdown: heartbeats stop so the broker is not registered again.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -224,6 +251,7 @@ impl Cluster {
             host,
             port,
             controller: Mutex::default(),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(cluster)
     }
@@ -276,6 +304,9 @@ impl Cluster {
     }
 
     async fn heartbeat_once(&self) {
+        if self.leaving.load(Ordering::Acquire) {
+            return;
+        }
         let sent = Instant::now();
         let session = Duration::from_millis(self.settings.session_timeout_ms);
         let call = ControllerCall::Heartbeat {
@@ -296,6 +327,21 @@ impl Cluster {
         }
     }
 
+    /// Controlled shutdown: asks the controller to fence this broker now, so its partitions get new leaders
+    /// at once instead of after the session timeout, and waits until this broker saw it. Best effort.
+    pub async fn leave(&self, timeout: Duration) {
+        self.leaving.store(true, Ordering::Release);
+        match self.call_controller(ControllerCall::Leave { node_id: self.node_id }, timeout).await {
+            Ok(ControllerReply::Done { index }) => {
+                self.wait_applied(index, timeout).await;
+                tracing::info!("controlled shutdown: leaderships handed over");
+            }
+            other => {
+                tracing::warn!(reply = ?other, "controlled shutdown: the controller did not answer; others take over after the session timeout")
+            }
+        }
+    }
+
     /// Waits until this broker's state machine applied `index`.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
         self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "metadata").await.is_ok()
@@ -308,16 +354,25 @@ impl Cluster {
         let mut last_error = "no controller leader yet".to_string();
         while Instant::now() < deadline {
             let leader = self.controller_leader();
-            let reply = match leader {
-                Some(leader) if leader == self.node_id => self.handle_controller(call.clone()).await,
-                Some(leader) => match self.forward(leader, &call, deadline).await {
-                    Ok(reply) => reply,
-                    Err(error) => {
-                        last_error = error;
-                        ControllerReply::NotController { leader: None }
-                    }
-                },
-                None => ControllerReply::NotController { leader: None },
+            let attempt = async {
+                match leader {
+                    Some(leader) if leader == self.node_id => Ok(self.handle_controller(call.clone()).await),
+                    Some(leader) => self.forward(leader, &call, deadline).await,
+                    None => Ok(ControllerReply::NotController { leader: None }),
+                }
+            };
+            // A controller without a quorum cannot commit: never wait past the deadline for it.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let reply = match tokio::time::timeout(remaining, attempt).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(error)) => {
+                    last_error = error;
+                    ControllerReply::NotController { leader: None }
+                }
+                Err(_) => {
+                    last_error = "the controller did not commit in time (no quorum?)".into();
+                    ControllerReply::NotController { leader: None }
+                }
             };
             match reply {
                 ControllerReply::NotController { .. } => {
@@ -430,6 +485,11 @@ impl Cluster {
                 self.write(Command::AlterIsr { topic, partition, leader_epoch, partition_epoch, isr }).await
             }
             ControllerCall::AllocateProducerId => self.write(Command::AllocateProducerId).await,
+            ControllerCall::Leave { node_id } => {
+                tracing::info!(node_id, "broker is shutting down: fencing it");
+                self.controller.lock().expect("controller lock").last_seen.remove(&node_id);
+                self.write(Command::FenceBroker { node_id, unclean }).await
+            }
         }
     }
 

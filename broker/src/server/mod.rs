@@ -102,6 +102,10 @@ impl Broker {
         })
     }
 
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -109,6 +113,8 @@ impl Broker {
     /// Graceful stop: no new connections or requests, in-flight requests finish (up to the shutdown
     /// timeout), every partition is fsynced.
     pub async fn shutdown(mut self) {
+        // Hand leaderships over first, while this broker still serves its followers' fetches.
+        self.cluster.leave(Duration::from_secs(3)).await;
         let _ = self.shutdown_tx.send(true);
         let _ = self.accept_task.await;
         // Every connection and request task holds a sender; recv returns None once all are gone.

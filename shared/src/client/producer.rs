@@ -257,7 +257,17 @@ impl Producer {
         let n_partitions = match cached {
             Some(n_partitions) => n_partitions,
             None => {
-                let n_partitions = shared.cluster.topic(&record.topic).await?.partitions.len() as u32;
+                // Metadata may be briefly unavailable (a broker failover): wait, up to max_block.
+                let deadline = Instant::now() + shared.config.max_block;
+                let topic = loop {
+                    match shared.cluster.topic(&record.topic).await {
+                        Err(error) if error.is_retriable() && Instant::now() < deadline => {
+                            tokio::time::sleep(shared.config.retry_backoff).await;
+                        }
+                        result => break result?,
+                    }
+                };
+                let n_partitions = topic.partitions.len() as u32;
                 let mut state = shared.state.lock().expect("producer lock");
                 state.partition_counts.insert(record.topic.clone(), n_partitions);
                 n_partitions
