@@ -22,6 +22,9 @@ pub struct BrokerArgs {
     pub listen: Option<String>,
     #[arg(long)]
     pub node_id: Option<i32>,
+    /// The controller quorum's voters, `id@host:port,...` [default: this broker alone].
+    #[arg(long)]
+    pub controllers: Option<String>,
 }
 
 impl BrokerArgs {
@@ -36,6 +39,9 @@ impl BrokerArgs {
         }
         if let Some(node_id) = self.node_id {
             config.node_id = node_id;
+        }
+        if let Some(controllers) = &self.controllers {
+            config.cluster.controllers = controllers.clone();
         }
         Ok(config)
     }

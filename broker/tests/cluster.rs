@@ -32,6 +32,8 @@ struct TestCluster {
     brokers: Vec<BrokerProcess>,
     /// With `start_with_proxies`: the proxy each broker (first index) uses to reach another (second).
     proxies: HashMap<(usize, usize), Proxy>,
+    /// The voters' list as the first broker has it (for brokers added later).
+    controllers: String,
     _dir: tempfile::TempDir,
 }
 
@@ -125,27 +127,35 @@ impl TestCluster {
         let brokers = addrs
             .iter()
             .enumerate()
-            .map(|(i, addr)| {
-                let controllers = controllers[i].clone();
-                let node_id = (i + 1).to_string();
-                BrokerProcess::start_at(
-                    &dir.path().join(format!("broker-{node_id}")),
-                    addr,
-                    &[
-                        ("OXBOW__NODE_ID", &node_id),
-                        ("OXBOW__CLUSTER__CONTROLLERS", &controllers),
-                        ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "250"),
-                        ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "3000"),
-                        ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", "4000"),
-                        ("OXBOW__CLUSTER__ELECTION_TIMEOUT_MS", "800"),
-                        ("OXBOW__CLUSTER__LEADER_IMBALANCE_CHECK_INTERVAL_MS", "1000"),
-                        ("OXBOW__LOG__MIN_INSYNC_REPLICAS", "2"),
-                        ("OXBOW__LOG__SEGMENT_BYTES", "65536"),
-                    ],
-                )
-            })
+            .map(|(i, addr)| TestCluster::spawn_broker(dir.path(), i as i32 + 1, addr, &controllers[i]))
             .collect();
-        TestCluster { brokers, proxies, _dir: dir }
+        TestCluster { brokers, proxies, controllers: controllers[0].clone(), _dir: dir }
+    }
+
+    /// Starts one more broker that is not a voter of the controller quorum.
+    fn add_broker(&mut self, node_id: i32) {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let broker = TestCluster::spawn_broker(self._dir.path(), node_id, &addr, &self.controllers);
+        self.brokers.push(broker);
+    }
+
+    fn spawn_broker(dir: &Path, node_id: i32, addr: &str, controllers: &str) -> BrokerProcess {
+        let node_id = node_id.to_string();
+        BrokerProcess::start_at(
+            &dir.join(format!("broker-{node_id}")),
+            addr,
+            &[
+                ("OXBOW__NODE_ID", &node_id),
+                ("OXBOW__CLUSTER__CONTROLLERS", controllers),
+                ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "250"),
+                ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "3000"),
+                ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", "4000"),
+                ("OXBOW__CLUSTER__ELECTION_TIMEOUT_MS", "800"),
+                ("OXBOW__CLUSTER__LEADER_IMBALANCE_CHECK_INTERVAL_MS", "1000"),
+                ("OXBOW__LOG__MIN_INSYNC_REPLICAS", "2"),
+                ("OXBOW__LOG__SEGMENT_BYTES", "65536"),
+            ],
+        )
     }
 
     fn bootstrap(&self) -> String {
@@ -679,4 +689,35 @@ async fn consumer_groups_survive_a_coordinator_failover_without_losing_commits()
 async fn consumer_values_expected(consumer: &mut Consumer, range: std::ops::Range<u32>) -> (Vec<String>, Vec<String>) {
     let expected: Vec<String> = range.map(|i| format!("e-{i:04}")).collect();
     (consume_values(consumer, expected.len()).await, expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outside_the_quorum_joins_as_a_learner_and_hosts_replicas() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start();
+    cluster.wait_live_brokers(3).await;
+    cluster.add_broker(4);
+    cluster.wait_live_brokers(4).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(ClientConfig::new(bootstrap.clone())).await.unwrap();
+    admin.create_topic("spread", 4, 2, BTreeMap::new()).await.unwrap();
+    let metadata = Cluster::connect(ClientConfig::new(cluster.brokers[3].addr.clone())).await.unwrap();
+    let described = metadata.refresh(Some(vec!["spread".into()])).await.unwrap();
+    let leaders: Vec<i32> = described.topics[0].partitions.iter().map(|p| p.leader).collect();
+    assert!(leaders.contains(&4), "the fourth broker leads a partition: {leaders:?}");
+    produce_values(&bootstrap, "spread", 0..200).await;
+    let mut config = ConsumerConfig::new(bootstrap.clone());
+    config.auto_offset_reset = OffsetReset::Earliest;
+    config.fetch_max_wait = Duration::from_millis(100);
+    let mut consumer = Consumer::connect(config).await.unwrap();
+    consumer.assign_topic("spread").await.unwrap();
+    let values = consume_values(&mut consumer, 200).await;
+    let expected: Vec<String> = (0..200).map(|i| format!("e-{i:04}")).collect();
+    assert_eq!(values, expected);
+    let connection = Connection::connect(&cluster.brokers[3].addr, "test", Duration::from_secs(2)).await.unwrap();
+    let cluster_view = connection.call(&DescribeClusterRequest {}, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(cluster_view.voters, vec![1, 2, 3], "the fourth broker is not a voter");
+    for broker in &mut cluster.brokers {
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
+    }
 }

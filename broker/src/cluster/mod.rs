@@ -358,7 +358,14 @@ impl Cluster {
                 match leader {
                     Some(leader) if leader == self.node_id => Ok(self.handle_controller(call.clone()).await),
                     Some(leader) => self.forward(leader, &call, deadline).await,
-                    None => Ok(ControllerReply::NotController { leader: None }),
+                    // A broker outside the quorum learns the leader only once it is a learner: until then a
+                    // voter relays its requests.
+                    None => match self.voters.iter().copied().find(|voter| *voter != self.node_id) {
+                        Some(voter) if !self.voters.contains(&self.node_id) => {
+                            self.forward(voter, &call, deadline).await
+                        }
+                        _ => Ok(ControllerReply::NotController { leader: None }),
+                    },
                 }
             };
             // A controller without a quorum cannot commit: never wait past the deadline for it.
@@ -405,7 +412,15 @@ impl Cluster {
     pub async fn handle_controller_request(&self, payload: &[u8]) -> Result<Vec<u8>, String> {
         let call: ControllerCall =
             rmp_serde::from_slice(payload).map_err(|e| format!("bad controller request: {e}"))?;
-        let reply = self.handle_controller(call).await;
+        let reply = match self.controller_leader() {
+            // Relay once for a broker that does not know the leader (see `call_controller`).
+            Some(leader) if leader != self.node_id => {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let forwarded = self.forward(leader, &call, deadline).await;
+                forwarded.unwrap_or(ControllerReply::NotController { leader: Some(leader) })
+            }
+            _ => self.handle_controller(call).await,
+        };
         rmp_serde::to_vec_named(&reply).map_err(|e| e.to_string())
     }
 
@@ -443,6 +458,17 @@ impl Cluster {
                     return ControllerReply::NotController { leader: None };
                 }
                 self.controller.lock().expect("controller lock").last_seen.insert(node_id, Instant::now());
+                let member =
+                    self.raft.metrics().borrow().membership_config.nodes().any(|(id, _)| *id == node_id as u64);
+                if !member {
+                    // A broker outside the voters follows the metadata log as a Raft learner.
+                    tracing::info!(node_id, %host, port, "adding broker to the metadata quorum as a learner");
+                    let node = BasicNode { addr: format!("{host}:{port}") };
+                    if let Err(error) = self.raft.add_learner(node_id as u64, node, false).await {
+                        let message = format!("adding learner {node_id}: {error}");
+                        return ControllerReply::error(ErrorCode::NOT_CONTROLLER, message);
+                    }
+                }
                 let state = self.state();
                 let current = state.brokers.get(&node_id).is_some_and(|broker| {
                     broker.incarnation == incarnation && !broker.fenced && broker.host == host && broker.port == port
