@@ -24,6 +24,8 @@ use oxbow::protocol::batch::{self, BatchBuilder};
 use oxbow::protocol::{acks, ApiKey, ErrorCode};
 
 const TOPIC: &str = "jepsen";
+/// `replica_lag_time_max_ms` of the test clusters (above the session timeout, so fencing usually acts first).
+const DEFAULT_LAG_MS: &str = "4000";
 
 /// One three-broker cluster at a time: two at once on a two-core machine starve each other's heartbeats.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -80,11 +82,16 @@ fn free_port() -> u16 {
 
 impl TestCluster {
     fn start() -> TestCluster {
+        TestCluster::start_with_lag(DEFAULT_LAG_MS)
+    }
+
+    /// With `replica_lag_time_max_ms` = `lag_ms`.
+    fn start_with_lag(lag_ms: &str) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let controllers: String =
             addrs.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect::<Vec<_>>().join(",");
-        TestCluster::start_brokers(dir, addrs, vec![controllers; 3], HashMap::new())
+        TestCluster::start_brokers(dir, addrs, vec![controllers; 3], HashMap::new(), lag_ms)
     }
 
     /// Brokers reach each other only through proxies (clients connect directly).
@@ -106,7 +113,7 @@ impl TestCluster {
             }
             lists.push(entries.join(","));
         }
-        TestCluster::start_brokers(dir, addrs, lists, proxies)
+        TestCluster::start_brokers(dir, addrs, lists, proxies, DEFAULT_LAG_MS)
     }
 
     /// Cuts (or heals) every link between broker `index` and the others, both ways.
@@ -123,11 +130,12 @@ impl TestCluster {
         addrs: Vec<String>,
         controllers: Vec<String>,
         proxies: HashMap<(usize, usize), Proxy>,
+        lag_ms: &str,
     ) -> TestCluster {
         let brokers = addrs
             .iter()
             .enumerate()
-            .map(|(i, addr)| TestCluster::spawn_broker(dir.path(), i as i32 + 1, addr, &controllers[i]))
+            .map(|(i, addr)| TestCluster::spawn_broker(dir.path(), i as i32 + 1, addr, &controllers[i], lag_ms))
             .collect();
         TestCluster { brokers, proxies, controllers: controllers[0].clone(), _dir: dir }
     }
@@ -135,11 +143,11 @@ impl TestCluster {
     /// Starts one more broker that is not a voter of the controller quorum.
     fn add_broker(&mut self, node_id: i32) {
         let addr = format!("127.0.0.1:{}", free_port());
-        let broker = TestCluster::spawn_broker(self._dir.path(), node_id, &addr, &self.controllers);
+        let broker = TestCluster::spawn_broker(self._dir.path(), node_id, &addr, &self.controllers, DEFAULT_LAG_MS);
         self.brokers.push(broker);
     }
 
-    fn spawn_broker(dir: &Path, node_id: i32, addr: &str, controllers: &str) -> BrokerProcess {
+    fn spawn_broker(dir: &Path, node_id: i32, addr: &str, controllers: &str, lag_ms: &str) -> BrokerProcess {
         let node_id = node_id.to_string();
         BrokerProcess::start_at(
             &dir.join(format!("broker-{node_id}")),
@@ -149,7 +157,7 @@ impl TestCluster {
                 ("OXBOW__CLUSTER__CONTROLLERS", controllers),
                 ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "250"),
                 ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "3000"),
-                ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", "4000"),
+                ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", lag_ms),
                 ("OXBOW__CLUSTER__ELECTION_TIMEOUT_MS", "800"),
                 ("OXBOW__CLUSTER__LEADER_IMBALANCE_CHECK_INTERVAL_MS", "1000"),
                 ("OXBOW__LOG__MIN_INSYNC_REPLICAS", "2"),
@@ -542,16 +550,22 @@ async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut cluster = TestCluster::start();
+    let mut cluster = TestCluster::start_with_lag("1500");
     cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
     let leader = cluster.partition().await.expect("metadata").leader;
     let follower = (0..3).find(|i| *i != cluster.index_of(leader)).unwrap();
-    cluster.brokers[follower].kill9();
+    // A stopped follower stops fetching: the leader drops it from the in-sync set after
+    // replica_lag_time_max_ms (1.5 s here), before the controller fences it (session timeout 3 s).
+    cluster.brokers[follower].signal("STOP");
     poll("the follower out of the in-sync set", Duration::from_secs(30), || async {
         cluster.partition().await.is_some_and(|p| p.isr.len() == 2)
     })
     .await;
+    let leader_log = cluster.brokers[cluster.index_of(leader)].log();
+    assert!(leader_log.contains("followers fell behind"), "the leader shrank the in-sync set itself");
+    cluster.brokers[follower].signal("CONT");
+    cluster.brokers[follower].kill9();
     // With min.insync.replicas=3, two in-sync replicas are not enough: refused, nothing written.
     let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
     let strict = BTreeMap::from([("min.insync.replicas".to_string(), "3".to_string())]);

@@ -380,6 +380,21 @@ mod tests {
     }
 
     #[test]
+    fn unclean_election_picks_an_out_of_sync_replica_only_when_enabled() {
+        let mut state = cluster(&[1, 2]);
+        state.apply(Command::CreateTopic { name: "t".into(), assignment: vec![vec![1, 2]], configs: BTreeMap::new() });
+        let shrink =
+            Command::AlterIsr { topic: "t".into(), partition: 0, leader_epoch: 0, partition_epoch: 0, isr: vec![1] };
+        assert_eq!(state.apply(shrink), CommandResult::Done);
+        let mut unsafe_state = state.clone();
+        state.apply(Command::FenceBroker { node_id: 1, unclean: false });
+        assert_eq!(state.partition("t", 0).unwrap().leader, NO_LEADER, "no clean candidate: offline");
+        unsafe_state.apply(Command::FenceBroker { node_id: 1, unclean: true });
+        let p = unsafe_state.partition("t", 0).unwrap();
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]), "unclean: the out-of-sync replica leads");
+    }
+
+    #[test]
     fn last_in_sync_replica_keeps_the_partition_until_it_returns() {
         let mut state = cluster(&[1, 2]);
         state.apply(Command::CreateTopic { name: "t".into(), assignment: vec![vec![1, 2]], configs: BTreeMap::new() });
