@@ -341,6 +341,22 @@ fn start_producing(
     (acked, stop, task)
 }
 
+/// Waits for a leader other than `old`, at a newer epoch, then for 300 more acknowledged records under it.
+async fn wait_failover(cluster: &TestCluster, old: &PartitionMetadata, acked: &Acked) {
+    poll("a new leader", Duration::from_secs(30), || async {
+        cluster
+            .partition()
+            .await
+            .is_some_and(|p| p.leader != old.leader && p.leader > 0 && p.leader_epoch > old.leader_epoch)
+    })
+    .await;
+    let during = acked.lock().unwrap().len();
+    poll("progress under the new leader", Duration::from_secs(60), || async {
+        acked.lock().unwrap().len() > during + 300
+    })
+    .await;
+}
+
 async fn create_topic(cluster: &TestCluster) {
     let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
     let configs = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
@@ -394,18 +410,7 @@ async fn killing_the_leader_repeatedly_loses_no_acknowledged_record() {
         let victim = cluster.index_of(old.leader);
         println!("round {round}: kill -9 leader {} (epoch {})", old.leader, old.leader_epoch);
         cluster.brokers[victim].kill9();
-        poll("a new leader", Duration::from_secs(30), || async {
-            cluster
-                .partition()
-                .await
-                .is_some_and(|p| p.leader != old.leader && p.leader > 0 && p.leader_epoch > old.leader_epoch)
-        })
-        .await;
-        let during = acked.lock().unwrap().len();
-        poll("progress under the new leader", Duration::from_secs(30), || async {
-            acked.lock().unwrap().len() > during + 300
-        })
-        .await;
+        wait_failover(&cluster, &old, &acked).await;
         cluster.brokers[victim].restart();
         // The restarted broker catches up and rejoins the in-sync set.
         poll("the restarted broker back in sync", Duration::from_secs(60), || async {
@@ -517,18 +522,7 @@ async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() 
     let victim = cluster.index_of(old.leader);
     println!("cutting leader {} (epoch {}) off from the other brokers", old.leader, old.leader_epoch);
     cluster.isolate(victim, true);
-    poll("a new leader on the majority side", Duration::from_secs(30), || async {
-        cluster
-            .partition()
-            .await
-            .is_some_and(|p| p.leader != old.leader && p.leader > 0 && p.leader_epoch > old.leader_epoch)
-    })
-    .await;
-    let during = acked.lock().unwrap().len();
-    poll("progress under the new leader", Duration::from_secs(60), || async {
-        acked.lock().unwrap().len() > during + 300
-    })
-    .await;
+    wait_failover(&cluster, &old, &acked).await;
     println!("healing the partition");
     cluster.isolate(victim, false);
     poll("the old leader back in sync", Duration::from_secs(60), || async {
