@@ -600,7 +600,11 @@ async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
 }
 
 async fn produce_values(bootstrap: &str, topic: &str, range: std::ops::Range<u32>) {
-    let producer = oxbow::client::Producer::connect(ProducerConfig::new(bootstrap.to_string())).await.unwrap();
+    let mut config = ProducerConfig::new(bootstrap.to_string());
+    // Retry through in-sync set changes and failovers for as long as the delivery timeout allows.
+    config.retries = u32::MAX;
+    config.retry_backoff = Duration::from_millis(50);
+    let producer = oxbow::client::Producer::connect(config).await.unwrap();
     let mut deliveries = Vec::new();
     for i in range {
         deliveries
@@ -708,7 +712,9 @@ async fn a_broker_outside_the_quorum_joins_as_a_learner_and_hosts_replicas() {
     cluster.wait_live_brokers(4).await;
     let bootstrap = cluster.bootstrap();
     let admin = Admin::connect(ClientConfig::new(bootstrap.clone())).await.unwrap();
-    admin.create_topic("spread", 4, 2, BTreeMap::new()).await.unwrap();
+    // This test is about membership, not the in-sync set: one in-sync replica is enough to write.
+    let configs = BTreeMap::from([("min.insync.replicas".to_string(), "1".to_string())]);
+    admin.create_topic("spread", 4, 2, configs).await.unwrap();
     let metadata = Cluster::connect(ClientConfig::new(cluster.brokers[3].addr.clone())).await.unwrap();
     let described = metadata.refresh(Some(vec!["spread".into()])).await.unwrap();
     let leaders: Vec<i32> = described.topics[0].partitions.iter().map(|p| p.leader).collect();
