@@ -769,15 +769,16 @@ impl Handler<FollowerFetch> for PartitionActor {
         let log_start = self.log.log_start_offset();
         if let Some(last_epoch) = fetch.last_fetched_epoch {
             if fetch.fetch_offset > log_start {
-                if let Some((epoch, end)) = self.epochs.end_offset_for(last_epoch, log_end) {
-                    if epoch != last_epoch || end < fetch.fetch_offset {
-                        return Ok(FollowerRead {
-                            records: Bytes::new(),
-                            high_watermark: self.high_watermark,
-                            log_start_offset: log_start,
-                            diverging_epoch: Some((epoch, end)),
-                        });
-                    }
+                // No epoch that old here (say this log is empty and the follower kept records of an earlier
+                // leader that never reached this one): everything the follower has of that epoch diverges.
+                let (epoch, end) = self.epochs.end_offset_for(last_epoch, log_end).unwrap_or((-1, log_start));
+                if epoch != last_epoch || end < fetch.fetch_offset {
+                    return Ok(FollowerRead {
+                        records: Bytes::new(),
+                        high_watermark: self.high_watermark,
+                        log_start_offset: log_start,
+                        diverging_epoch: Some((epoch, end)),
+                    });
                 }
             }
         }
