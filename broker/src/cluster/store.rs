@@ -161,15 +161,20 @@ impl Store {
     }
 }
 
+/// Length-prefixed MessagePack records, as `Store::open` replays them.
+fn encode_ops(ops: &[LogOp]) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    for op in ops {
+        let bytes = rmp_serde::to_vec(op).map_err(io::Error::other)?;
+        buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&bytes);
+    }
+    Ok(buf)
+}
+
 impl Inner {
     fn write_ops(&mut self, ops: &[LogOp]) -> io::Result<()> {
-        let mut buf = Vec::new();
-        for op in ops {
-            let bytes = rmp_serde::to_vec(op).map_err(io::Error::other)?;
-            buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&bytes);
-        }
-        self.log_file.write_all(&buf)?;
+        self.log_file.write_all(&encode_ops(ops)?)?;
         self.log_file.sync_data()?;
         self.log_ops += ops.len() as u64;
         Ok(())
@@ -185,13 +190,7 @@ impl Inner {
             ops.push(LogOp::Purge(purged));
         }
         ops.extend(self.entries.values().cloned().map(LogOp::Append));
-        let mut buf = Vec::new();
-        for op in &ops {
-            let bytes = rmp_serde::to_vec(op).map_err(io::Error::other)?;
-            buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&bytes);
-        }
-        write_atomic(&self.dir, "log", &buf)?;
+        write_atomic(&self.dir, "log", &encode_ops(&ops)?)?;
         self.log_file = OpenOptions::new().append(true).open(self.dir.join("log"))?;
         self.log_ops = ops.len() as u64;
         Ok(())

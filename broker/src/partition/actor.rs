@@ -645,7 +645,6 @@ impl Handler<Append> for PartitionActor {
             if self.config.flush_ms == 0 {
                 self.start_flush(ctx);
             }
-            self.advance_high_watermark();
         } else if self.config.flush_ms == 0 && last_offset >= self.flushed_to {
             self.flush_waiters.push((last_offset, FlushWaiter::Append(message.reply, outcome)));
             self.start_flush(ctx);

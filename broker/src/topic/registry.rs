@@ -330,7 +330,7 @@ impl Registry {
                 existing.as_ref().map_or_else(|| vec![None; topic_state.partitions.len()], |t| t.local.clone());
             let dir = self.config.data_dir.join(name);
             if existing.is_none() {
-                if let Err(error) = self.prepare_topic_dir(&dir, name, topic_state.id, state) {
+                if let Err(error) = self.prepare_topic_dir(&dir, name, topic_state.id) {
                     tracing::error!(topic = %name, %error, "cannot prepare the topic's directory");
                     continue;
                 }
@@ -383,7 +383,7 @@ impl Registry {
     }
 
     /// Creates (or checks) `<data_dir>/<topic>/topic.meta`; data of an older topic of the same name goes.
-    fn prepare_topic_dir(&self, dir: &Path, name: &str, id: u64, state: &ClusterState) -> std::io::Result<()> {
+    fn prepare_topic_dir(&self, dir: &Path, name: &str, id: u64) -> std::io::Result<()> {
         if let Ok(bytes) = std::fs::read(dir.join(META_FILE)) {
             match rmp_serde::from_slice::<TopicMeta>(&bytes) {
                 Ok(meta) if meta.id == id => return Ok(()),
@@ -393,7 +393,6 @@ impl Registry {
                 }
             }
         }
-        let _ = state;
         std::fs::create_dir_all(dir)?;
         write_meta(dir, &TopicMeta { name: name.to_string(), id })?;
         sync_dir(&self.config.data_dir)
