@@ -13,6 +13,8 @@ export OXBOW_BOOTSTRAP_SERVER=127.0.0.1:$PORT
 BROKER=$!
 trap 'kill $BROKER 2>/dev/null; wait $BROKER 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 100); do "$BIN/oxbow" topic list >/dev/null 2>&1 && break; sleep 0.1; done
+# The broker's resident memory, sampled every second for the whole single-broker run.
+( while kill -0 $BROKER 2>/dev/null; do awk '/VmRSS/ {print $2}' "/proc/$BROKER/status" 2>/dev/null; sleep 1; done ) >"$DATA/rss.txt" &
 
 RESULTS=$DATA/results.jsonl
 run() { # name, settings, command...
@@ -37,15 +39,18 @@ run "consume 1 KB" "page cache, 1 partition" \
   "$BIN/oxbow" perf consume --topic p1k --num-records 1000000
 PEAK=$(python3 -c 'import json,sys; print(int([json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["name"]=="produce 100 B"][0]["records_per_second"]))' "$RESULTS")
 HALF=$((PEAK / 2))
-run "produce 100 B at 50% of peak" "acks=1, offered $HALF records/s" \
-  "$BIN/oxbow" perf produce --topic half --num-records $((HALF * 5)) --record-size 100 --acks 1 --throughput $HALF
-run "end to end 100 B at 50% of peak" "acks=1, offered $HALF records/s, consumer in the same process" \
-  "$BIN/oxbow" perf e2e --topic e2e --num-records $((HALF * 5)) --throughput $HALF --record-size 100
+run "produce 100 B at 50% of peak" "acks=1, offered $HALF records/s, linger 0.2 ms" \
+  "$BIN/oxbow" perf produce --topic half --num-records $((HALF * 5)) --record-size 100 --acks 1 --throughput $HALF --linger-ms 0.2
+run "end to end 100 B at 50% of peak" "acks=1, offered $HALF records/s, linger 1 ms, consumer in the same process" \
+  "$BIN/oxbow" perf e2e --topic e2e --num-records $((HALF * 5)) --throughput $HALF --record-size 100 --linger-ms 1
 run "learner activity, base rate" "acks=1, 6 partitions, 20 000 events/s, keyed by learner" \
   "$BIN/oxbow" perf produce --topic learners --partitions 6 --workload learner-activity --num-records 200000 --throughput 20000
 run "learner activity, 10x" "acks=1, 6 partitions, 200 000 events/s, keyed by learner" \
   "$BIN/oxbow" perf produce --topic learners --partitions 6 --workload learner-activity --num-records 2000000 --throughput 200000
+run "learner activity, 10x, group grows 1 to 3" "acks=1, 6 partitions, 200 000 events/s, consumers join at 0, 5 and 10 s, latency send to receipt" \
+  "$BIN/oxbow" perf e2e --topic learners-e2e --partitions 6 --workload learner-activity --group analytics --consumers 3 --num-records 6000000 --throughput 200000
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$BROKER/status")
+RSS_SAMPLES=$(sort -n "$DATA/rss.txt" | awk 'NR==1 {min=$1} {max=$1} END {printf "%d-%d", min/1024, max/1024}')
 
 # Three brokers on this machine, replication factor 3, min.insync.replicas 2, acks=all.
 kill $BROKER; wait $BROKER 2>/dev/null || true
@@ -68,17 +73,25 @@ run "produce 100 B, 3 brokers RF=3" "acks=all, replication factor 3, min.insync.
 run "produce 1 KB, 3 brokers RF=3" "acks=all, replication factor 3, min.insync.replicas=2, flush.ms=1000, 1 partition, idempotent" \
   "$BIN/oxbow" perf produce --topic rf3 --num-records 500000 --record-size 1000 --acks all
 
-python3 - "$RESULTS" "$RSS_KB" <<'PY'
+python3 - "$RESULTS" "$RSS_KB" "$RSS_SAMPLES" <<'PY'
 import json, sys, re, subprocess, platform
 rows = [json.loads(line) for line in open(sys.argv[1])]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
-table = ["| scenario | records/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | settings | command |", "|---|---|---|---|---|---|---|---|---|"]
+table = ["| scenario | records/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | also | settings | command |", "|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     l = r["latency_ms"]
-    table.append(f"| {r['name']} | {r['records_per_second']:,.0f} | {r['mb_per_second']:.1f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p99_9']:.2f} | {l['max']:.2f} | {r['settings']} | `{r['command']}` |")
+    also = []
+    if "send_call_ms" in r:
+        also.append(f"send call p99 {r['send_call_ms']['p99']:.3f} ms, max {r['send_call_ms']['max']:.1f} ms")
+    if r.get("lag_by_members"):
+        also.append("largest lag (records) with " + ", ".join(f"{p['members']} consumer(s): {p['max_lag']:,} (then {p['end_lag']:,})" for p in r["lag_by_members"]))
+    table.append(f"| {r['name']} | {r['records_per_second']:,.0f} | {r['mb_per_second']:.1f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p99_9']:.2f} | {l['max']:.2f} | {'; '.join(also)} | {r['settings']} | `{r['command']}` |")
+by_name = {r["name"]: r for r in rows}
+ratio = lambda a, b: 100 * by_name[a]["records_per_second"] / by_name[b]["records_per_second"]
 body = "\n".join([
     f"Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, broker and client sharing them; {platform.platform()}.",
-    f"Broker peak resident memory during the run (VmHWM): {int(sys.argv[2]) // 1024} MiB.",
+    f"Broker resident memory: peak (VmHWM) {int(sys.argv[2]) // 1024} MiB; sampled every second over the single-broker runs: {sys.argv[3]} MiB.",
+    f"Durable mode: {ratio('produce 100 B durable', 'produce 100 B'):.0f}% of acks=1. Three brokers RF=3 acks=all: {ratio('produce 100 B, 3 brokers RF=3', 'produce 100 B'):.0f}% of one broker (100 B), {ratio('produce 1 KB, 3 brokers RF=3', 'produce 1 KB'):.0f}% (1 KB).",
     "", *table,
 ])
 path = "docs/benchmarks.md"

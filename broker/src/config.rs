@@ -85,6 +85,10 @@ pub struct LogDefaults {
     pub cleaner_interval_ms: u64,
     /// acks=all needs at least this many in-sync replicas (the leader included).
     pub min_insync_replicas: u32,
+    /// Write-behind: a partition starts an fsync in the background once this many bytes are written and
+    /// not yet fsynced, whatever `flush_ms` says (0: only `flush_ms`). Keeps each fsync short, which keeps
+    /// appends from stalling behind it.
+    pub write_behind_bytes: u64,
 }
 
 impl BrokerConfig {
@@ -119,6 +123,7 @@ impl BrokerConfig {
             .set_default("log.retention_check_interval_ms", 5_000)?
             .set_default("log.cleaner_interval_ms", 5_000)?
             .set_default("log.min_insync_replicas", 1)?
+            .set_default("log.write_behind_bytes", 4 << 20)?
             .set_default("cluster.controllers", "")?
             .set_default("cluster.heartbeat_interval_ms", 500)?
             .set_default("cluster.session_timeout_ms", 6_000)?

@@ -200,3 +200,51 @@ async fn idempotent_batches_are_stored_once_and_sequence_gaps_are_refused() {
     let describe = admin.describe_topic("idempotent").await.unwrap();
     assert_eq!(describe.partitions[0].log_end_offset, 4, "a, b, c, d once each");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_of_a_partition_are_stored_in_order_and_max_in_flight_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    let admin = broker.admin().await;
+    admin.create_topic("pipelined", 1, 1, BTreeMap::new()).await.unwrap();
+    // Acknowledged after fsync: every batch written while an fsync runs must get the next one.
+    admin.create_topic("pipelined-durable", 1, 1, [("flush.ms".to_string(), "0".to_string())].into()).await.unwrap();
+    for (topic, max_in_flight) in [("pipelined", 1), ("pipelined", 5), ("pipelined-durable", 5)] {
+        let producer = broker
+            .producer(|config| {
+                config.batch_bytes = 256; // about ten records a batch: hundreds of batches, five in flight
+                config.linger = Duration::ZERO;
+                config.max_in_flight = max_in_flight;
+                // A batch left waiting shows up as a failure, not as a retry that hides it.
+                config.retries = 0;
+                config.client.request_timeout = Duration::from_secs(10);
+            })
+            .await;
+        let mut deliveries = Vec::new();
+        for n in 0..5_000 {
+            let record = ProducerRecord::new(topic, format!("{max_in_flight}-{n}"));
+            deliveries.push(producer.send(record).await.unwrap());
+        }
+        let mut offsets = Vec::new();
+        for delivery in deliveries {
+            offsets.push(delivery.await.unwrap().offset.unwrap());
+        }
+        assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "acknowledged offsets follow the send order");
+        producer.close().await;
+    }
+    let mut consumer = broker.consumer_from_beginning().await;
+    consumer.assign_topic("pipelined").await.unwrap();
+    let records = read_all(&mut consumer, 10_000, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 10_000);
+    let values: Vec<String> =
+        records.iter().map(|r| String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap()).collect();
+    let expected: Vec<String> = [1, 5].iter().flat_map(|m| (0..5_000).map(move |n| format!("{m}-{n}"))).collect();
+    assert_eq!(values, expected);
+
+    // More than five in flight cannot keep an idempotent producer's retries exact: refused.
+    let mut config =
+        oxbow::client::ProducerConfig { client: broker.client_config(), ..oxbow::client::ProducerConfig::new("") };
+    config.max_in_flight = 6;
+    let error = oxbow::client::Producer::connect(config).await.err().expect("refused");
+    assert!(error.to_string().contains("max_in_flight"), "{error}");
+}

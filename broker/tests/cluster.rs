@@ -254,6 +254,8 @@ struct Counts {
     duplicated: usize,
     inconsistent: usize,
     wrong_offset: usize,
+    /// Records of one producer stored in a different order than sent.
+    reordered: usize,
 }
 
 /// Compares the replicas with each other and with what was acknowledged.
@@ -267,9 +269,18 @@ fn check(cluster: &TestCluster, acked: &HashMap<String, u64>, name: &str) -> Cou
     for replica in &replicas {
         assert!(replica.windows(2).all(|w| w[1].0 > w[0].0), "offsets only grow in a replica's log");
         let mut seen: HashMap<&str, u64> = HashMap::new();
+        let mut last_sent: HashMap<&str, u64> = HashMap::new();
         for (offset, value) in replica {
             if seen.insert(value, *offset).is_some() {
                 counts.duplicated += 1;
+            }
+            // The producers' values are "<producer>-<n>", n counting up in the order sent.
+            let Some((producer, n)) = value.rsplit_once('-').and_then(|(p, n)| Some((p, n.parse::<u64>().ok()?)))
+            else {
+                continue;
+            };
+            if last_sent.insert(producer, n).is_some_and(|last| last >= n) {
+                counts.reordered += 1;
             }
         }
         for (value, offset) in acked {
@@ -281,12 +292,13 @@ fn check(cluster: &TestCluster, acked: &HashMap<String, u64>, name: &str) -> Cou
         }
     }
     println!(
-        "{name}: acknowledged {}, lost {}, duplicated {}, inconsistent {}, wrong offset {} (replica lengths {:?})",
+        "{name}: acknowledged {}, lost {}, duplicated {}, inconsistent {}, wrong offset {}, reordered {} (replica lengths {:?})",
         counts.acknowledged,
         counts.lost,
         counts.duplicated,
         counts.inconsistent,
         counts.wrong_offset,
+        counts.reordered,
         replicas.iter().map(Vec::len).collect::<Vec<_>>()
     );
     counts
@@ -311,17 +323,20 @@ fn start_producing(
         config.delivery_timeout = Duration::from_secs(120);
         config.client.request_timeout = Duration::from_secs(5);
         config.linger = Duration::from_millis(2);
+        // Small batches in bursts, so that up to `max_in_flight` (5) batches of the partition are in
+        // flight when the faults strike: retries must keep them in order and store each once.
+        config.batch_bytes = 512;
         let producer = oxbow::client::Producer::connect(config).await.unwrap();
         let mut pending = Vec::new();
         let mut sent = 0usize;
         while !*stopped.borrow_and_update() {
-            for _ in 0..20 {
+            for _ in 0..200 {
                 let value = format!("{prefix}-{sent}");
                 let record = ProducerRecord::new(TOPIC, value.clone());
                 pending.push((value, producer.send(record).await.unwrap()));
                 sent += 1;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             if pending.len() > 2_000 {
                 for (value, delivery) in pending.drain(..1_000) {
                     if let Ok(metadata) = delivery.await {
@@ -433,7 +448,11 @@ async fn killing_the_leader_repeatedly_loses_no_acknowledged_record() {
     }
     let counts = check(&cluster, &acked, "kill -9 leader x3");
     assert!(counts.acknowledged > 1_000, "{counts:?}");
-    assert_eq!((counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset), (0, 0, 0, 0), "{counts:?}");
+    assert_eq!(
+        (counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset, counts.reordered),
+        (0, 0, 0, 0, 0),
+        "{counts:?}"
+    );
 }
 
 /// One raw acks=all produce of `value` to `addr`; returns the partition's error code.
@@ -507,7 +526,11 @@ async fn a_paused_leader_is_fenced_and_acknowledges_nothing_after_it_is_replaced
         acked.insert("stale-before".into(), *offset);
     }
     let counts = check(&cluster, &acked, "SIGSTOP leader");
-    assert_eq!((counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset), (0, 0, 0, 0), "{counts:?}");
+    assert_eq!(
+        (counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset, counts.reordered),
+        (0, 0, 0, 0, 0),
+        "{counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,7 +561,11 @@ async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() 
     }
     let counts = check(&cluster, &acked, "leader cut off from the brokers");
     assert!(counts.acknowledged > 800, "{counts:?}");
-    assert_eq!((counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset), (0, 0, 0, 0), "{counts:?}");
+    assert_eq!(
+        (counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset, counts.reordered),
+        (0, 0, 0, 0, 0),
+        "{counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,7 +623,11 @@ async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
         !read_replica(&cluster.brokers[0].data_dir).iter().any(|(_, value)| value == "refused"),
         "a write refused with NOT_ENOUGH_REPLICAS was not stored"
     );
-    assert_eq!((counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset), (0, 0, 0, 0), "{counts:?}");
+    assert_eq!(
+        (counts.lost, counts.duplicated, counts.inconsistent, counts.wrong_offset, counts.reordered),
+        (0, 0, 0, 0, 0),
+        "{counts:?}"
+    );
 }
 
 async fn produce_values(bootstrap: &str, topic: &str, range: std::ops::Range<u32>) {

@@ -23,7 +23,8 @@ pub enum PerfCommand {
     Produce(ProduceArgs),
     /// Consume records from the start and report throughput and fetch latency.
     Consume(ConsumeArgs),
-    /// Send at a fixed rate and report the latency from send to receipt by a consumer.
+    /// Send at a fixed rate and report the latency from send to receipt by a consumer; with
+    /// `--consumers K --group G`, K group members join one after another and the lag is reported.
     E2e(E2eArgs),
 }
 
@@ -51,8 +52,11 @@ pub struct ProduceArgs {
     acks: String,
     #[arg(long, default_value_t = 512 * 1024)]
     batch_size: usize,
+    #[arg(long, default_value_t = 5.0)]
+    linger_ms: f64,
+    /// Batches per partition in flight (1-5 with --acks all, which is idempotent).
     #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    max_in_flight: usize,
     /// Producers, each with its own connection.
     #[arg(long, default_value_t = 1)]
     producers: usize,
@@ -91,8 +95,18 @@ pub struct E2eArgs {
     record_size: usize,
     #[arg(long, default_value = "1")]
     acks: String,
+    #[arg(long, default_value_t = 1.0)]
+    linger_ms: f64,
+    #[arg(long, value_enum, default_value = "fixed")]
+    workload: Workload,
     #[arg(long, default_value_t = 1)]
     partitions: u32,
+    /// Consumers in a group (`--group`), joining one after another over the first half of the run.
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Consume as members of this group (else one consumer is assigned every partition).
+    #[arg(long)]
+    group: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -109,6 +123,10 @@ pub async fn run(client: ClientConfig, command: PerfCommand) -> anyhow::Result<(
 struct Stats {
     histogram: Mutex<Histogram<u64>>,
     window: Mutex<Histogram<u64>>,
+    /// How long the application's `send` call took (the time it blocks the caller).
+    calls: Mutex<Histogram<u64>>,
+    /// The largest lag (records sent and not yet received) seen in the current report window (e2e).
+    window_lag: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
@@ -120,6 +138,8 @@ impl Stats {
         Arc::new(Stats {
             histogram: histogram(),
             window: histogram(),
+            calls: histogram(),
+            window_lag: AtomicU64::new(0),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -132,6 +152,11 @@ impl Stats {
         let _ = self.window.lock().expect("stats lock").record(micros);
         self.records.fetch_add(n_records, Ordering::Relaxed);
         self.bytes.fetch_add(n_bytes, Ordering::Relaxed);
+    }
+
+    fn record_call(&self, took: Duration) {
+        let micros = (took.as_micros() as u64).clamp(1, 60_000_000);
+        let _ = self.calls.lock().expect("stats lock").record(micros);
     }
 }
 
@@ -186,6 +211,8 @@ async fn report_loop(stats: Arc<Stats>, bar: ProgressBar, total: u64, verb: &'st
         );
         window.reset();
         drop(window);
+        let lag = stats.window_lag.swap(0, Ordering::Relaxed);
+        let line = if lag > 0 { format!("{line} Max lag {lag} records.") } else { line };
         if !json {
             bar.println(line);
         }
@@ -197,12 +224,14 @@ async fn report_loop(stats: Arc<Stats>, bar: ProgressBar, total: u64, verb: &'st
     }
 }
 
-fn summary(stats: &Stats, elapsed: Duration, what: &str, json: bool) -> serde_json::Value {
+fn summary(stats: &Stats, elapsed: Duration, what: &str, json: bool, extra: serde_json::Value) -> serde_json::Value {
     let records = stats.records.load(Ordering::Relaxed);
     let bytes = stats.bytes.load(Ordering::Relaxed);
     let histogram = stats.histogram.lock().expect("stats lock");
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    let value = serde_json::json!({
+    let calls = stats.calls.lock().expect("stats lock");
+    let call_ms = |q: f64| calls.value_at_quantile(q) as f64 / 1000.0;
+    let mut value = serde_json::json!({
         "records": records,
         "errors": stats.errors.load(Ordering::Relaxed),
         "seconds": elapsed.as_secs_f64(),
@@ -214,6 +243,14 @@ fn summary(stats: &Stats, elapsed: Duration, what: &str, json: bool) -> serde_js
             "max": histogram.max() as f64 / 1000.0,
         },
     });
+    if !calls.is_empty() {
+        value["send_call_ms"] = serde_json::json!({
+            "p50": call_ms(0.50), "p99": call_ms(0.99), "p99_9": call_ms(0.999), "max": calls.max() as f64 / 1000.0,
+        });
+    }
+    if let (Some(value), serde_json::Value::Object(extra)) = (value.as_object_mut(), extra) {
+        value.extend(extra);
+    }
     if json {
         println!("{value}");
     } else {
@@ -229,6 +266,15 @@ fn summary(stats: &Stats, elapsed: Duration, what: &str, json: bool) -> serde_js
             ms(0.99),
             ms(0.999)
         );
+        if !calls.is_empty() {
+            println!(
+                "send call (time the application waits): {:.3} ms 50th, {:.3} ms 99th, {:.3} ms 99.9th, {:.3} ms max.",
+                call_ms(0.50),
+                call_ms(0.99),
+                call_ms(0.999),
+                calls.max() as f64 / 1000.0
+            );
+        }
     }
     value
 }
@@ -246,7 +292,8 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
         let mut config = ProducerConfig { client: client.clone(), ..ProducerConfig::new("") };
         config.acks = acks;
         config.batch_bytes = args.batch_size;
-        config.linger = Duration::from_millis(args.linger_ms);
+        config.linger = Duration::from_secs_f64(args.linger_ms / 1000.0);
+        config.max_in_flight = args.max_in_flight;
         config.buffer_bytes = config.buffer_bytes.max(args.batch_size * 8);
         let producer = Producer::connect(config).await?;
         let n_records = if producer_idx == 0 {
@@ -275,16 +322,19 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
                 let size = record.value.as_ref().map_or(0, Bytes::len) as u64
                     + record.key.as_ref().map_or(0, Bytes::len) as u64;
                 let sent_at = Instant::now();
-                let stats = stats.clone();
+                let callback_stats = stats.clone();
                 producer
                     .send_with_callback(record, move |result| match result {
-                        Ok(_) => stats.record(sent_at.elapsed(), 1, size),
+                        Ok(_) => callback_stats.record(sent_at.elapsed(), 1, size),
                         Err(_) => {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                            stats.records.fetch_add(1, Ordering::Relaxed);
+                            callback_stats.errors.fetch_add(1, Ordering::Relaxed);
+                            callback_stats.records.fetch_add(1, Ordering::Relaxed);
                         }
                     })
                     .await?;
+                if rate.is_some() {
+                    stats.record_call(sent_at.elapsed());
+                }
             }
             producer.close().await;
             anyhow::Ok(())
@@ -296,7 +346,7 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
     let elapsed = started.elapsed();
     reporter.abort();
     bar.finish_and_clear();
-    summary(&stats, elapsed, "sent", args.json);
+    summary(&stats, elapsed, "sent", args.json, serde_json::Value::Null);
     let errors = stats.errors.load(Ordering::Relaxed);
     if errors > 0 {
         bail!("{errors} records failed");
@@ -341,58 +391,164 @@ async fn consume(client: ClientConfig, args: ConsumeArgs) -> anyhow::Result<()> 
     let elapsed = started.elapsed();
     reporter.abort();
     bar.finish_and_clear();
-    summary(&stats, elapsed, "read (latency: per fetch)", args.json);
+    summary(&stats, elapsed, "read (latency: per fetch)", args.json, serde_json::Value::Null);
     consumer.close().await?;
     Ok(())
 }
 
 async fn e2e(client: ClientConfig, args: E2eArgs) -> anyhow::Result<()> {
     ensure_topic(&client, &args.topic, args.partitions).await?;
-    let mut config = ConsumerConfig { client: client.clone(), ..ConsumerConfig::new("") };
-    config.auto_offset_reset = OffsetReset::Latest;
-    config.fetch_max_wait = Duration::from_millis(100);
-    let mut consumer = Consumer::connect(config).await?;
-    consumer.assign_topic(&args.topic).await?;
-    consumer.poll(Duration::from_millis(10)).await?; // settle positions at the end
+    if args.consumers > 1 && args.group.is_none() {
+        bail!("--consumers above 1 needs --group");
+    }
+    // Every value starts with the send time (ns since `base`), so receipt gives the end-to-end latency.
     let base = Instant::now();
+    let stats = Stats::new();
+    let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let members = Arc::new(AtomicU64::new(0));
+    let run_for = Duration::from_secs_f64(args.num_records as f64 / args.throughput.max(1) as f64);
+    // Lag and membership over time: (members, largest lag, last lag) per phase.
+    let mut phases: Vec<(u64, u64, u64)> = Vec::new();
+    let mut consumers = Vec::new();
+    for index in 0..args.consumers {
+        let mut config = ConsumerConfig { client: client.clone(), ..ConsumerConfig::new("") };
+        config.auto_offset_reset = OffsetReset::Latest;
+        config.fetch_max_wait = Duration::from_millis(100);
+        if let Some(group) = &args.group {
+            config.group = Some(GroupConfig::new(group.clone()));
+        }
+        let join_after = run_for / 2 * index as u32 / args.consumers as u32;
+        let (topic, stats, received, members) = (args.topic.clone(), stats.clone(), received.clone(), members.clone());
+        let (grouped, n_records) = (args.group.is_some(), args.num_records);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        consumers.push((
+            ready_rx,
+            tokio::spawn(async move {
+                tokio::time::sleep(join_after).await;
+                let mut consumer = Consumer::connect(config).await?;
+                if grouped {
+                    consumer.subscribe(&[&topic]).await?;
+                } else {
+                    consumer.assign_topic(&topic).await?;
+                    consumer.poll(Duration::from_millis(10)).await?; // settle positions at the end
+                }
+                members.fetch_add(1, Ordering::Relaxed);
+                let _ = ready_tx.send(());
+                while received.load(Ordering::Relaxed) < n_records {
+                    for record in consumer.poll(Duration::from_millis(100)).await? {
+                        let Some(value) = record.value.as_deref().filter(|v| v.len() >= 8) else { continue };
+                        let sent_nanos = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+                        let latency = base.elapsed().saturating_sub(Duration::from_nanos(sent_nanos));
+                        stats.record(latency, 1, value.len() as u64);
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                consumer.close().await?;
+                anyhow::Ok(())
+            }),
+        ));
+    }
+    // The first consumer is in place (positions at the end, or group joined) before anything is sent.
+    if let Some((ready, _)) = consumers.first_mut() {
+        tokio::time::timeout(Duration::from_secs(30), ready).await.context("the first consumer did not start")??;
+    }
+    if args.group.is_some() {
+        // A subscription's position is fixed once its partitions are assigned: wait for that.
+        wait_assigned(&client, args.group.as_deref().unwrap_or_default()).await?;
+    }
     let mut producer_config = ProducerConfig { client, ..ProducerConfig::new("") };
     producer_config.acks = parse_acks(&args.acks)?;
-    producer_config.linger = Duration::from_millis(1);
+    producer_config.linger = Duration::from_secs_f64(args.linger_ms / 1000.0);
     let producer = Producer::connect(producer_config).await?;
-    let stats = Stats::new();
     let bar = progress(args.num_records, args.json);
     let reporter = tokio::spawn(report_loop(stats.clone(), bar.clone(), args.num_records, "received", args.json));
-    let (topic, n_records, rate, size) =
-        (args.topic.clone(), args.num_records, args.throughput as f64, args.record_size.max(8));
+    let (topic, n_records, rate, size, workload) =
+        (args.topic.clone(), args.num_records, args.throughput as f64, args.record_size.max(8), args.workload);
+    let sender_stats = stats.clone();
+    let sender_sent = sent.clone();
     let sender = tokio::spawn(async move {
         let start = Instant::now();
+        let mut generator = Generator::new(1);
         for seq in 0..n_records {
             tokio::time::sleep_until((start + Duration::from_secs_f64(seq as f64 / rate)).into()).await;
-            let mut value = vec![b'x'; size];
+            let mut record = match workload {
+                Workload::Fixed => ProducerRecord::new(topic.clone(), vec![b'x'; size]),
+                Workload::LearnerActivity => generator.learner_event(&topic),
+            };
+            let mut value = record.value.take().map(Vec::from).unwrap_or_default();
+            if value.len() < 8 {
+                value.resize(8, b' ');
+            }
+            let called = Instant::now();
             value[..8].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
-            producer.send_with_callback(ProducerRecord::new(topic.clone(), value), |_| {}).await?;
+            record.value = Some(value.into());
+            producer.send_with_callback(record, |_| {}).await?;
+            sender_stats.record_call(called.elapsed());
+            sender_sent.fetch_add(1, Ordering::Relaxed);
         }
         producer.close().await;
         anyhow::Ok(())
     });
     let started = Instant::now();
-    while stats.records.load(Ordering::Relaxed) < args.num_records {
-        for record in consumer.poll(Duration::from_millis(200)).await? {
-            let Some(value) = record.value.as_deref().filter(|v| v.len() >= 8) else { continue };
-            let sent_nanos = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
-            let latency = base.elapsed().saturating_sub(Duration::from_nanos(sent_nanos));
-            stats.record(latency, 1, value.len() as u64);
+    let mut phase_members = 0;
+    while received.load(Ordering::Relaxed) < args.num_records {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let lag = sent.load(Ordering::Relaxed).saturating_sub(received.load(Ordering::Relaxed));
+        stats.window_lag.fetch_max(lag, Ordering::Relaxed);
+        let now_members = members.load(Ordering::Relaxed);
+        if now_members != phase_members {
+            phases.push((now_members, 0, 0));
+            phase_members = now_members;
         }
-        if started.elapsed() > Duration::from_secs(n_records / rate.max(1.0) as u64 + 60) {
-            bail!("received {} of {} records", stats.records.load(Ordering::Relaxed), args.num_records);
+        if let Some(phase) = phases.last_mut() {
+            phase.1 = phase.1.max(lag);
+            phase.2 = lag;
+        }
+        // A consumer that stopped before every record arrived failed: report its error.
+        if let Some(index) = consumers.iter().position(|(_, task)| task.is_finished()) {
+            if received.load(Ordering::Relaxed) < args.num_records {
+                consumers.swap_remove(index).1.await??;
+            }
+        }
+        if started.elapsed() > run_for + Duration::from_secs(60) {
+            bail!("received {} of {} records", received.load(Ordering::Relaxed), args.num_records);
         }
     }
     sender.await??;
+    for (_, task) in consumers {
+        task.await??;
+    }
     let elapsed = started.elapsed();
     reporter.abort();
     bar.finish_and_clear();
-    summary(&stats, elapsed, "received end to end", args.json);
+    if !args.json && args.group.is_some() {
+        for (n, lag, last) in &phases {
+            println!("with {n} consumer(s) in the group: largest lag {lag} records, {last} at the end");
+        }
+    }
+    let extra = serde_json::json!({
+        "lag_by_members": phases.iter().map(|(n, lag, last)| serde_json::json!({"members": n, "max_lag": lag, "end_lag": last})).collect::<Vec<_>>(),
+    });
+    summary(&stats, elapsed, "received end to end", args.json, extra);
     Ok(())
+}
+
+/// Waits until the group is stable with every partition of its topics assigned.
+async fn wait_assigned(client: &ClientConfig, group: &str) -> anyhow::Result<()> {
+    let admin = Admin::connect(client.clone()).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(description) = admin.describe_group(group).await {
+            if description.state == "Stable" && description.members.iter().any(|m| !m.assignment.is_empty()) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("group {group} did not get its partitions within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Deterministic pseudo-random learner events (xorshift), so runs are comparable.

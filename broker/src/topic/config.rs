@@ -67,6 +67,8 @@ pub struct TopicConfig {
     pub retention_bytes: i64,
     pub delete_retention_ms: i64,
     pub min_insync_replicas: u32,
+    /// The broker's `log.write_behind_bytes` (not a topic config).
+    pub write_behind_bytes: u64,
 }
 
 impl TopicConfig {
@@ -89,6 +91,7 @@ impl TopicConfig {
             retention_bytes: defaults.retention_bytes,
             delete_retention_ms: defaults.delete_retention_ms,
             min_insync_replicas: defaults.min_insync_replicas,
+            write_behind_bytes: defaults.write_behind_bytes,
         };
         for (key, value) in &overrides {
             match key.as_str() {
@@ -194,6 +197,7 @@ mod tests {
             retention_check_interval_ms: 1000,
             cleaner_interval_ms: 1000,
             min_insync_replicas: 1,
+            write_behind_bytes: 4 << 20,
         }
     }
 

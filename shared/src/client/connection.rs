@@ -79,6 +79,12 @@ impl Connection {
         body: &T,
         timeout: Duration,
     ) -> Result<Bytes, ClientError> {
+        self.start(api, body).await?.wait(timeout).await
+    }
+
+    /// Queues a request for writing and returns the handle of its response. Requests started one after
+    /// the other reach the broker in that order (the producer relies on it to pipeline a partition's batches).
+    pub async fn start<T: Serialize + ?Sized>(&self, api: ApiKey, body: &T) -> Result<PendingResponse, ClientError> {
         let (frame, correlation_id) = self.encode(api, body);
         let (reply_tx, reply_rx) = oneshot::channel();
         {
@@ -92,21 +98,7 @@ impl Connection {
             self.pending.lock().expect("pending lock").replies.remove(&correlation_id);
             return Err(self.lost("writer stopped"));
         }
-        let payload = match tokio::time::timeout(timeout, reply_rx).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(self.lost("reader stopped")),
-            Err(_) => {
-                self.pending.lock().expect("pending lock").replies.remove(&correlation_id);
-                return Err(ClientError::Timeout(timeout));
-            }
-        };
-        let (header, body) =
-            frame::decode_response(&payload).map_err(|error| ClientError::Protocol(error.to_string()))?;
-        if header.error_code != ErrorCode::NONE {
-            let message = frame::decode_body::<ErrorBody>(&body).ok().map(|body| body.message);
-            return Err(ClientError::broker(header.error_code, message));
-        }
-        Ok(body)
+        Ok(PendingResponse { connection: self.clone(), correlation_id, reply: reply_rx })
     }
 
     /// Sends a request whose response body owns its data.
@@ -144,6 +136,34 @@ impl Connection {
     fn lost(&self, reason: &str) -> ClientError {
         let failure = self.pending.lock().expect("pending lock").failure.clone();
         failure.unwrap_or_else(|| ClientError::ConnectionLost { addr: self.addr.clone(), reason: reason.to_string() })
+    }
+}
+
+/// The response to a request `Connection::start` queued.
+pub struct PendingResponse {
+    connection: Connection,
+    correlation_id: u32,
+    reply: oneshot::Receiver<Result<Bytes, ClientError>>,
+}
+
+impl PendingResponse {
+    /// Waits for the response body (after checking the header's error code).
+    pub async fn wait(self, timeout: Duration) -> Result<Bytes, ClientError> {
+        let payload = match tokio::time::timeout(timeout, self.reply).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(self.connection.lost("reader stopped")),
+            Err(_) => {
+                self.connection.pending.lock().expect("pending lock").replies.remove(&self.correlation_id);
+                return Err(ClientError::Timeout(timeout));
+            }
+        };
+        let (header, body) =
+            frame::decode_response(&payload).map_err(|error| ClientError::Protocol(error.to_string()))?;
+        if header.error_code != ErrorCode::NONE {
+            let message = frame::decode_body::<ErrorBody>(&body).ok().map(|body| body.message);
+            return Err(ClientError::broker(header.error_code, message));
+        }
+        Ok(body)
     }
 }
 

@@ -1,10 +1,17 @@
 //! `Producer`: batches records per partition (size and linger limits), picks partitions (explicit, key
 //! hash, or sticky for keyless records), sends one Produce request per broker with one batch per partition,
 //! and retries retriable failures with backoff. Its buffer is bounded: `send` waits for space (up to
-//! `max_block`) instead of growing without limit. At most one batch per partition is in flight, so a retry
-//! never reorders a partition's records.
+//! `max_block`) instead of growing without limit.
+//!
+//! Up to `max_in_flight` batches per partition are in flight, written to the leader's connection in order
+//! (the broker hands one connection's produces to a partition in the order read). A batch that must be
+//! retried goes back into the queue in its place, and the partition sends nothing more until its other
+//! batches have returned, so retries go out in order. With idempotence every batch carries its sequence
+//! number: a batch the leader refuses as out of order because an earlier one failed is retried too, and
+//! the partition keeps its order; without idempotence a batch that fails for good while a later one
+//! succeeded leaves a gap, as with Kafka's `max.in.flight.requests.per.connection` above 1.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +49,9 @@ pub struct ProducerConfig {
     /// Idempotent producer (with acks=all; ignored otherwise): the broker gives this producer an id, every batch carries a
     /// per-partition sequence number, and a batch retried after a timeout or a leader change is stored once.
     pub idempotence: bool,
+    /// Batches per partition sent and not yet answered (1 to 5 with idempotence: the broker remembers
+    /// the last five batches of a producer to recognise a retried one).
+    pub max_in_flight: usize,
 }
 
 impl ProducerConfig {
@@ -57,6 +67,7 @@ impl ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
             idempotence: true,
+            max_in_flight: 5,
         }
     }
 }
@@ -160,13 +171,23 @@ struct Accumulator {
     /// Partition counts of the topics sent to, so `send` does not touch cluster metadata per record.
     partition_counts: HashMap<String, u32>,
     ready: VecDeque<ReadyBatch>,
-    in_flight: HashSet<TopicPartition>,
+    flights: HashMap<TopicPartition, Flight>,
     outstanding_records: u64,
     sticky: HashMap<String, u32>,
     flush_requested: bool,
     /// The idempotent producer's id and epoch, and the next sequence number of each partition.
     producer: Option<(i64, i16)>,
     sequences: HashMap<TopicPartition, i32>,
+}
+
+/// A partition's batches between the queue and their answer.
+#[derive(Default)]
+struct Flight {
+    /// Batches sent (or waiting out a retry backoff) and not yet answered.
+    in_flight: usize,
+    /// First sequence numbers of the batches stamped under the current producer id and not yet
+    /// answered for good.
+    unacknowledged: BTreeSet<i32>,
 }
 
 struct OpenBatch {
@@ -187,6 +208,7 @@ impl OpenBatch {
             _permit: self.permit,
             attempts: 0,
             created: self.created,
+            stamp: None,
         }
     }
 }
@@ -200,6 +222,8 @@ struct ReadyBatch {
     _permit: Option<OwnedSemaphorePermit>,
     attempts: u32,
     created: Instant,
+    /// The producer id and first sequence number the batch was sent with (idempotent producer).
+    stamp: Option<(i64, i32)>,
 }
 
 impl Producer {
@@ -217,6 +241,13 @@ impl Producer {
         config.idempotence &= config.acks == acks::ALL;
         if config.batch_bytes < BATCH_HEADER_BYTES * 2 || config.buffer_bytes < config.batch_bytes {
             return Err(ClientError::Config("batch_bytes must be >= 122 and buffer_bytes >= batch_bytes".into()));
+        }
+        let in_flight_max = if config.idempotence { 5 } else { 1024 };
+        if !(1..=in_flight_max).contains(&config.max_in_flight) {
+            return Err(ClientError::Config(format!(
+                "max_in_flight must be between 1 and {in_flight_max}, got {}",
+                config.max_in_flight
+            )));
         }
         let shared = Arc::new(Shared {
             cluster,
@@ -419,55 +450,103 @@ impl Accumulator {
         }
     }
 
-    /// Seals lingered batches and takes the first ready batch of every partition that has none in flight.
-    /// Returns them and when the next open batch's linger ends.
-    fn drain(&mut self, linger: Duration, hold: bool) -> (Vec<ReadyBatch>, Option<Instant>) {
+    /// Whether a partition can send another batch now: below its in-flight limit and nothing queued.
+    fn can_send(&self, topic_partition: &TopicPartition, max_in_flight: usize) -> bool {
+        self.flights.get(topic_partition).map_or(0, |f| f.in_flight) < max_in_flight
+            && !self.ready.iter().any(|batch| &batch.topic_partition == topic_partition)
+    }
+
+    /// Seals the lingered batches of partitions that can send (a blocked partition's batch keeps filling,
+    /// so batches grow with the load), then takes every queued batch its partition can send now, in
+    /// queue order. Returns them and when the next open batch's linger ends.
+    fn drain(&mut self, linger: Duration, max_in_flight: usize, hold: bool) -> (Vec<ReadyBatch>, Option<Instant>) {
         let now = Instant::now();
         let mut next_deadline: Option<Instant> = None;
         let flush = self.flush_requested;
-        for (topic, batches) in self.open.iter_mut() {
-            let expired: Vec<u32> = batches
-                .iter()
-                .filter_map(|(partition, open)| {
-                    let deadline = open.created + linger;
-                    if deadline <= now || flush {
-                        Some(*partition)
-                    } else {
-                        next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
-                        None
-                    }
-                })
-                .collect();
-            for partition in expired {
-                let open = batches.remove(&partition).expect("listed above");
-                self.ready.push_back(open.into_ready((topic.clone(), partition)));
+        let mut expired = Vec::new();
+        for (topic, batches) in &self.open {
+            for (partition, open) in batches {
+                let deadline = open.created + linger;
+                if deadline <= now || flush {
+                    expired.push((topic.clone(), *partition));
+                } else {
+                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                }
             }
+        }
+        for topic_partition in expired {
+            // A blocked partition is woken by its next answer (`finish`), and seals then. (Batches held
+            // for a producer id are sealed, to count their wait against retries and delivery timeout.)
+            if !hold && !self.can_send(&topic_partition, max_in_flight) {
+                continue;
+            }
+            let batches = self.open.get_mut(&topic_partition.0).expect("listed above");
+            let open = batches.remove(&topic_partition.1).expect("listed above");
+            self.ready.push_back(open.into_ready(topic_partition));
         }
         let mut taken = Vec::new();
         if hold {
             return (taken, next_deadline);
         }
         let mut kept = VecDeque::with_capacity(self.ready.len());
-        for mut batch in self.ready.drain(..) {
-            if self.in_flight.insert(batch.topic_partition.clone()) {
-                if let Some(builder) = batch.builder.take() {
-                    batch.records = match self.producer {
-                        Some((producer_id, producer_epoch)) => {
-                            let sequence = self.sequences.entry(batch.topic_partition.clone()).or_insert(0);
-                            let first = *sequence;
-                            *sequence = sequence.wrapping_add(builder.record_count() as i32);
-                            builder.finish_with_producer(producer_id, producer_epoch, first)
-                        }
-                        None => builder.finish(),
-                    };
-                }
-                taken.push(batch);
-            } else {
+        let mut blocked: Vec<TopicPartition> = Vec::new();
+        for mut batch in std::mem::take(&mut self.ready) {
+            let flight = self.flights.entry(batch.topic_partition.clone()).or_default();
+            // A retried batch goes out alone, once the partition's other batches have returned.
+            let sendable = flight.in_flight < max_in_flight && (batch.attempts == 0 || flight.in_flight == 0);
+            if !sendable || blocked.contains(&batch.topic_partition) {
+                blocked.push(batch.topic_partition.clone());
                 kept.push_back(batch);
+                continue;
             }
+            flight.in_flight += 1;
+            if let Some(builder) = batch.builder.take() {
+                batch.records = match self.producer {
+                    Some((producer_id, producer_epoch)) => {
+                        let sequence = self.sequences.entry(batch.topic_partition.clone()).or_insert(0);
+                        let first = *sequence;
+                        *sequence = sequence.wrapping_add(builder.record_count() as i32);
+                        flight.unacknowledged.insert(first);
+                        batch.stamp = Some((producer_id, first));
+                        builder.finish_with_producer(producer_id, producer_epoch, first)
+                    }
+                    None => builder.finish(),
+                };
+            }
+            if batch.attempts > 0 {
+                blocked.push(batch.topic_partition.clone());
+            }
+            taken.push(batch);
         }
         self.ready = kept;
         (taken, next_deadline)
+    }
+
+    /// Puts a batch back for a retry: before the partition's later batches (by sequence number when
+    /// stamped; unstamped batches are always later).
+    fn requeue(&mut self, batch: ReadyBatch) {
+        let position = self.ready.iter().position(|queued| {
+            queued.topic_partition == batch.topic_partition
+                && match (queued.stamp, batch.stamp) {
+                    (Some((_, queued_sequence)), Some((_, sequence))) => queued_sequence > sequence,
+                    _ => true,
+                }
+        });
+        match position {
+            Some(position) => self.ready.insert(position, batch),
+            None => self.ready.push_back(batch),
+        }
+    }
+
+    /// Whether an earlier batch of the same partition and producer id is still unanswered: then a batch
+    /// refused as out of order is waiting for it, not lost.
+    fn behind_unacknowledged(&self, batch: &ReadyBatch) -> bool {
+        let Some((producer_id, sequence)) = batch.stamp else { return false };
+        self.producer.is_some_and(|(current, _)| current == producer_id)
+            && self
+                .flights
+                .get(&batch.topic_partition)
+                .is_some_and(|flight| flight.unacknowledged.range(..sequence).next().is_some())
     }
 }
 
@@ -482,14 +561,9 @@ async fn sender_loop(shared: Arc<Shared>) {
                 // Batches waiting for an id count it as a failed attempt (so retries and delivery timeouts hold).
                 let waiting: Vec<ReadyBatch> = {
                     let mut state = shared.state.lock().expect("producer lock");
-                    let ready = std::mem::take(&mut state.ready);
-                    let mut waiting = Vec::new();
-                    for batch in ready {
-                        if state.in_flight.insert(batch.topic_partition.clone()) {
-                            waiting.push(batch);
-                        } else {
-                            state.ready.push_back(batch);
-                        }
+                    let waiting: Vec<ReadyBatch> = std::mem::take(&mut state.ready).into();
+                    for batch in &waiting {
+                        state.flights.entry(batch.topic_partition.clone()).or_default().in_flight += 1;
                     }
                     waiting
                 };
@@ -506,7 +580,7 @@ async fn sender_loop(shared: Arc<Shared>) {
             }
             // Without a producer id yet, batches are sealed but wait (the next round asks for an id again).
             let hold = shared.config.idempotence && state.producer.is_none();
-            let (batches, next_deadline) = state.drain(shared.config.linger, hold);
+            let (batches, next_deadline) = state.drain(shared.config.linger, shared.config.max_in_flight, hold);
             if hold && !state.ready.is_empty() {
                 continue;
             }
@@ -515,16 +589,30 @@ async fn sender_loop(shared: Arc<Shared>) {
         if finished {
             return;
         }
-        let mut by_leader: HashMap<NodeId, Vec<ReadyBatch>> = HashMap::new();
+        // Per leader, request i carries the i-th batch taken of each partition (a request names a
+        // partition once); requests are queued on their connections here, in order, and only their
+        // answers are awaited apart.
+        let mut by_leader: HashMap<NodeId, Vec<Vec<ReadyBatch>>> = HashMap::new();
+        let mut taken_of: HashMap<TopicPartition, usize> = HashMap::new();
         for batch in batches {
             let (topic, partition) = &batch.topic_partition;
             match shared.cluster.leader(topic, *partition).await {
-                Ok(leader) => by_leader.entry(leader).or_default().push(batch),
+                Ok(leader) => {
+                    let index = taken_of.entry(batch.topic_partition.clone()).or_insert(0);
+                    let requests = by_leader.entry(leader).or_default();
+                    if requests.len() <= *index {
+                        requests.resize_with(*index + 1, Vec::new);
+                    }
+                    requests[*index].push(batch);
+                    *index += 1;
+                }
                 Err(error) => retry_or_fail(&shared, batch, error),
             }
         }
-        for (leader, batches) in by_leader {
-            tokio::spawn(send_request(shared.clone(), leader, batches));
+        for (leader, requests) in by_leader {
+            for batches in requests {
+                send_request(&shared, leader, batches).await;
+            }
         }
         let wake = shared.wake.notified();
         match next_deadline {
@@ -539,12 +627,13 @@ async fn sender_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn send_request(shared: Arc<Shared>, leader: NodeId, batches: Vec<ReadyBatch>) {
+/// Queues one Produce request with `batches` on the leader's connection and spawns the wait for its answer.
+async fn send_request(shared: &Arc<Shared>, leader: NodeId, batches: Vec<ReadyBatch>) {
     let connection = match shared.cluster.connection_to_node(leader).await {
         Ok(connection) => connection,
         Err(error) => {
             for batch in batches {
-                retry_or_fail(&shared, batch, error.clone());
+                retry_or_fail(shared, batch, error.clone());
             }
             return;
         }
@@ -565,53 +654,72 @@ async fn send_request(shared: Arc<Shared>, leader: NodeId, batches: Vec<ReadyBat
         drop(request);
         for batch in batches {
             match &result {
-                Ok(()) => complete(&shared, batch, None),
-                Err(error) => retry_or_fail(&shared, batch, error.clone()),
+                Ok(()) => complete(shared, batch, None),
+                Err(error) => retry_or_fail(shared, batch, error.clone()),
             }
         }
         return;
     }
-    let result = connection.call_raw(ApiKey::Produce, &request, request_timeout + Duration::from_secs(5)).await;
+    let started = connection.start(ApiKey::Produce, &request).await;
     drop(request);
-    let response: Result<ProduceResponse, ClientError> = result.and_then(|body| {
-        crate::protocol::frame::decode_body(&body).map_err(|error| ClientError::Protocol(error.to_string()))
-    });
-    let response = match response {
-        Ok(response) => response,
+    let pending = match started {
+        Ok(pending) => pending,
         Err(error) => {
             for batch in batches {
-                retry_or_fail(&shared, batch, error.clone());
+                retry_or_fail(shared, batch, error.clone());
             }
             return;
         }
     };
-    for batch in batches {
-        let (topic, partition) = batch.topic_partition.clone();
-        let result = response
-            .topics
-            .iter()
-            .filter(|t| t.name == topic)
-            .flat_map(|t| &t.partitions)
-            .find(|p| p.partition == partition);
-        match result {
-            Some(result) if result.error_code == ErrorCode::NONE => complete(&shared, batch, Some(result.base_offset)),
-            Some(result) => {
-                retry_or_fail(&shared, batch, ClientError::broker(result.error_code, result.error_message.clone()))
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let response: Result<ProduceResponse, ClientError> =
+            pending.wait(request_timeout + Duration::from_secs(5)).await.and_then(|body| {
+                crate::protocol::frame::decode_body(&body).map_err(|error| ClientError::Protocol(error.to_string()))
+            });
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => {
+                for batch in batches {
+                    retry_or_fail(&shared, batch, error.clone());
+                }
+                return;
             }
-            None => retry_or_fail(&shared, batch, ClientError::Protocol(format!("no result for {topic}/{partition}"))),
+        };
+        for batch in batches {
+            let (topic, partition) = &batch.topic_partition;
+            let result = response
+                .topics
+                .iter()
+                .filter(|t| &t.name == topic)
+                .flat_map(|t| &t.partitions)
+                .find(|p| p.partition == *partition);
+            match result {
+                Some(result) if result.error_code == ErrorCode::NONE => {
+                    complete(&shared, batch, Some(result.base_offset))
+                }
+                Some(result) => {
+                    let error = ClientError::broker(result.error_code, result.error_message.clone());
+                    retry_or_fail(&shared, batch, error)
+                }
+                None => {
+                    let error = ClientError::Protocol(format!("no result for {topic}/{partition}"));
+                    retry_or_fail(&shared, batch, error)
+                }
+            }
         }
-    }
+    });
 }
 
 /// Hands the outcome to each record's future and frees the partition and the buffer space.
-fn complete(shared: &Shared, batch: ReadyBatch, base_offset: Option<u64>) {
+fn complete(shared: &Shared, mut batch: ReadyBatch, base_offset: Option<u64>) {
     let partition = batch.topic_partition.1;
     let n_records = batch.deliveries.len() as u64;
-    for (delta, (delivery, timestamp)) in batch.deliveries.into_iter().enumerate() {
+    for (delta, (delivery, timestamp)) in std::mem::take(&mut batch.deliveries).into_iter().enumerate() {
         let offset = base_offset.map(|base| base + delta as u64);
         delivery.deliver(Ok(RecordMetadata { partition, offset, timestamp }));
     }
-    finish(shared, &batch.topic_partition, n_records);
+    finish(shared, &batch, n_records);
 }
 
 /// Gets a producer id from the cluster.
@@ -632,6 +740,7 @@ async fn init_producer_id(shared: &Shared) -> Result<(), ClientError> {
             let mut state = shared.state.lock().expect("producer lock");
             state.producer = Some(producer);
             state.sequences.clear();
+            state.flights.values_mut().for_each(|flight| flight.unacknowledged.clear());
             Ok(())
         }
         Err(error) => {
@@ -642,24 +751,33 @@ async fn init_producer_id(shared: &Shared) -> Result<(), ClientError> {
     }
 }
 
-fn fail(shared: &Shared, batch: ReadyBatch, error: ClientError) {
+fn fail(shared: &Shared, mut batch: ReadyBatch, error: ClientError) {
     tracing::warn!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, %error, "batch failed");
-    if shared.config.idempotence && batch.builder.is_none() {
+    if let Some((producer_id, _)) = batch.stamp {
         // The partition's sequence now has a gap: later batches go out under a new producer id.
         let mut state = shared.state.lock().expect("producer lock");
-        state.producer = None;
-        state.sequences.clear();
+        if state.producer.is_some_and(|(current, _)| current == producer_id) {
+            state.producer = None;
+            state.sequences.clear();
+            state.flights.values_mut().for_each(|flight| flight.unacknowledged.clear());
+        }
     }
     let n_records = batch.deliveries.len() as u64;
-    for (delivery, _) in batch.deliveries {
+    for (delivery, _) in std::mem::take(&mut batch.deliveries) {
         delivery.deliver(Err(error.clone()));
     }
-    finish(shared, &batch.topic_partition, n_records);
+    finish(shared, &batch, n_records);
 }
 
-fn finish(shared: &Shared, topic_partition: &TopicPartition, n_records: u64) {
+/// Frees the batch's in-flight slot and counts its records done.
+fn finish(shared: &Shared, batch: &ReadyBatch, n_records: u64) {
     let mut state = shared.state.lock().expect("producer lock");
-    state.in_flight.remove(topic_partition);
+    if let Some(flight) = state.flights.get_mut(&batch.topic_partition) {
+        flight.in_flight -= 1;
+        if let Some((_, sequence)) = batch.stamp {
+            flight.unacknowledged.remove(&sequence);
+        }
+    }
     state.outstanding_records -= n_records;
     if state.outstanding_records == 0 {
         state.flush_requested = false;
@@ -672,7 +790,10 @@ fn finish(shared: &Shared, topic_partition: &TopicPartition, n_records: u64) {
 /// Retries after a backoff, ahead of the partition's later batches; fails for good when out of retries.
 fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError) {
     let expired = batch.created.elapsed() >= shared.config.delivery_timeout;
-    if !error.is_retriable() || batch.attempts >= shared.config.retries || expired {
+    let retriable = error.is_retriable()
+        || (error.code() == Some(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            && shared.state.lock().expect("producer lock").behind_unacknowledged(&batch));
+    if !retriable || batch.attempts >= shared.config.retries || expired {
         return fail(shared, batch, error);
     }
     batch.attempts += 1;
@@ -683,9 +804,11 @@ fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError
     tokio::spawn(async move {
         tokio::time::sleep(shared.config.retry_backoff * batch.attempts.min(10)).await;
         let mut state = shared.state.lock().expect("producer lock");
-        // The partition stays marked in flight during the backoff so that no later batch overtakes this one.
-        state.in_flight.remove(&batch.topic_partition);
-        state.ready.push_front(batch);
+        // The batch holds its in-flight slot during the backoff so that no later batch overtakes it.
+        if let Some(flight) = state.flights.get_mut(&batch.topic_partition) {
+            flight.in_flight -= 1;
+        }
+        state.requeue(batch);
         drop(state);
         shared.wake.notify_one();
     });
