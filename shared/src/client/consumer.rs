@@ -386,7 +386,11 @@ impl Consumer {
                             *position = Position::At(next_offset);
                             self.high_watermarks.insert(place, high_watermark);
                         }
-                        records.extend(batch_records);
+                        if records.is_empty() {
+                            records = batch_records; // one partition's records: no second copy
+                        } else {
+                            records.extend(batch_records);
+                        }
                     }
                     FetchOutcome::OutOfRange { topic, partition, offset } => {
                         let policy = self.config.auto_offset_reset;

@@ -166,18 +166,38 @@ struct Shared {
 
 #[derive(Default)]
 struct Accumulator {
-    /// topic -> partition -> the batch being filled (nested so a lookup needs no key allocation).
-    open: HashMap<String, HashMap<u32, OpenBatch>>,
-    /// Partition counts of the topics sent to, so `send` does not touch cluster metadata per record.
-    partition_counts: HashMap<String, u32>,
+    /// The topics sent to: one map lookup per record finds everything `send` needs.
+    topics: HashMap<String, TopicState>,
     ready: VecDeque<ReadyBatch>,
     flights: HashMap<TopicPartition, Flight>,
     outstanding_records: u64,
-    sticky: HashMap<String, u32>,
     flush_requested: bool,
     /// The idempotent producer's id and epoch, and the next sequence number of each partition.
     producer: Option<(i64, i16)>,
     sequences: HashMap<TopicPartition, i32>,
+}
+
+/// What `send` needs of a topic.
+#[derive(Default)]
+struct TopicState {
+    /// From cluster metadata, cached so that `send` does not touch it per record; 0: to be looked up.
+    n_partitions: u32,
+    /// The partition keyless records go to, until its batch is sealed.
+    sticky: Option<u32>,
+    /// The batch being filled, by partition.
+    open: Vec<Option<OpenBatch>>,
+}
+
+impl TopicState {
+    /// Moves a partition's open batch to `ready`; keyless records then stick to another partition.
+    fn seal(&mut self, topic: &str, partition: u32, ready: &mut VecDeque<ReadyBatch>) {
+        if let Some(open) = self.open.get_mut(partition as usize).and_then(Option::take) {
+            ready.push_back(open.into_ready((topic.to_string(), partition)));
+            if self.sticky == Some(partition) {
+                self.sticky = Some((partition + 1) % self.n_partitions.max(1));
+            }
+        }
+    }
 }
 
 /// A partition's batches between the queue and their answer.
@@ -284,40 +304,6 @@ impl Producer {
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let cached = shared.state.lock().expect("producer lock").partition_counts.get(&record.topic).copied();
-        let n_partitions = match cached {
-            Some(n_partitions) => n_partitions,
-            None => {
-                // Metadata may be briefly unavailable (a broker failover): wait, up to max_block.
-                let deadline = Instant::now() + shared.config.max_block;
-                let topic = loop {
-                    match shared.cluster.topic(&record.topic).await {
-                        Err(error) if error.is_retriable() && Instant::now() < deadline => {
-                            tokio::time::sleep(shared.config.retry_backoff).await;
-                        }
-                        result => break result?,
-                    }
-                };
-                let n_partitions = topic.partitions.len() as u32;
-                let mut state = shared.state.lock().expect("producer lock");
-                state.partition_counts.insert(record.topic.clone(), n_partitions);
-                n_partitions
-            }
-        };
-        if n_partitions == 0 {
-            return Err(ClientError::broker(
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(format!("topic '{}' has no partitions", record.topic)),
-            ));
-        }
-        if let Some(partition) = record.partition {
-            if partition >= n_partitions {
-                return Err(ClientError::broker(
-                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(format!("topic '{}' has {n_partitions} partitions, not {partition}", record.topic)),
-                ));
-            }
-        }
         let record_bytes = BatchBuilder::record_bytes(record.key.as_deref(), record.value.as_deref(), &record.headers);
         if record_bytes + BATCH_HEADER_BYTES > shared.config.buffer_bytes.min(u32::MAX as usize) {
             return Err(ClientError::broker(
@@ -340,53 +326,87 @@ impl Producer {
         };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let mut wake = false;
-        {
-            let mut state = shared.state.lock().expect("producer lock");
-            let partition = match (record.partition, &record.key) {
-                (Some(partition), _) => partition,
-                (None, Some(key)) => key_partition(key, n_partitions),
-                (None, None) => match state.sticky.get(&record.topic) {
-                    Some(partition) => *partition,
-                    None => {
-                        let partition = (now_ms() as u32) % n_partitions;
-                        state.sticky.insert(record.topic.clone(), partition);
-                        partition
+        loop {
+            {
+                let mut guard = shared.state.lock().expect("producer lock");
+                let state = &mut *guard;
+                if let Some(topic_state) = state.topics.get_mut(&record.topic).filter(|t| t.n_partitions > 0) {
+                    let n_partitions = topic_state.n_partitions;
+                    let partition = match (record.partition, &record.key) {
+                        (Some(partition), _) if partition >= n_partitions => {
+                            return Err(ClientError::broker(
+                                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                                Some(format!(
+                                    "topic '{}' has {n_partitions} partitions, not {partition}",
+                                    record.topic
+                                )),
+                            ));
+                        }
+                        (Some(partition), _) => partition,
+                        (None, Some(key)) => key_partition(key, n_partitions),
+                        (None, None) => *topic_state.sticky.get_or_insert_with(|| (now_ms() as u32) % n_partitions),
+                    };
+                    let topic = record.topic.as_str();
+                    let slot = partition as usize;
+                    let full = topic_state.open[slot].as_ref().is_some_and(|open| {
+                        open.builder.len_bytes() + record_bytes > shared.config.batch_bytes
+                            || !open.builder.accepts_timestamp(timestamp)
+                    });
+                    if full {
+                        topic_state.seal(topic, partition, &mut state.ready);
+                        wake = true;
                     }
-                },
-            };
-            let topic = record.topic.as_str();
-            let full = state.open.get(topic).and_then(|batches| batches.get(&partition)).is_some_and(|open| {
-                open.builder.len_bytes() + record_bytes > shared.config.batch_bytes
-                    || !open.builder.accepts_timestamp(timestamp)
-            });
-            if full {
-                state.seal(topic, partition, n_partitions);
-                wake = true;
-            }
-            if !state.open.contains_key(topic) {
-                state.open.insert(topic.to_string(), HashMap::new());
-            }
-            let batches = state.open.get_mut(topic).expect("inserted above");
-            let open = batches.entry(partition).or_insert_with(|| {
-                wake = true;
-                OpenBatch {
-                    builder: BatchBuilder::new(shared.config.batch_bytes.max(record_bytes + BATCH_HEADER_BYTES)),
-                    created: Instant::now(),
-                    deliveries: Vec::new(),
-                    permit: None,
+                    let open = topic_state.open[slot].get_or_insert_with(|| {
+                        wake = true;
+                        OpenBatch {
+                            builder: BatchBuilder::new(
+                                shared.config.batch_bytes.max(record_bytes + BATCH_HEADER_BYTES),
+                            ),
+                            created: Instant::now(),
+                            deliveries: Vec::new(),
+                            permit: None,
+                        }
+                    });
+                    open.builder.append(timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers);
+                    open.deliveries.push((completion, timestamp));
+                    match &mut open.permit {
+                        Some(held) => held.merge(permit),
+                        None => open.permit = Some(permit),
+                    }
+                    if open.builder.len_bytes() >= shared.config.batch_bytes {
+                        topic_state.seal(topic, partition, &mut state.ready);
+                        wake = true;
+                    }
+                    state.outstanding_records += 1;
+                    break;
                 }
-            });
-            open.builder.append(timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers);
-            open.deliveries.push((completion, timestamp));
-            match &mut open.permit {
-                Some(held) => held.merge(permit),
-                None => open.permit = Some(permit),
             }
-            if open.builder.len_bytes() >= shared.config.batch_bytes {
-                state.seal(topic, partition, n_partitions);
-                wake = true;
+            // Metadata may be briefly unavailable (a broker failover): wait, up to max_block.
+            let deadline = Instant::now() + shared.config.max_block;
+            let topic = loop {
+                match shared.cluster.topic(&record.topic).await {
+                    Err(error) if error.is_retriable() && Instant::now() < deadline => {
+                        tokio::time::sleep(shared.config.retry_backoff).await;
+                    }
+                    result => break result?,
+                }
+            };
+            let n_partitions = topic.partitions.len() as u32;
+            if n_partitions == 0 {
+                return Err(ClientError::broker(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(format!("topic '{}' has no partitions", record.topic)),
+                ));
             }
-            state.outstanding_records += 1;
+            let mut state = shared.state.lock().expect("producer lock");
+            let topic_state = state.topics.entry(record.topic.clone()).or_default();
+            topic_state.n_partitions = n_partitions;
+            if topic_state.open.len() < n_partitions as usize {
+                topic_state.open.resize_with(n_partitions as usize, || None);
+            }
+            if topic_state.sticky.is_some_and(|p| p >= n_partitions) {
+                topic_state.sticky = None;
+            }
         }
         if wake {
             shared.wake.notify_one();
@@ -438,18 +458,6 @@ impl Drop for Producer {
 }
 
 impl Accumulator {
-    /// Moves a partition's open batch to the ready queue; keyless records then stick to another partition.
-    fn seal(&mut self, topic: &str, partition: u32, n_partitions: u32) {
-        if let Some(open) = self.open.get_mut(topic).and_then(|batches| batches.remove(&partition)) {
-            self.ready.push_back(open.into_ready((topic.to_string(), partition)));
-            if let Some(sticky) = self.sticky.get_mut(topic) {
-                if *sticky == partition {
-                    *sticky = (*sticky + 1) % n_partitions;
-                }
-            }
-        }
-    }
-
     /// Whether a partition can send another batch now: below its in-flight limit and nothing queued.
     fn can_send(&self, topic_partition: &TopicPartition, max_in_flight: usize) -> bool {
         self.flights.get(topic_partition).map_or(0, |f| f.in_flight) < max_in_flight
@@ -464,11 +472,12 @@ impl Accumulator {
         let mut next_deadline: Option<Instant> = None;
         let flush = self.flush_requested;
         let mut expired = Vec::new();
-        for (topic, batches) in &self.open {
-            for (partition, open) in batches {
+        for (topic, topic_state) in &self.topics {
+            for (partition, open) in topic_state.open.iter().enumerate() {
+                let Some(open) = open else { continue };
                 let deadline = open.created + linger;
                 if deadline <= now || flush {
-                    expired.push((topic.clone(), *partition));
+                    expired.push((topic.clone(), partition as u32));
                 } else {
                     next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
                 }
@@ -480,9 +489,8 @@ impl Accumulator {
             if !hold && !self.can_send(&topic_partition, max_in_flight) {
                 continue;
             }
-            let batches = self.open.get_mut(&topic_partition.0).expect("listed above");
-            let open = batches.remove(&topic_partition.1).expect("listed above");
-            self.ready.push_back(open.into_ready(topic_partition));
+            let topic_state = self.topics.get_mut(&topic_partition.0).expect("listed above");
+            topic_state.seal(&topic_partition.0, topic_partition.1, &mut self.ready);
         }
         let mut taken = Vec::new();
         if hold {
@@ -799,7 +807,9 @@ fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError
     batch.attempts += 1;
     tracing::debug!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, attempt = batch.attempts, %error, "retrying batch");
     shared.cluster.invalidate(&batch.topic_partition.0);
-    shared.state.lock().expect("producer lock").partition_counts.remove(&batch.topic_partition.0);
+    if let Some(topic_state) = shared.state.lock().expect("producer lock").topics.get_mut(&batch.topic_partition.0) {
+        topic_state.n_partitions = 0; // looked up again by the next send
+    }
     let shared = shared.clone();
     tokio::spawn(async move {
         tokio::time::sleep(shared.config.retry_backoff * batch.attempts.min(10)).await;

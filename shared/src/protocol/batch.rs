@@ -316,7 +316,7 @@ pub fn has_null_key(batch: &[u8], header: &BatchHeader) -> bool {
 /// A trailing partial batch is ignored. Records below `from_offset` are skipped.
 pub fn decode_records(buf: &Bytes, from_offset: u64) -> Result<Vec<Record>, BatchError> {
     let (batches, _) = split_batches(buf)?;
-    let mut records = Vec::new();
+    let mut records = Vec::with_capacity(batches.iter().map(|(header, _)| header.record_count as usize).sum());
     for (header, range) in batches {
         if header.last_offset() < from_offset {
             continue;
