@@ -20,6 +20,8 @@ RESULTS=$DATA/results.jsonl
 run() { # name, settings, command...
   local name=$1 settings=$2; shift 2
   echo "== $name: $*" >&2
+  # Start each scenario with no dirty pages left by the previous one (writeback would compete with it).
+  sync
   local out
   out=$("$@" --json | tail -1)
   python3 -c 'import json,sys; d=json.loads(sys.argv[3]); d["name"]=sys.argv[1]; d["settings"]=sys.argv[2]; d["command"]=sys.argv[4]; print(json.dumps(d))' \
@@ -69,9 +71,9 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 run "produce 100 B, 3 brokers RF=3" "acks=all, replication factor 3, min.insync.replicas=2, flush.ms=1000, 1 partition, idempotent" \
-  "$BIN/oxbow" perf produce --topic rf3 --num-records 2000000 --record-size 100 --acks all
+  "$BIN/oxbow" perf produce --topic rf3 --num-records 5000000 --record-size 100 --acks all
 run "produce 1 KB, 3 brokers RF=3" "acks=all, replication factor 3, min.insync.replicas=2, flush.ms=1000, 1 partition, idempotent" \
-  "$BIN/oxbow" perf produce --topic rf3 --num-records 500000 --record-size 1000 --acks all
+  "$BIN/oxbow" perf produce --topic rf3 --num-records 1000000 --record-size 1000 --acks all
 
 python3 - "$RESULTS" "$RSS_KB" "$RSS_SAMPLES" <<'PY'
 import json, sys, re, subprocess, platform
