@@ -160,6 +160,13 @@ impl Stats {
     }
 }
 
+fn linger(ms: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=60_000.0).contains(&ms) {
+        bail!("--linger-ms must be between 0 and 60000, not {ms}");
+    }
+    Ok(Duration::from_secs_f64(ms / 1000.0))
+}
+
 fn parse_acks(value: &str) -> anyhow::Result<i8> {
     Ok(match value {
         "0" => acks::NONE,
@@ -280,6 +287,10 @@ fn summary(stats: &Stats, elapsed: Duration, what: &str, json: bool, extra: serd
 }
 
 async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> {
+    let linger = linger(args.linger_ms)?;
+    if args.producers == 0 {
+        bail!("--producers must be at least 1");
+    }
     ensure_topic(&client, &args.topic, args.partitions).await?;
     let acks = parse_acks(&args.acks)?;
     let stats = Stats::new();
@@ -292,7 +303,7 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
         let mut config = ProducerConfig { client: client.clone(), ..ProducerConfig::new("") };
         config.acks = acks;
         config.batch_bytes = args.batch_size;
-        config.linger = Duration::from_secs_f64(args.linger_ms / 1000.0);
+        config.linger = linger;
         config.max_in_flight = args.max_in_flight;
         config.buffer_bytes = config.buffer_bytes.max(args.batch_size * 8);
         let producer = Producer::connect(config).await?;
@@ -397,10 +408,14 @@ async fn consume(client: ClientConfig, args: ConsumeArgs) -> anyhow::Result<()> 
 }
 
 async fn e2e(client: ClientConfig, args: E2eArgs) -> anyhow::Result<()> {
-    ensure_topic(&client, &args.topic, args.partitions).await?;
     if args.consumers > 1 && args.group.is_none() {
         bail!("--consumers above 1 needs --group");
     }
+    if args.consumers == 0 || args.throughput == 0 {
+        bail!("--consumers and --throughput must be at least 1");
+    }
+    let linger = linger(args.linger_ms)?;
+    ensure_topic(&client, &args.topic, args.partitions).await?;
     // Every value starts with the send time (ns since `base`), so receipt gives the end-to-end latency.
     let base = Instant::now();
     let stats = Stats::new();
@@ -459,7 +474,7 @@ async fn e2e(client: ClientConfig, args: E2eArgs) -> anyhow::Result<()> {
     }
     let mut producer_config = ProducerConfig { client, ..ProducerConfig::new("") };
     producer_config.acks = parse_acks(&args.acks)?;
-    producer_config.linger = Duration::from_secs_f64(args.linger_ms / 1000.0);
+    producer_config.linger = linger;
     let producer = Producer::connect(producer_config).await?;
     let bar = progress(args.num_records, args.json);
     let reporter = tokio::spawn(report_loop(stats.clone(), bar.clone(), args.num_records, "received", args.json));
