@@ -147,7 +147,7 @@ impl Stats {
     }
 
     fn record(&self, latency: Duration, n_records: u64, n_bytes: u64) {
-        let micros = (latency.as_micros() as u64).clamp(1, 60_000_000);
+        let micros = histogram_micros(latency);
         let _ = self.histogram.lock().expect("stats lock").record(micros);
         let _ = self.window.lock().expect("stats lock").record(micros);
         self.records.fetch_add(n_records, Ordering::Relaxed);
@@ -155,9 +155,13 @@ impl Stats {
     }
 
     fn record_call(&self, took: Duration) {
-        let micros = (took.as_micros() as u64).clamp(1, 60_000_000);
-        let _ = self.calls.lock().expect("stats lock").record(micros);
+        let _ = self.calls.lock().expect("stats lock").record(histogram_micros(took));
     }
+}
+
+/// A duration in microseconds, within the histograms' bounds (1 µs to 60 s).
+fn histogram_micros(duration: Duration) -> u64 {
+    (duration.as_micros() as u64).clamp(1, 60_000_000)
 }
 
 fn linger(ms: f64) -> anyhow::Result<Duration> {
@@ -422,7 +426,7 @@ async fn e2e(client: ClientConfig, args: E2eArgs) -> anyhow::Result<()> {
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
     let members = Arc::new(AtomicU64::new(0));
-    let run_for = Duration::from_secs_f64(args.num_records as f64 / args.throughput.max(1) as f64);
+    let run_for = Duration::from_secs_f64(args.num_records as f64 / args.throughput as f64);
     // Lag and membership over time: (members, largest lag, last lag) per phase.
     let mut phases: Vec<(u64, u64, u64)> = Vec::new();
     let mut consumers = Vec::new();
@@ -436,37 +440,40 @@ async fn e2e(client: ClientConfig, args: E2eArgs) -> anyhow::Result<()> {
         let join_after = run_for / 2 * index as u32 / args.consumers as u32;
         let (topic, stats, received, members) = (args.topic.clone(), stats.clone(), received.clone(), members.clone());
         let (grouped, n_records) = (args.group.is_some(), args.num_records);
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        consumers.push((
-            ready_rx,
-            tokio::spawn(async move {
-                tokio::time::sleep(join_after).await;
-                let mut consumer = Consumer::connect(config).await?;
-                if grouped {
-                    consumer.subscribe(&[&topic]).await?;
-                } else {
-                    consumer.assign_topic(&topic).await?;
-                    consumer.poll(Duration::from_millis(10)).await?; // settle positions at the end
+        consumers.push(tokio::spawn(async move {
+            tokio::time::sleep(join_after).await;
+            let mut consumer = Consumer::connect(config).await?;
+            if grouped {
+                consumer.subscribe(&[&topic]).await?;
+            } else {
+                consumer.assign_topic(&topic).await?;
+                consumer.poll(Duration::from_millis(10)).await?; // settle positions at the end
+            }
+            members.fetch_add(1, Ordering::Relaxed);
+            while received.load(Ordering::Relaxed) < n_records {
+                for record in consumer.poll(Duration::from_millis(100)).await? {
+                    let Some(value) = record.value.as_deref().filter(|v| v.len() >= 8) else { continue };
+                    let sent_nanos = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+                    let latency = base.elapsed().saturating_sub(Duration::from_nanos(sent_nanos));
+                    stats.record(latency, 1, value.len() as u64);
+                    received.fetch_add(1, Ordering::Relaxed);
                 }
-                members.fetch_add(1, Ordering::Relaxed);
-                let _ = ready_tx.send(());
-                while received.load(Ordering::Relaxed) < n_records {
-                    for record in consumer.poll(Duration::from_millis(100)).await? {
-                        let Some(value) = record.value.as_deref().filter(|v| v.len() >= 8) else { continue };
-                        let sent_nanos = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
-                        let latency = base.elapsed().saturating_sub(Duration::from_nanos(sent_nanos));
-                        stats.record(latency, 1, value.len() as u64);
-                        received.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                consumer.close().await?;
-                anyhow::Ok(())
-            }),
-        ));
+            }
+            consumer.close().await?;
+            anyhow::Ok(())
+        }));
     }
     // The first consumer is in place (positions at the end, or group joined) before anything is sent.
-    if let Some((ready, _)) = consumers.first_mut() {
-        tokio::time::timeout(Duration::from_secs(30), ready).await.context("the first consumer did not start")??;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while members.load(Ordering::Relaxed) == 0 {
+        if consumers[0].is_finished() {
+            consumers.swap_remove(0).await??;
+            bail!("the first consumer stopped before it started");
+        }
+        if Instant::now() > deadline {
+            bail!("the first consumer did not start within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if args.group.is_some() {
         // A subscription's position is fixed once its partitions are assigned: wait for that.
@@ -521,9 +528,9 @@ async fn e2e(client: ClientConfig, args: E2eArgs) -> anyhow::Result<()> {
             phase.2 = lag;
         }
         // A consumer that stopped before every record arrived failed: report its error.
-        if let Some(index) = consumers.iter().position(|(_, task)| task.is_finished()) {
+        if let Some(index) = consumers.iter().position(|task| task.is_finished()) {
             if received.load(Ordering::Relaxed) < args.num_records {
-                consumers.swap_remove(index).1.await??;
+                consumers.swap_remove(index).await??;
             }
         }
         if started.elapsed() > run_for + Duration::from_secs(60) {
@@ -531,7 +538,7 @@ async fn e2e(client: ClientConfig, args: E2eArgs) -> anyhow::Result<()> {
         }
     }
     sender.await??;
-    for (_, task) in consumers {
+    for task in consumers {
         task.await??;
     }
     let elapsed = started.elapsed();
