@@ -21,7 +21,7 @@ use oxbow::protocol::api::find_coordinator::FindCoordinatorRequest;
 use oxbow::protocol::api::metadata::PartitionMetadata;
 use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use oxbow::protocol::batch::{self, BatchBuilder};
-use oxbow::protocol::{acks, ApiKey, ErrorCode};
+use oxbow::protocol::{acks, offset_spec, ApiKey, ErrorCode};
 
 const TOPIC: &str = "jepsen";
 /// `replica_lag_time_max_ms` of the test clusters (above the session timeout, so fencing usually acts first).
@@ -763,6 +763,46 @@ async fn a_broker_outside_the_quorum_joins_as_a_learner_and_hosts_replicas() {
     let cluster_view = connection.call(&DescribeClusterRequest {}, Duration::from_secs(5)).await.unwrap();
     assert_eq!(cluster_view.voters, vec![1, 2, 3], "the fourth broker is not a voter");
     for broker in &mut cluster.brokers {
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
+    }
+}
+
+/// The high watermark is not persisted: a restarted leader starts it at its log start and learns the rest from
+/// its followers' fetches. Until it has, "the latest offset" must not be answered with that understatement
+/// (a service that reads a topic up to "latest" before it calls itself ready would miss records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_power_cut_the_latest_offset_is_never_understated() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start();
+    cluster.wait_live_brokers(3).await;
+    create_topic(&cluster).await;
+    produce_values(&cluster.bootstrap(), TOPIC, 0..500).await;
+    wait_converged(&cluster).await;
+    // A power cut: no broker leaves the in-sync set on its way down.
+    for broker in &mut cluster.brokers {
+        broker.kill9();
+    }
+    // Two of three come back: the third is still in the in-sync set the metadata remembers, so the new
+    // leader's high watermark cannot pass its log start until the third is dropped from the set.
+    for broker in &mut cluster.brokers[..2] {
+        broker.restart();
+    }
+    let bootstrap = cluster.brokers[..2].iter().map(|b| b.addr.clone()).collect::<Vec<_>>().join(",");
+    let consumer = Consumer::connect(ConsumerConfig::new(bootstrap)).await.unwrap();
+    let mut answers = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        answers.push(consumer.list_offset(TOPIC, 0, offset_spec::LATEST).await.unwrap());
+    }
+    let understated: Vec<u64> = answers.iter().copied().filter(|latest| *latest != 500).collect();
+    assert!(
+        understated.is_empty(),
+        "{} of {} answers were not 500: {:?}",
+        understated.len(),
+        answers.len(),
+        &understated[..understated.len().min(10)]
+    );
+    for broker in &mut cluster.brokers[..2] {
         assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
     }
 }

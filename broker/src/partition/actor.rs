@@ -237,6 +237,7 @@ impl PartitionActor {
             log_start_offset: log.log_start_offset(),
             high_watermark: log.log_start_offset(),
             log_end_offset: log.log_end_offset(),
+            high_watermark_known: false,
         };
         let (offsets, offsets_rx) = watch::channel(initial);
         let flushed_to = log.log_end_offset();
@@ -273,6 +274,11 @@ impl PartitionActor {
             log_start_offset: self.log.log_start_offset(),
             high_watermark: self.high_watermark.max(self.log.log_start_offset()).min(self.log.log_end_offset()),
             log_end_offset: self.log.log_end_offset(),
+            high_watermark_known: match &self.role {
+                Role::Leader(leader) => self.high_watermark >= leader.epoch_start_offset,
+                Role::Follower { .. } => true,
+                Role::Unknown => false,
+            },
         }
     }
 
@@ -741,7 +747,8 @@ impl Handler<SetRole> for PartitionActor {
                 tracing::info!(topic = %self.topic, partition = self.partition, epoch = role.leader_epoch, isr = ?role.isr, log_end_offset = self.log.log_end_offset(), "became leader");
                 self.leader_epoch = role.leader_epoch;
                 self.epochs.assign(role.leader_epoch, self.log.log_end_offset());
-                self.role = Role::Leader(LeaderState::new(role.replicas, role.isr, role.partition_epoch, now));
+                let start = self.log.log_end_offset();
+                self.role = Role::Leader(LeaderState::new(role.replicas, role.isr, role.partition_epoch, start, now));
             }
             self.advance_high_watermark();
         } else {

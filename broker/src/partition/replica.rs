@@ -174,10 +174,20 @@ pub struct LeaderState {
     /// An in-sync set change sent to the controller and not yet seen in the metadata. Until then the high
     /// watermark counts the union of both sets (the larger one), never the smaller.
     pub pending_isr: Option<Vec<NodeId>>,
+    /// The log end when this replica became leader. Until the high watermark reaches it, the leader does not
+    /// know how much of its log was committed (a restarted or newly elected leader starts low), so it does not
+    /// answer "latest offset" questions.
+    pub epoch_start_offset: u64,
 }
 
 impl LeaderState {
-    pub fn new(replicas: Vec<NodeId>, isr: Vec<NodeId>, partition_epoch: i32, now: Instant) -> LeaderState {
+    pub fn new(
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        partition_epoch: i32,
+        epoch_start_offset: u64,
+        now: Instant,
+    ) -> LeaderState {
         let followers = replicas
             .iter()
             .map(|node| {
@@ -192,7 +202,7 @@ impl LeaderState {
                 )
             })
             .collect();
-        LeaderState { replicas, isr, partition_epoch, followers, pending_isr: None }
+        LeaderState { replicas, isr, partition_epoch, followers, pending_isr: None, epoch_start_offset }
     }
 
     /// The members whose log end bounds the high watermark.

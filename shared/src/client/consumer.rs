@@ -442,7 +442,23 @@ impl Consumer {
     }
 
     /// ListOffsets for one partition: -2 earliest, -1 latest, else the first offset at or after a timestamp.
+    /// Retriable errors (a leader change, a leader that was just elected and does not know its high watermark
+    /// yet) are retried, with fresh metadata, for up to the request timeout.
     pub async fn list_offset(&self, topic: &str, partition: u32, timestamp: i64) -> Result<u64, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.config.client.request_timeout;
+        loop {
+            match self.list_offset_once(topic, partition, timestamp).await {
+                Err(error) if error.is_retriable() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, topic, partition, "list offsets: retrying");
+                    self.cluster.invalidate(topic);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn list_offset_once(&self, topic: &str, partition: u32, timestamp: i64) -> Result<u64, ClientError> {
         let leader = self.cluster.leader(topic, partition).await?;
         let connection = self.cluster.connection_to_node(leader).await?;
         let request = ListOffsetsRequest {

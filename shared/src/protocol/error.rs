@@ -86,6 +86,7 @@ error_codes! {
     UNKNOWN_PRODUCER_ID = 39, false, "the partition has no state for this producer id; initialize a new producer id";
     INVALID_PRODUCER_EPOCH = 40, false, "the producer epoch is older than the partition's; the producer was fenced";
     BROKER_NOT_AVAILABLE = 41, true, "the broker is fenced or not registered with the controller yet";
+    OFFSET_NOT_AVAILABLE = 42, true, "the partition's leader was just elected and does not know its high watermark yet; retry";
 }
 
 impl ErrorCode {

@@ -26,6 +26,9 @@ pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result
                 Some(handle) => {
                     let offsets = *handle.offsets.borrow();
                     match wanted.timestamp {
+                        offset_spec::LATEST if !offsets.high_watermark_known => {
+                            response.error_code = ErrorCode::OFFSET_NOT_AVAILABLE
+                        }
                         offset_spec::LATEST => response.offset = offsets.high_watermark,
                         offset_spec::EARLIEST => response.offset = offsets.log_start_offset,
                         timestamp => match handle.addr.send(ListOffset { timestamp }).await {
