@@ -20,8 +20,14 @@ RESULTS=$DATA/results.jsonl
 run() { # name, settings, command...
   local name=$1 settings=$2; shift 2
   echo "== $name: $*" >&2
-  # Start each scenario with no dirty pages left by the previous one (writeback would compete with it).
+  # Start each scenario with no dirty pages left by the previous one (writeback would compete with it), and
+  # with memory the VM has backed: this VM hands the guest its RAM lazily and takes freed pages back within
+  # seconds, so the first write to a page costs a host fault (dd into fresh page cache: ~0.4-0.7 GB/s; into
+  # pages freed a moment ago: 4-10 GB/s). Touching (then freeing) BENCH_WARM_MB of anonymous memory just
+  # before the scenario gives the page cache recycled pages, as on a machine whose memory is all in use,
+  # without writing anything to disk. BENCH_WARM_MB=0 turns this off.
   sync
+  python3 -c "b = b'\x01' * (${BENCH_WARM_MB:-4000} << 20)"
   local out
   out=$("$@" --json | tail -1)
   python3 -c 'import json,sys; d=json.loads(sys.argv[3]); d["name"]=sys.argv[1]; d["settings"]=sys.argv[2]; d["command"]=sys.argv[4]; print(json.dumps(d))' \
@@ -41,10 +47,10 @@ run "consume 1 KB" "page cache, 1 partition" \
   "$BIN/oxbow" perf consume --topic p1k --num-records 1000000
 PEAK=$(python3 -c 'import json,sys; print(int([json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["name"]=="produce 100 B"][0]["records_per_second"]))' "$RESULTS")
 HALF=$((PEAK / 2))
-run "produce 100 B at 50% of peak" "acks=1, offered $HALF records/s, linger 0.2 ms" \
-  "$BIN/oxbow" perf produce --topic half --num-records $((HALF * 5)) --record-size 100 --acks 1 --throughput $HALF --linger-ms 0.2
-run "end to end 100 B at 50% of peak" "acks=1, offered $HALF records/s, linger 1 ms, consumer in the same process" \
-  "$BIN/oxbow" perf e2e --topic e2e --num-records $((HALF * 5)) --throughput $HALF --record-size 100 --linger-ms 1
+run "produce 100 B at 50% of peak" "acks=1, offered $HALF records/s, linger 0.5 ms" \
+  "$BIN/oxbow" perf produce --topic half --num-records $((HALF * 8)) --record-size 100 --acks 1 --throughput $HALF --linger-ms 0.5
+run "end to end 100 B at 50% of peak" "acks=1, offered $HALF records/s, linger 0.5 ms, consumer in the same process" \
+  "$BIN/oxbow" perf e2e --topic e2e --num-records $((HALF * 8)) --throughput $HALF --record-size 100 --linger-ms 0.5
 run "learner activity, base rate" "acks=1, 6 partitions, 20 000 events/s, keyed by learner" \
   "$BIN/oxbow" perf produce --topic learners --partitions 6 --workload learner-activity --num-records 200000 --throughput 20000
 run "learner activity, 10x" "acks=1, 6 partitions, 200 000 events/s, keyed by learner" \
@@ -75,7 +81,7 @@ run "produce 100 B, 3 brokers RF=3" "acks=all, replication factor 3, min.insync.
 run "produce 1 KB, 3 brokers RF=3" "acks=all, replication factor 3, min.insync.replicas=2, flush.ms=1000, 1 partition, idempotent" \
   "$BIN/oxbow" perf produce --topic rf3 --num-records 1000000 --record-size 1000 --acks all
 
-python3 - "$RESULTS" "$RSS_KB" "$RSS_SAMPLES" <<'PY'
+python3 - "$RESULTS" "$RSS_KB" "$RSS_SAMPLES" "${BENCH_WARM_MB:-4000}" <<'PY'
 import json, sys, re, subprocess, platform
 rows = [json.loads(line) for line in open(sys.argv[1])]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
@@ -92,6 +98,7 @@ by_name = {r["name"]: r for r in rows}
 ratio = lambda a, b: 100 * by_name[a]["records_per_second"] / by_name[b]["records_per_second"]
 body = "\n".join([
     f"Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, broker and client sharing them; {platform.platform()}.",
+    f"Before each scenario: `sync`, then {sys.argv[4]} MB of memory touched and freed so that the page cache gets memory the VM has backed (0: not done; see below).",
     f"Broker resident memory: peak (VmHWM) {int(sys.argv[2]) // 1024} MiB; sampled every second over the single-broker runs: {sys.argv[3]} MiB.",
     f"Durable mode: {ratio('produce 100 B durable', 'produce 100 B'):.0f}% of acks=1. Three brokers RF=3 acks=all: {ratio('produce 100 B, 3 brokers RF=3', 'produce 100 B'):.0f}% of one broker (100 B), {ratio('produce 1 KB, 3 brokers RF=3', 'produce 1 KB'):.0f}% (1 KB).",
     "", *table,

@@ -225,7 +225,12 @@ async fn report_loop(stats: Arc<Stats>, bar: ProgressBar, total: u64, verb: &'st
         let lag = stats.window_lag.swap(0, Ordering::Relaxed);
         let line = if lag > 0 { format!("{line} Max lag {lag} records.") } else { line };
         if !json {
-            bar.println(line);
+            if bar.is_hidden() {
+                // Not a terminal (piped to a file or a script): the lines still go out, without the bar.
+                println!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
         bar.set_position(records);
         (last_records, last_bytes, last) = (records, bytes, Instant::now());

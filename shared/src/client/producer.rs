@@ -24,6 +24,9 @@ use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::{ClientConfig, ClientError, Cluster};
+
+/// Linger waits shorter than this sleep on a blocking thread rather than on tokio's millisecond timer.
+const PRECISE_WAIT_BELOW: Duration = Duration::from_millis(2);
 use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
 use crate::protocol::{acks, ApiKey, ErrorCode, NodeId};
@@ -625,9 +628,20 @@ async fn sender_loop(shared: Arc<Shared>) {
         let wake = shared.wake.notified();
         match next_deadline {
             Some(deadline) => {
-                tokio::select! {
-                    _ = wake => {}
-                    _ = tokio::time::sleep_until(deadline) => {}
+                let wait = deadline.saturating_duration_since(Instant::now());
+                if wait < PRECISE_WAIT_BELOW {
+                    // tokio's timer ticks in whole milliseconds, so a sub-millisecond linger would last until
+                    // the next tick: up to a millisecond more than asked. The OS sleeps to the microsecond.
+                    let precise = tokio::task::spawn_blocking(move || std::thread::sleep(wait));
+                    tokio::select! {
+                        _ = wake => {}
+                        _ = precise => {}
+                    }
+                } else {
+                    tokio::select! {
+                        _ = wake => {}
+                        _ = tokio::time::sleep_until(deadline) => {}
+                    }
                 }
             }
             None => wake.await,
