@@ -67,6 +67,15 @@ fn perf_produce_consume_and_end_to_end_report_what_they_measured() {
     let described = broker.cli(&["topic", "describe", "learners"], None);
     assert!(String::from_utf8_lossy(&described.stdout).contains("PartitionCount: 3"));
 
+    // Piped (not a terminal), the progress bar is hidden but the line per interval still goes to stdout.
+    let args = ["perf", "produce", "--topic", "lines", "--num-records", "6000", "--throughput", "2000"];
+    let output = broker.cli(&args, None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let intervals = stdout.lines().filter(|l| l.contains("records/s") && !l.contains("50th")).count();
+    assert!(intervals >= 1, "no interval line in a 3 s run:\n{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("6000 records sent") && l.contains("99th")), "{stdout}");
+
     // Two group members, the second joining during the run: every record arrives, lag is reported per phase.
     let e2e = summary(
         &broker,
