@@ -372,7 +372,10 @@ async fn wait_failover(cluster: &TestCluster, old: &PartitionMetadata, acked: &A
     .await;
 }
 
+/// Once the three brokers are registered, creates the test topic (replication factor 3) and waits until every
+/// replica is in sync.
 async fn create_topic(cluster: &TestCluster) {
+    cluster.wait_live_brokers(3).await;
     let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
     let configs = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
     admin.create_topic(TOPIC, 1, 3, configs).await.unwrap();
@@ -399,7 +402,6 @@ async fn wait_converged(cluster: &TestCluster) {
 async fn killing_the_leader_repeatedly_loses_no_acknowledged_record() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start();
-    cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
     // The replication factor is checked against the live brokers.
     let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
@@ -478,7 +480,6 @@ async fn raw_produce(connection: &Connection, value: &str) -> Result<ErrorCode, 
 async fn a_paused_leader_is_fenced_and_acknowledges_nothing_after_it_is_replaced() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start();
-    cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
     let (acked, stop, producing) = start_producing(cluster.bootstrap(), "pause");
     poll("progress", Duration::from_secs(30), || async { acked.lock().unwrap().len() > 500 }).await;
@@ -537,7 +538,6 @@ async fn a_paused_leader_is_fenced_and_acknowledges_nothing_after_it_is_replaced
 async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start_with_proxies().await;
-    cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
     let (acked, stop, producing) = start_producing(cluster.bootstrap(), "cut");
     poll("progress", Duration::from_secs(30), || async { acked.lock().unwrap().len() > 500 }).await;
@@ -572,7 +572,6 @@ async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() 
 async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start_with_lag("1500");
-    cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
     let leader = cluster.partition().await.expect("metadata").leader;
     let follower = (0..3).find(|i| *i != cluster.index_of(leader)).unwrap();
@@ -774,7 +773,6 @@ async fn a_broker_outside_the_quorum_joins_as_a_learner_and_hosts_replicas() {
 async fn after_a_power_cut_the_latest_offset_is_never_understated() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start();
-    cluster.wait_live_brokers(3).await;
     create_topic(&cluster).await;
     produce_values(&cluster.bootstrap(), TOPIC, 0..500).await;
     wait_converged(&cluster).await;

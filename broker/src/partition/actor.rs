@@ -442,9 +442,9 @@ impl PartitionActor {
         }
     }
 
-    /// Counts appended bytes; starts a write-behind fsync once enough are not yet fsynced.
-    fn written(&mut self, bytes: u64, ctx: &mut Context<Self>) {
-        self.unflushed_bytes += bytes;
+    /// Counts the bytes of appended batches; starts a write-behind fsync once enough are not yet fsynced.
+    fn written(&mut self, batches: &[(BatchHeader, Bytes)], ctx: &mut Context<Self>) {
+        self.unflushed_bytes += batches.iter().map(|(_, bytes)| bytes.len() as u64).sum::<u64>();
         if self.write_behind_due() {
             self.start_flush(ctx);
         }
@@ -659,7 +659,7 @@ impl Handler<Append> for PartitionActor {
                     next = header.last_offset() + 1;
                     self.producers.record(&header);
                 }
-                self.written(message.batches.iter().map(|(_, bytes)| bytes.len() as u64).sum(), ctx);
+                self.written(&message.batches, ctx);
                 (base_offset, self.log.log_end_offset() - 1)
             }
         };
@@ -894,7 +894,7 @@ impl Handler<AppendReplicated> for PartitionActor {
                 self.epochs.assign(header.leader_epoch, header.base_offset);
                 self.producers.record(header);
             }
-            self.written(batches.iter().map(|(_, bytes)| bytes.len() as u64).sum(), ctx);
+            self.written(&batches, ctx);
             Ok(())
         })();
         if let Err(error) = result {

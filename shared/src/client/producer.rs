@@ -24,12 +24,12 @@ use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::{ClientConfig, ClientError, Cluster};
-
-/// Linger waits shorter than this sleep on a blocking thread rather than on tokio's millisecond timer.
-const PRECISE_WAIT_BELOW: Duration = Duration::from_millis(2);
 use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
 use crate::protocol::{acks, ApiKey, ErrorCode, NodeId};
+
+/// Linger waits shorter than this sleep on a blocking thread rather than on tokio's millisecond timer.
+const PRECISE_WAIT_BELOW: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
