@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod durable;
 pub mod group;
 pub mod launch;
 pub mod partition;

@@ -804,3 +804,47 @@ async fn after_a_power_cut_the_latest_offset_is_never_understated() {
         assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
     }
 }
+
+/// The metadata log checks every record: damage in the middle (fsynced data gone bad) stops the broker from
+/// starting, with the file and the byte in the message; a torn last write (a crash in the middle of an append)
+/// is cut off and the broker rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_metadata_log_refuses_to_start_and_a_torn_tail_is_cut() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start();
+    create_topic(&cluster).await;
+    assert_eq!(cluster.brokers[2].terminate(), Some(0));
+    let log_path = cluster.brokers[2].data_dir.join("__cluster").join("log");
+    let intact = std::fs::read(&log_path).unwrap();
+
+    // A flipped byte in the middle of the first record (the layout: broker/src/cluster/log_format.rs).
+    let first_len = u32::from_be_bytes(intact[8..12].try_into().unwrap()) as usize;
+    assert!(intact.len() > 8 + 12 + first_len, "more records follow the first");
+    let mut corrupt = intact.clone();
+    corrupt[8 + 12 + first_len / 2] ^= 0x20;
+    std::fs::write(&log_path, &corrupt).unwrap();
+    let (status, stderr) =
+        cluster.brokers[2].start_expecting_exit(Duration::from_secs(20)).expect("the broker exits by itself");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("metadata log {} is corrupt", log_path.display())) && stderr.contains("at byte"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&log_path).unwrap(), corrupt, "the evidence is left in place");
+
+    // A torn write at the end: the header of a record whose payload never reached the disk.
+    let mut torn = intact.clone();
+    torn.extend_from_slice(&intact[8..8 + 12]);
+    torn.extend_from_slice(b"partial");
+    std::fs::write(&log_path, &torn).unwrap();
+    cluster.brokers[2].restart();
+    cluster.wait_live_brokers(3).await;
+    poll("the restarted broker back in sync", Duration::from_secs(60), || async {
+        cluster.partition().await.is_some_and(|p| p.isr.len() == 3)
+    })
+    .await;
+    assert!(cluster.brokers[2].log().contains("cutting a torn write off the end of the metadata log"));
+    for broker in &mut cluster.brokers {
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod metadata;
 mod network;
+mod log_format;
 mod store;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,7 +1,8 @@
 //! Durable storage of the controller quorum's Raft log and the metadata state machine.
 //!
-//! `raft/log` is an append-only file of length-prefixed MessagePack records (an entry, a truncation, or a
-//! purge), fsynced before an append returns; replaying it gives the log. `raft/vote`, `raft/committed` and
+//! `raft/log` is an append-only file of checksummed records (`log_format`), one per write, each holding
+//! MessagePack operations (an entry, a truncation, or a purge), fsynced before an append returns; replaying it
+//! gives the log. `raft/vote`, `raft/committed` and
 //! `raft/snapshot` are replaced atomically (temporary file, fsync, rename). The state machine lives in memory:
 //! on start it is the snapshot plus the committed entries openraft applies again.
 
@@ -23,7 +24,8 @@ use tokio::sync::watch;
 
 use super::metadata::{ClusterState, CommandResult};
 use super::{Entry, TypeConfig};
-use crate::partition::log::sync_dir;
+use super::log_format;
+use crate::durable::write_atomic;
 
 type RaftNodeId = u64;
 type Node = openraft::BasicNode;
@@ -80,16 +82,6 @@ fn log_error(error: impl std::error::Error + 'static) -> StorageError<RaftNodeId
     io_error(ErrorSubject::Logs, ErrorVerb::Write, error)
 }
 
-/// Writes a file atomically: temporary file, fsync, rename, fsync the directory.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let temporary = dir.join(format!("{name}.tmp"));
-    let mut file = File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(name))?;
-    sync_dir(dir)
-}
-
 fn read_optional<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<Option<T>> {
     match std::fs::read(path) {
         Ok(bytes) => rmp_serde::from_slice(&bytes).map(Some).map_err(io::Error::other),
@@ -99,8 +91,10 @@ fn read_optional<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<Option
 }
 
 impl Store {
-    /// Opens (or creates) `dir`, replaying the log file. A torn record at the end (an append that never
-    /// returned) is cut off.
+    /// Opens (or creates) `dir`, replaying the log file (see `log_format`). A torn record at the end (a write
+    /// that never returned) is cut off; a damaged record with valid ones after it is an error naming the file
+    /// and the byte, and the broker does not start. A log file of the earlier format (no checksums) is read and
+    /// rewritten in this one.
     pub fn open(dir: &Path, published: watch::Sender<Arc<ClusterState>>) -> io::Result<Store> {
         std::fs::create_dir_all(dir)?;
         let log_path = dir.join("log");
@@ -109,14 +103,35 @@ impl Store {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(error) => return Err(error),
         };
+        let corrupt = |reason: String| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("metadata log {} is corrupt: {reason}", log_path.display()))
+        };
+        let (ops, rewrite) = if bytes.starts_with(log_format::MAGIC) {
+            let scanned = log_format::scan(&bytes).map_err(|error| corrupt(error.to_string()))?;
+            let mut ops = Vec::new();
+            for payload in &scanned.payloads {
+                let record: Vec<LogOp> = rmp_serde::from_slice(&bytes[payload.clone()]).map_err(|error| {
+                    corrupt(format!(
+                        "the record at byte {} passes its checksum but does not decode: {error}",
+                        payload.start - log_format::RECORD_HEADER_BYTES
+                    ))
+                })?;
+                ops.extend(record);
+            }
+            if let Some(damage) = scanned.torn {
+                tracing::warn!(path = %log_path.display(), valid_bytes = scanned.valid_bytes, torn_bytes = bytes.len() - scanned.valid_bytes, %damage, "cutting a torn write off the end of the metadata log");
+                let file = OpenOptions::new().write(true).open(&log_path)?;
+                file.set_len(scanned.valid_bytes as u64)?;
+                file.sync_all()?;
+            }
+            (ops, false)
+        } else {
+            (replay_unchecked(&bytes), true)
+        };
         let mut entries = BTreeMap::new();
         let mut last_purged = None;
-        let mut position = 0usize;
-        let mut log_ops = 0;
-        while position + 4 <= bytes.len() {
-            let len = u32::from_be_bytes(bytes[position..position + 4].try_into().expect("4 bytes")) as usize;
-            let Some(record) = bytes.get(position + 4..position + 4 + len) else { break };
-            let Ok(op) = rmp_serde::from_slice::<LogOp>(record) else { break };
+        let log_ops = ops.len() as u64;
+        for op in ops {
             match op {
                 LogOp::Append(entry) => {
                     entries.insert(entry.log_id.index, entry);
@@ -129,15 +144,12 @@ impl Store {
                     last_purged = Some(log_id);
                 }
             }
-            position += 4 + len;
-            log_ops += 1;
         }
-        let log_file = OpenOptions::new().create(true).append(true).open(&log_path)?;
-        if position < bytes.len() {
-            tracing::warn!(valid_bytes = position, "cutting a torn record off the metadata log");
-            log_file.set_len(position as u64)?;
-            log_file.sync_all()?;
+        if rewrite {
+            tracing::info!(path = %log_path.display(), "rewriting the metadata log with checksums");
+            write_atomic(dir, "log", &live_log_file(last_purged, &entries)?)?;
         }
+        let log_file = OpenOptions::new().append(true).open(&log_path)?;
         let mut machine = MachineData::default();
         if let Some(snapshot) = read_optional::<StoredSnapshot>(&dir.join("snapshot"))? {
             machine = rmp_serde::from_slice(&snapshot.data).map_err(io::Error::other)?;
@@ -161,20 +173,54 @@ impl Store {
     }
 }
 
-/// Length-prefixed MessagePack records, as `Store::open` replays them.
-fn encode_ops(ops: &[LogOp]) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    for op in ops {
-        let bytes = rmp_serde::to_vec(op).map_err(io::Error::other)?;
-        buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        buf.extend_from_slice(&bytes);
+/// The log file of the first format (length-prefixed MessagePack, no checksums): every operation up to the
+/// first one that does not decode. Read once, then rewritten in the current format.
+fn replay_unchecked(bytes: &[u8]) -> Vec<LogOp> {
+    let mut ops = Vec::new();
+    let mut position = 0usize;
+    while position + 4 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[position..position + 4].try_into().expect("4 bytes")) as usize;
+        let Some(record) = bytes.get(position + 4..position + 4 + len) else { break };
+        let Ok(op) = rmp_serde::from_slice::<LogOp>(record) else { break };
+        ops.push(op);
+        position += 4 + len;
     }
-    Ok(buf)
+    ops
+}
+
+/// Operations per record when a whole log is written at once (keeps each record far below the size limit).
+const OPS_PER_RECORD_MAX: usize = 1_024;
+
+/// Appends `ops` to `out` as records (one record unless there are more than `OPS_PER_RECORD_MAX`).
+fn encode_ops(ops: &[LogOp], out: &mut Vec<u8>) -> io::Result<()> {
+    for chunk in ops.chunks(OPS_PER_RECORD_MAX) {
+        let payload = rmp_serde::to_vec(chunk).map_err(io::Error::other)?;
+        if payload.len() > log_format::RECORD_PAYLOAD_BYTES_MAX {
+            return Err(io::Error::other(format!("a metadata log record of {} bytes is over the limit", payload.len())));
+        }
+        log_format::encode_record(&payload, out);
+    }
+    Ok(())
+}
+
+/// A whole log file holding only the live entries.
+fn live_log_file(last_purged: Option<LogId<RaftNodeId>>, entries: &BTreeMap<u64, Entry>) -> io::Result<Vec<u8>> {
+    let mut ops = Vec::with_capacity(entries.len() + 1);
+    if let Some(purged) = last_purged {
+        ops.push(LogOp::Purge(purged));
+    }
+    ops.extend(entries.values().cloned().map(LogOp::Append));
+    let mut bytes = log_format::MAGIC.to_vec();
+    encode_ops(&ops, &mut bytes)?;
+    Ok(bytes)
 }
 
 impl Inner {
+    /// One record, fsynced before it returns (the format relies on it: see `log_format`).
     fn write_ops(&mut self, ops: &[LogOp]) -> io::Result<()> {
-        self.log_file.write_all(&encode_ops(ops)?)?;
+        let mut bytes = Vec::new();
+        encode_ops(ops, &mut bytes)?;
+        self.log_file.write_all(&bytes)?;
         self.log_file.sync_data()?;
         self.log_ops += ops.len() as u64;
         Ok(())
@@ -185,14 +231,9 @@ impl Inner {
         if self.log_ops < 2 * self.entries.len() as u64 + 1_000 {
             return Ok(());
         }
-        let mut ops = Vec::with_capacity(self.entries.len() + 1);
-        if let Some(purged) = self.last_purged {
-            ops.push(LogOp::Purge(purged));
-        }
-        ops.extend(self.entries.values().cloned().map(LogOp::Append));
-        write_atomic(&self.dir, "log", &encode_ops(&ops)?)?;
+        write_atomic(&self.dir, "log", &live_log_file(self.last_purged, &self.entries)?)?;
         self.log_file = OpenOptions::new().append(true).open(self.dir.join("log"))?;
-        self.log_ops = ops.len() as u64;
+        self.log_ops = self.entries.len() as u64 + u64::from(self.last_purged.is_some());
         Ok(())
     }
 
@@ -363,5 +404,112 @@ impl RaftStorage<TypeConfig> for Store {
         let stored: Option<StoredSnapshot> = read_optional(&dir.join("snapshot"))
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         Ok(stored.map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use openraft::storage::Adaptor;
+    use openraft::testing::Suite;
+    use openraft::{CommittedLeaderId, Entry};
+
+    use super::*;
+
+    fn open(dir: &Path) -> io::Result<Store> {
+        Store::open(dir, watch::channel(Arc::new(ClusterState::default())).0)
+    }
+
+    fn blank(index: u64) -> Entry<TypeConfig> {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 0), index), payload: EntryPayload::Blank }
+    }
+
+    async fn indexes(store: &mut Store) -> Vec<u64> {
+        store.try_get_log_entries(..).await.unwrap().iter().map(|entry| entry.log_id.index).collect()
+    }
+
+    /// openraft's own storage test suite, against this store on disk.
+    #[test]
+    fn passes_openraft_storage_suite() {
+        let parent = tempfile::tempdir().unwrap();
+        let n_stores = AtomicU64::new(0);
+        let builder = || async {
+            let dir = parent.path().join(n_stores.fetch_add(1, Ordering::Relaxed).to_string());
+            open(&dir).expect("opening a fresh store")
+        };
+        Suite::<TypeConfig, Adaptor<TypeConfig, Store>, Adaptor<TypeConfig, Store>, _, ()>::test_all(builder).unwrap();
+    }
+
+    #[tokio::test]
+    async fn appends_truncations_and_purges_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path()).unwrap();
+        store.append_to_log((1..=10).map(blank)).await.unwrap();
+        store.delete_conflict_logs_since(LogId::new(CommittedLeaderId::new(1, 0), 8)).await.unwrap();
+        store.purge_logs_upto(LogId::new(CommittedLeaderId::new(1, 0), 3)).await.unwrap();
+        store.append_to_log([blank(8)]).await.unwrap();
+        drop(store);
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, vec![4, 5, 6, 7, 8]);
+        assert_eq!(store.get_log_state().await.unwrap().last_purged_log_id.map(|id| id.index), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_torn_write_at_the_end_is_cut_and_appends_continue_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path()).unwrap();
+        store.append_to_log((1..=3).map(blank)).await.unwrap();
+        store.append_to_log((4..=6).map(blank)).await.unwrap();
+        drop(store);
+        let path = dir.path().join("log");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, vec![1, 2, 3], "the torn write is gone whole");
+        store.append_to_log([blank(4)]).await.unwrap();
+        drop(store);
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn corruption_in_the_middle_refuses_to_open_and_names_the_file_and_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path()).unwrap();
+        for index in 1..=3 {
+            store.append_to_log([blank(index)]).await.unwrap();
+        }
+        drop(store);
+        let path = dir.path().join("log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = log_format::scan(&bytes).unwrap().payloads[1].clone();
+        bytes[middle.start + 1] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = open(dir.path()).err().expect("a corrupt log is refused");
+        let message = error.to_string();
+        let record_start = middle.start - log_format::RECORD_HEADER_BYTES;
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains(&format!("at byte {record_start}")), "{message}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the damaged file is left as it was");
+    }
+
+    #[tokio::test]
+    async fn a_log_of_the_unchecked_format_is_read_and_rewritten_with_checksums() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut legacy = Vec::new();
+        for op in [LogOp::Append(blank(1)), LogOp::Append(blank(2)), LogOp::Truncate(2), LogOp::Append(blank(2))] {
+            let bytes = rmp_serde::to_vec(&op).unwrap();
+            legacy.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            legacy.extend_from_slice(&bytes);
+        }
+        std::fs::write(dir.path().join("log"), &legacy).unwrap();
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, vec![1, 2]);
+        drop(store);
+        let bytes = std::fs::read(dir.path().join("log")).unwrap();
+        assert!(log_format::scan(&bytes).is_ok(), "rewritten in the checked format");
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, vec![1, 2]);
     }
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use oxbow::protocol::batch::{self, BatchBuilder, Record};
 
-use super::log::sync_dir;
+use crate::durable::sync_dir;
 use super::segment::{Segment, SegmentReader};
 
 pub const CLEANER_DIR: &str = ".cleaner";

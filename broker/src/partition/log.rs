@@ -10,6 +10,7 @@ use bytes::Bytes;
 use oxbow::protocol::batch::{self, BatchHeader};
 
 use super::cleaner::{self, Cleaned};
+use crate::durable::sync_dir;
 use super::segment::{self, Segment, SegmentReader};
 
 /// The settings of one partition's log (from the topic's configs).
@@ -375,10 +376,6 @@ impl Log {
 }
 
 /// fsyncs a directory so that created, renamed and deleted entries are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
 fn quarantine(dir: &Path, log_path: &Path) -> io::Result<PathBuf> {
     let quarantine_dir = dir.join(QUARANTINE_DIR);
     fs::create_dir_all(&quarantine_dir)?;

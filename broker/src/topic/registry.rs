@@ -22,7 +22,8 @@ use super::config::{validate_topic_name, TopicConfig};
 use crate::cluster::metadata::{ClusterState, TopicState};
 use crate::cluster::{Cluster, ControllerCall, ControllerReply};
 use crate::config::BrokerConfig;
-use crate::partition::log::{sync_dir, Log};
+use crate::durable::{sync_dir, write_atomic};
+use crate::partition::log::Log;
 use crate::partition::{LogOffsets, PartitionActor, PartitionTimers, SetRole, Shutdown, UpdateConfig};
 
 const META_FILE: &str = "topic.meta";
@@ -476,12 +477,8 @@ impl Registry {
     }
 }
 
-/// Writes `topic.meta` atomically: a temporary file, fsync, rename, fsync the directory.
+/// Writes `topic.meta` atomically.
 fn write_meta(topic_dir: &Path, meta: &TopicMeta) -> std::io::Result<()> {
     let bytes = rmp_serde::to_vec_named(meta).map_err(std::io::Error::other)?;
-    let temporary = topic_dir.join(format!("{META_FILE}.tmp"));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::File::open(&temporary)?.sync_all()?;
-    std::fs::rename(&temporary, topic_dir.join(META_FILE))?;
-    sync_dir(topic_dir)
+    write_atomic(topic_dir, META_FILE, &bytes)
 }

@@ -89,6 +89,33 @@ impl BrokerProcess {
         }
     }
 
+    /// Starts the broker (stopped) with its usual arguments and waits up to `timeout` for it to exit by itself,
+    /// as it must when it refuses to start; `None` (after killing it) if it was still running.
+    pub fn start_expecting_exit(&self, timeout: Duration) -> Option<(std::process::ExitStatus, String)> {
+        assert!(self.child.is_none(), "stop the broker first");
+        let stderr_path = self.data_dir.with_extension("refused.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut command = Command::new(BROKER_BIN);
+        command.arg("--data-dir").arg(&self.data_dir).arg("--listen").arg(&self.addr).stdout(Stdio::null()).stderr(stderr);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawning oxbow-broker");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        status.map(|status| (status, std::fs::read_to_string(&stderr_path).unwrap_or_default()))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

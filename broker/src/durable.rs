@@ -1,0 +1,22 @@
+//! Durable file operations shared by the partition logs and the metadata store: directory fsync and
+//! atomic replacement of a small file. Below both, so neither reaches into the other.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// fsyncs a directory, so that a file created, renamed or deleted in it survives a power cut.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `dir/name` atomically: temporary file, fsync, rename, fsync the directory. A crash leaves the
+/// old contents or the new ones, never a mix.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&temporary, dir.join(name))?;
+    sync_dir(dir)
+}
