@@ -5,9 +5,9 @@
 //! Every voter applies the metadata log, so every broker reads the metadata locally. Only the quorum's
 //! leader acts as the controller; other brokers forward controller requests to it.
 
+mod log_format;
 pub mod metadata;
 mod network;
-mod log_format;
 mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -582,3 +582,35 @@ pub fn rand_u64() -> u64 {
     hasher.write_u32(std::process::id());
     hasher.finish()
 }
+
+impl crate::partition::ClusterLink for Cluster {
+    fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.lease.is_valid()
+    }
+
+    fn replica_lag_time_max(&self) -> Duration {
+        Duration::from_millis(self.settings.replica_lag_time_max_ms)
+    }
+
+    fn alter_isr(
+        self: Arc<Self>,
+        change: crate::partition::IsrChange,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        Box::pin(async move {
+            let crate::partition::IsrChange { topic, partition, leader_epoch, partition_epoch, isr } = change;
+            let call = ControllerCall::AlterIsr { topic, partition, leader_epoch, partition_epoch, isr };
+            match self.call_controller(call, ISR_CHANGE_TIMEOUT).await {
+                Ok(ControllerReply::Done { .. }) => Ok(()),
+                Ok(other) => Err(format!("{other:?}")),
+                Err(error) => Err(error),
+            }
+        })
+    }
+}
+
+/// How long a leader waits for the controller to accept an in-sync set change before it may propose again.
+const ISR_CHANGE_TIMEOUT: Duration = Duration::from_secs(5);

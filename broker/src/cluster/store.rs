@@ -22,9 +22,9 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::log_format;
 use super::metadata::{ClusterState, CommandResult};
 use super::{Entry, TypeConfig};
-use super::log_format;
 use crate::durable::write_atomic;
 
 type RaftNodeId = u64;
@@ -104,7 +104,10 @@ impl Store {
             Err(error) => return Err(error),
         };
         let corrupt = |reason: String| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("metadata log {} is corrupt: {reason}", log_path.display()))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("metadata log {} is corrupt: {reason}", log_path.display()),
+            )
         };
         let (ops, rewrite) = if bytes.starts_with(log_format::MAGIC) {
             let scanned = log_format::scan(&bytes).map_err(|error| corrupt(error.to_string()))?;
@@ -196,7 +199,10 @@ fn encode_ops(ops: &[LogOp], out: &mut Vec<u8>) -> io::Result<()> {
     for chunk in ops.chunks(OPS_PER_RECORD_MAX) {
         let payload = rmp_serde::to_vec(chunk).map_err(io::Error::other)?;
         if payload.len() > log_format::RECORD_PAYLOAD_BYTES_MAX {
-            return Err(io::Error::other(format!("a metadata log record of {} bytes is over the limit", payload.len())));
+            return Err(io::Error::other(format!(
+                "a metadata log record of {} bytes is over the limit",
+                payload.len()
+            )));
         }
         log_format::encode_record(&payload, out);
     }

@@ -1,12 +1,8 @@
-//! The group coordinator actor: membership (join, sync, heartbeat, leave, session expiry), target
-//! assignments, and committed offsets.
-//!
-//! Partitions move incrementally: a member's sync returns the partitions it may hold now, which never
-//! include one another member still holds. A member told to give a partition up commits it and syncs again;
-//! only then does the partition's new owner receive it. So no partition ever has two owners, and members
-//! that keep their partitions are never interrupted.
+//! The group coordinator actor: serves the groups whose `__consumer_offsets` partition this broker leads.
+//! Each group's membership is a `GroupState` (the state machine in `state.rs`); the actor validates requests,
+//! passes the time in, stores committed offsets through the offsets partition and answers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,29 +10,18 @@ use actix::prelude::*;
 use oxbow::protocol::ErrorCode;
 use tokio::sync::oneshot;
 
-use super::assignor::{self, MemberSpec, Strategy, TopicPartition};
+use super::assignor::{Strategy, TopicPartition};
 use super::offsets::{self, Committed, OffsetCache};
+use super::state::{CommitSplit, GroupError, GroupPhase, GroupState, JoinRequest};
 use crate::partition::{Append, PartitionActor};
 use crate::topic::Registry;
 
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-/// Old member ids of replaced static members remembered per group, to answer them FENCED_INSTANCE_ID.
-const FENCED_IDS_MAX: usize = 256;
-
-#[derive(Debug, Clone)]
-pub struct GroupError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl GroupError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> GroupError {
-        GroupError { code, message: message.into() }
-    }
-}
+/// Mailbox size: every group request of the broker's connections queues here.
+pub const MAILBOX_CAPACITY: usize = 1024;
 
 pub struct GroupCoordinator {
-    groups: HashMap<String, Group>,
+    groups: HashMap<String, GroupState>,
     offsets: OffsetCache,
     registry: Arc<Registry>,
     /// Partitions of `__consumer_offsets` in the cluster (0 until the topic exists).
@@ -60,26 +45,6 @@ struct OwnedPartition {
 pub struct OffsetsLeadership {
     pub n_partitions: u32,
     pub led: Vec<(u32, i32, Addr<PartitionActor>)>,
-}
-
-struct Group {
-    strategy: Option<Strategy>,
-    generation: i32,
-    members: BTreeMap<String, Member>,
-    fenced_ids: VecDeque<String>,
-}
-
-struct Member {
-    instance_id: Option<String>,
-    client_id: String,
-    topics: BTreeSet<String>,
-    session_timeout: Duration,
-    deadline: Instant,
-    /// What the coordinator counts as held by this member (including partitions it was told to release).
-    owned: BTreeSet<TopicPartition>,
-    target: BTreeSet<TopicPartition>,
-    /// The group generation of the member's last sync.
-    generation: i32,
 }
 
 impl GroupCoordinator {
@@ -129,82 +94,24 @@ impl GroupCoordinator {
         }
     }
 
-    fn member_mut(&mut self, group_id: &str, member_id: &str) -> Result<(&mut Group, Instant), GroupError> {
-        let group = self.groups.get_mut(group_id).ok_or_else(|| {
-            GroupError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{group_id}' has no members"))
-        })?;
-        if group.fenced_ids.iter().any(|id| id == member_id) {
-            return Err(GroupError::new(
-                ErrorCode::FENCED_INSTANCE_ID,
-                format!("member '{member_id}' was replaced by a newer instance"),
-            ));
-        }
-        if !group.members.contains_key(member_id) {
-            return Err(GroupError::new(
-                ErrorCode::UNKNOWN_MEMBER_ID,
-                format!("member '{member_id}' is not in group '{group_id}'"),
-            ));
-        }
-        Ok((group, Instant::now()))
+    /// Counts a topic's partitions (for the assignors).
+    fn partition_counter(registry: &Registry) -> impl Fn(&str) -> Option<u32> + '_ {
+        move |topic: &str| registry.topic(topic).map(|t| t.n_partitions())
     }
 
-    /// Recomputes every member's target and starts a new generation.
-    fn rebalance(&mut self, group_id: &str) {
-        let Some(group) = self.groups.get_mut(group_id) else { return };
-        group.generation += 1;
-        let Some(strategy) = group.strategy else { return };
-        let topics: BTreeSet<&String> = group.members.values().flat_map(|m| m.topics.iter()).collect();
-        let counts: BTreeMap<String, u32> = topics
-            .into_iter()
-            .filter_map(|topic| self.registry.topic(topic).map(|t| (topic.clone(), t.n_partitions())))
-            .collect();
-        let specs: Vec<MemberSpec<'_>> =
-            group.members.iter().map(|(id, m)| MemberSpec { id, topics: &m.topics, owned: &m.owned }).collect();
-        let mut targets = assignor::assign(strategy, &specs, &counts);
-        for (id, member) in group.members.iter_mut() {
-            member.target = targets.remove(id).unwrap_or_default();
-        }
-        tracing::info!(group = group_id, generation = group.generation, members = group.members.len(), "rebalanced");
-    }
-
-    fn remove_member(&mut self, group_id: &str, member_id: &str, reason: &str) {
-        let Some(group) = self.groups.get_mut(group_id) else { return };
-        if group.members.remove(member_id).is_some() {
-            tracing::info!(group = group_id, member = member_id, reason, "member removed");
-            if group.members.is_empty() {
-                group.strategy = None;
-                group.generation += 1;
-            } else {
-                self.rebalance(group_id);
-            }
-        }
+    fn group_mut(&mut self, group_id: &str) -> Result<&mut GroupState, GroupError> {
+        self.groups
+            .get_mut(group_id)
+            .ok_or_else(|| GroupError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{group_id}' has no members")))
     }
 
     fn expire_sessions(&mut self) {
         let now = Instant::now();
-        let expired: Vec<(String, String)> = self
-            .groups
-            .iter()
-            .flat_map(|(group_id, group)| {
-                group
-                    .members
-                    .iter()
-                    .filter(|(_, m)| m.deadline <= now)
-                    .map(move |(id, _)| (group_id.clone(), id.clone()))
-            })
-            .collect();
-        for (group_id, member_id) in expired {
-            self.remove_member(&group_id, &member_id, "session timed out");
-        }
-    }
-
-    fn state(group: &Group) -> &'static str {
-        if group.members.is_empty() {
-            "Empty"
-        } else if group.members.values().any(|m| m.owned != m.target) {
-            "Reconciling"
-        } else {
-            "Stable"
+        let partitions = Self::partition_counter(&self.registry);
+        for (group_id, group) in self.groups.iter_mut() {
+            for member in group.expire(now, &partitions) {
+                tracing::info!(group = %group_id, %member, generation = group.generation(), "member removed: session timed out");
+            }
         }
     }
 }
@@ -213,7 +120,7 @@ impl Actor for GroupCoordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(1024);
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_interval(EXPIRY_CHECK_INTERVAL, |coordinator, _| coordinator.expire_sessions());
     }
 }
@@ -253,99 +160,31 @@ impl Handler<Join> for GroupCoordinator {
         let strategy = Strategy::parse(&join.strategy).ok_or_else(|| {
             GroupError::new(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, format!("unknown strategy '{}'", join.strategy))
         })?;
-        let session_timeout = Duration::from_millis(u64::from(join.session_timeout_ms));
-        let topics: BTreeSet<String> = join.topics.iter().cloned().collect();
-        let group = self.groups.entry(join.group_id.clone()).or_insert_with(|| Group {
-            strategy: None,
-            generation: 0,
-            members: BTreeMap::new(),
-            fenced_ids: VecDeque::new(),
-        });
-        if let Some(existing) = group.strategy {
-            if existing != strategy && !group.members.is_empty() {
-                return Err(GroupError::new(
-                    ErrorCode::INCONSISTENT_GROUP_PROTOCOL,
-                    format!("group '{}' uses '{}', not '{}'", join.group_id, existing.name(), strategy.name()),
-                ));
-            }
+        let request = JoinRequest {
+            member_id: join.member_id,
+            instance_id: join.instance_id,
+            client_id: join.client_id.clone(),
+            topics: join.topics.into_iter().collect(),
+            strategy,
+            session_timeout: Duration::from_millis(u64::from(join.session_timeout_ms)),
+        };
+        let next_member_idx = &mut self.next_member_idx;
+        let new_member_id = || {
+            *next_member_idx += 1;
+            format!("{}-{}-{:x}", join.client_id, next_member_idx, crate::now_ms())
+        };
+        let partitions = Self::partition_counter(&self.registry);
+        let group = self.groups.entry(join.group_id.clone()).or_default();
+        let generation = group.generation();
+        let joined = group.join(request, Instant::now(), new_member_id, &partitions)?;
+        if joined.generation != generation {
+            tracing::info!(group = %join.group_id, member = %joined.member_id, generation = joined.generation, members = group.members().len(), "rebalanced");
         }
-        group.strategy = Some(strategy);
-        let heartbeat_interval_ms = (join.session_timeout_ms / 3).max(1);
-        let deadline = Instant::now() + session_timeout;
-
-        // A known member re-joining (for example with new topics).
-        if !join.member_id.is_empty() {
-            if group.fenced_ids.contains(&join.member_id) {
-                return Err(GroupError::new(
-                    ErrorCode::FENCED_INSTANCE_ID,
-                    "this member was replaced by a newer instance",
-                ));
-            }
-            let Some(member) = group.members.get_mut(&join.member_id) else {
-                return Err(GroupError::new(
-                    ErrorCode::UNKNOWN_MEMBER_ID,
-                    format!("member '{}' is not in the group", join.member_id),
-                ));
-            };
-            member.deadline = deadline;
-            member.session_timeout = session_timeout;
-            let changed = member.topics != topics;
-            member.topics = topics;
-            let generation = group.generation;
-            if changed {
-                self.rebalance(&join.group_id);
-            }
-            let generation = self.groups.get(&join.group_id).map_or(generation, |g| g.generation);
-            return Ok(JoinOutcome { member_id: join.member_id, generation, heartbeat_interval_ms });
-        }
-
-        self.next_member_idx += 1;
-        let member_id = format!("{}-{}-{:x}", join.client_id, self.next_member_idx, crate::now_ms());
-        // A static member coming back takes over its predecessor's partitions without a rebalance.
-        let replaced = join.instance_id.as_ref().and_then(|instance| {
-            group.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(instance)).map(|(id, _)| id.clone())
-        });
-        if let Some(old_id) = replaced {
-            let old = group.members.remove(&old_id).expect("found above");
-            group.fenced_ids.push_back(old_id.clone());
-            if group.fenced_ids.len() > FENCED_IDS_MAX {
-                group.fenced_ids.pop_front();
-            }
-            let changed = old.topics != topics;
-            group.members.insert(
-                member_id.clone(),
-                Member {
-                    client_id: join.client_id,
-                    topics,
-                    session_timeout,
-                    deadline,
-                    generation: group.generation,
-                    ..old
-                },
-            );
-            tracing::info!(group = %join.group_id, old = %old_id, new = %member_id, "static member rejoined");
-            if changed {
-                self.rebalance(&join.group_id);
-            }
-        } else {
-            group.members.insert(
-                member_id.clone(),
-                Member {
-                    instance_id: join.instance_id,
-                    client_id: join.client_id,
-                    topics,
-                    session_timeout,
-                    deadline,
-                    owned: BTreeSet::new(),
-                    target: BTreeSet::new(),
-                    generation: group.generation,
-                },
-            );
-            tracing::info!(group = %join.group_id, member = %member_id, "member joined");
-            self.rebalance(&join.group_id);
-        }
-        let generation = self.groups[&join.group_id].generation;
-        Ok(JoinOutcome { member_id, generation, heartbeat_interval_ms })
+        Ok(JoinOutcome {
+            member_id: joined.member_id,
+            generation: joined.generation,
+            heartbeat_interval_ms: (join.session_timeout_ms / 3).max(1),
+        })
     }
 }
 
@@ -368,31 +207,8 @@ impl Handler<Sync> for GroupCoordinator {
 
     fn handle(&mut self, sync: Sync, _ctx: &mut Self::Context) -> Self::Result {
         self.check_owner(&sync.group_id)?;
-        let (group, now) = self.member_mut(&sync.group_id, &sync.member_id)?;
-        let held_by_others: BTreeSet<TopicPartition> = group
-            .members
-            .iter()
-            .filter(|(id, _)| **id != sync.member_id)
-            .flat_map(|(_, m)| m.owned.iter().cloned())
-            .collect();
-        let generation = group.generation;
-        let member = group.members.get_mut(&sync.member_id).expect("checked");
-        member.deadline = now + member.session_timeout;
-        // What the member no longer reports, it has released.
-        let reported: BTreeSet<TopicPartition> = sync.owned.into_iter().collect();
-        member.owned = member.owned.intersection(&reported).cloned().collect();
-        let free: BTreeSet<TopicPartition> = member.target.difference(&held_by_others).cloned().collect();
-        let assignment: Vec<TopicPartition> = member
-            .owned
-            .intersection(&member.target)
-            .chain(free.iter())
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        // Until the member syncs again without them, partitions it must give up still count as its own.
-        member.owned.extend(free);
-        member.generation = generation;
+        let group = self.group_mut(&sync.group_id)?;
+        let (generation, assignment) = group.sync(&sync.member_id, sync.owned, Instant::now())?;
         Ok(SyncOutcome { generation, assignment })
     }
 }
@@ -410,20 +226,7 @@ impl Handler<Heartbeat> for GroupCoordinator {
 
     fn handle(&mut self, heartbeat: Heartbeat, _ctx: &mut Self::Context) -> Self::Result {
         self.check_owner(&heartbeat.group_id)?;
-        let (group, now) = self.member_mut(&heartbeat.group_id, &heartbeat.member_id)?;
-        let held_by_others: BTreeSet<&TopicPartition> = group
-            .members
-            .iter()
-            .filter(|(id, _)| **id != heartbeat.member_id)
-            .flat_map(|(_, m)| m.owned.iter())
-            .collect();
-        let member = &group.members[&heartbeat.member_id];
-        let must_release = member.owned.iter().any(|tp| !member.target.contains(tp));
-        let may_gain = member.target.iter().any(|tp| !member.owned.contains(tp) && !held_by_others.contains(tp));
-        let needs_sync = must_release || may_gain;
-        let member = group.members.get_mut(&heartbeat.member_id).expect("checked");
-        member.deadline = now + member.session_timeout;
-        Ok(needs_sync)
+        self.group_mut(&heartbeat.group_id)?.heartbeat(&heartbeat.member_id, Instant::now())
     }
 }
 
@@ -439,8 +242,12 @@ impl Handler<Leave> for GroupCoordinator {
 
     fn handle(&mut self, leave: Leave, _ctx: &mut Self::Context) -> Self::Result {
         self.check_owner(&leave.group_id)?;
-        self.member_mut(&leave.group_id, &leave.member_id)?;
-        self.remove_member(&leave.group_id, &leave.member_id, "left");
+        let partitions = Self::partition_counter(&self.registry);
+        let group = self.groups.get_mut(&leave.group_id).ok_or_else(|| {
+            GroupError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{}' has no members", leave.group_id))
+        })?;
+        group.leave(&leave.member_id, &partitions)?;
+        tracing::info!(group = %leave.group_id, member = %leave.member_id, generation = group.generation(), "member left");
         Ok(())
     }
 }
@@ -508,14 +315,12 @@ impl Handler<Commit> for GroupCoordinator {
     }
 }
 
-type CommitSplit = (Vec<(TopicPartition, Committed)>, Vec<(TopicPartition, ErrorCode)>);
-
 impl GroupCoordinator {
     /// Splits a commit into the partitions it may commit and the refused ones with their errors.
     fn check_commit(&mut self, commit: &Commit) -> Result<CommitSplit, GroupError> {
         validate_group_id(&commit.group_id)?;
         if commit.member_id.is_empty() && commit.generation < 0 {
-            let active = self.groups.get(&commit.group_id).is_some_and(|g| !g.members.is_empty());
+            let active = self.groups.get(&commit.group_id).is_some_and(|g| !g.members().is_empty());
             if active {
                 return Err(GroupError::new(
                     ErrorCode::GROUP_NOT_EMPTY,
@@ -524,25 +329,7 @@ impl GroupCoordinator {
             }
             return Ok((commit.offsets.clone(), Vec::new()));
         }
-        // A commit does not extend the session: only heartbeats, joins and syncs do.
-        let (group, _) = self.member_mut(&commit.group_id, &commit.member_id)?;
-        let member = group.members.get_mut(&commit.member_id).expect("checked");
-        if commit.generation != member.generation {
-            return Err(GroupError::new(
-                ErrorCode::ILLEGAL_GENERATION,
-                format!("generation {} is stale; the member is at generation {}", commit.generation, member.generation),
-            ));
-        }
-        let mut accepted = Vec::new();
-        let mut refused = Vec::new();
-        for (tp, committed) in &commit.offsets {
-            if member.owned.contains(tp) {
-                accepted.push((tp.clone(), committed.clone()));
-            } else {
-                refused.push((tp.clone(), ErrorCode::ILLEGAL_GENERATION));
-            }
-        }
-        Ok((accepted, refused))
+        self.group_mut(&commit.group_id)?.check_commit(&commit.member_id, commit.generation, &commit.offsets)
     }
 }
 
@@ -640,7 +427,7 @@ impl Handler<ListGroups> for GroupCoordinator {
         let listed = ids
             .into_iter()
             .map(|id| match self.groups.get(id) {
-                Some(group) => (id.clone(), Self::state(group), group.members.len() as u32),
+                Some(group) => (id.clone(), group.phase().name(), group.members().len() as u32),
                 None => (id.clone(), "Empty", 0),
             })
             .collect();
@@ -658,7 +445,7 @@ pub struct MemberInfo {
 
 #[derive(Debug)]
 pub struct GroupInfo {
-    pub state: &'static str,
+    pub state: GroupPhase,
     pub strategy: String,
     pub generation: i32,
     pub members: Vec<MemberInfo>,
@@ -680,16 +467,16 @@ impl Handler<DescribeGroup> for GroupCoordinator {
         let mut committed: Vec<_> =
             self.offsets.get(&describe.group_id).into_iter().flatten().map(|(tp, c)| (tp.clone(), c.clone())).collect();
         committed.sort_by(|a, b| a.0.cmp(&b.0));
-        if group.is_none_or(|g| g.members.is_empty()) && committed.is_empty() {
+        if group.is_none_or(|g| g.members().is_empty()) && committed.is_empty() {
             return MessageResult(None);
         }
         let info = GroupInfo {
-            state: group.map_or("Empty", Self::state),
-            strategy: group.and_then(|g| g.strategy).map_or(String::new(), |s| s.name().to_string()),
-            generation: group.map_or(0, |g| g.generation),
+            state: group.map_or(GroupPhase::Empty, GroupState::phase),
+            strategy: group.and_then(GroupState::strategy).map_or(String::new(), |s| s.name().to_string()),
+            generation: group.map_or(0, GroupState::generation),
             members: group
                 .into_iter()
-                .flat_map(|g| g.members.iter())
+                .flat_map(|g| g.members().iter())
                 .map(|(id, m)| MemberInfo {
                     member_id: id.clone(),
                     instance_id: m.instance_id.clone(),

@@ -1,13 +1,16 @@
-//! Consumer groups: the group coordinator actor, the assignors and the committed-offsets store.
+//! Consumer groups: each group's membership as a state machine (`state.rs`), the coordinator actor that
+//! serves them, the assignors and the committed-offsets store.
 
 pub mod assignor;
 mod coordinator;
 pub mod offsets;
+pub mod state;
 
 pub use coordinator::{
-    Commit, DescribeGroup, FetchOffsets, GroupCoordinator, GroupError, GroupInfo, Heartbeat, Join, JoinOutcome, Leave,
-    ListGroups, MemberInfo, OffsetsLeadership, Sync, SyncOutcome,
+    Commit, DescribeGroup, FetchOffsets, GroupCoordinator, GroupInfo, Heartbeat, Join, JoinOutcome, Leave, ListGroups,
+    MemberInfo, OffsetsLeadership, Sync, SyncOutcome, MAILBOX_CAPACITY,
 };
+pub use state::{GroupError, GroupPhase};
 
 use std::sync::Arc;
 

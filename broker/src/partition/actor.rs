@@ -1,9 +1,12 @@
-//! The partition actor: the only writer of a partition's log. Appends run to completion inside the
-//! handler (offsets are assigned before any await), so replies to appends are in offset order.
-//! With `flush.ms=0` an append is acknowledged only after an fsync covers it; fsyncs run off the actor's
-//! thread and one fsync covers every append that arrived before it started (group commit).
-//! Retention runs here on a timer (deleting whole files is cheap); compaction runs on a blocking thread
-//! and only its final swap runs here.
+//! The partition actor: the only writer of a partition's log, and a thin shell around its `ReplicaState`.
+//! A handler does the log I/O, tells the state machine what happened, then performs its effects (answers to
+//! acks=all appends, in-sync set proposals) and publishes the offsets.
+//!
+//! Appends run to completion inside the handler (offsets are assigned before any await), so replies to
+//! appends are in offset order. With `flush.ms=0` an append is acknowledged only after an fsync covers it;
+//! fsyncs run off the actor's thread and one fsync covers every append that arrived before it started (group
+//! commit). Retention runs here on a timer (deleting whole files is cheap); compaction runs on a blocking
+//! thread and only its final swap runs here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,28 +19,24 @@ use tokio::sync::{oneshot, watch};
 
 use super::cleaner;
 use super::log::{Log, LogError, LogOffsets};
-use super::replica::{EpochCache, LeaderState, ProducerStates, SequenceCheck};
-use crate::cluster::{Cluster, ControllerCall, ControllerReply};
-use crate::topic::TopicConfig;
+use super::messages::*;
+use super::replica::{EpochCache, ProducerStates};
+use super::state::{Effect, FetchFrom, FetchPlan, ReplicaState, RoleChange};
+use super::{ClusterLink, IsrChange, PartitionConfig};
 
 /// Mailbox size: beyond it senders wait, which pushes back on the connection and then the client.
-const MAILBOX_CAPACITY: usize = 256;
+pub const MAILBOX_CAPACITY: usize = 256;
+
+/// What an acks=all append needs to be answered.
+type HwWaiter = (AppendReply, AppendOutcome);
 
 pub struct PartitionActor {
     topic: String,
     partition: u32,
     log: Log,
-    leader_epoch: i32,
-    role: Role,
-    cluster: Arc<Cluster>,
-    epochs: EpochCache,
-    producers: ProducerStates,
-    high_watermark: u64,
-    /// With `flush.ms=0`: the log end covered by the last completed fsync.
-    flushed_to: u64,
-    /// acks=all appends waiting for the high watermark: (last offset, reply, outcome).
-    hw_waiters: Vec<(u64, AppendReply, AppendOutcome)>,
-    config: TopicConfig,
+    state: ReplicaState<HwWaiter>,
+    cluster: Arc<dyn ClusterLink>,
+    config: PartitionConfig,
     timers: PartitionTimers,
     offsets: watch::Sender<LogOffsets>,
     /// A compaction pass is running on a blocking thread.
@@ -52,8 +51,6 @@ pub struct PartitionActor {
     flush_waiters: Vec<(u64, FlushWaiter)>,
     offline: Option<String>,
 }
-
-type AppendReply = oneshot::Sender<Result<AppendOutcome, LogError>>;
 
 enum FlushWaiter {
     Append(AppendReply, AppendOutcome),
@@ -73,188 +70,31 @@ impl FlushWaiter {
     }
 }
 
-/// This replica's part, from the cluster metadata.
-#[derive(Debug)]
-pub enum Role {
-    /// Not known yet (the metadata has not been applied since start).
-    Unknown,
-    Leader(LeaderState),
-    Follower {
-        leader: NodeId,
-    },
-}
-
-/// The partition's state in the metadata, sent by the registry whenever it changes.
-#[derive(Message, Debug, Clone, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub struct SetRole {
-    pub leader: NodeId,
-    pub leader_epoch: i32,
-    pub replicas: Vec<NodeId>,
-    pub isr: Vec<NodeId>,
-    pub partition_epoch: i32,
-}
-
-/// A follower's fetch, on the leader.
-#[derive(Message)]
-#[rtype(result = "Result<FollowerRead, LogError>")]
-pub struct FollowerFetch {
-    pub replica: NodeId,
-    pub fetch_offset: u64,
-    pub last_fetched_epoch: Option<i32>,
-    pub current_leader_epoch: Option<i32>,
-    pub max_bytes: usize,
-}
-
-#[derive(Debug)]
-pub struct FollowerRead {
-    pub records: Bytes,
-    pub high_watermark: u64,
-    pub log_start_offset: u64,
-    pub diverging_epoch: Option<(i32, u64)>,
-}
-
-/// Where a follower's log ends and the epoch of its last batch (what it fetches from).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FollowerPosition {
-    pub log_end_offset: u64,
-    pub last_epoch: Option<i32>,
-    pub leader_epoch: i32,
-}
-
-/// Batches fetched from the leader, on a follower; replies after they are stored (and fsynced when the topic
-/// acknowledges only fsynced data).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AppendReplicated {
-    pub leader_epoch: i32,
-    pub records: Bytes,
-    pub leader_high_watermark: u64,
-    pub leader_log_start_offset: u64,
-    pub reply: oneshot::Sender<Result<FollowerPosition, LogError>>,
-}
-
-/// The follower's log diverges from the leader's: cut it at the end of `epoch` (at most `end_offset`).
-#[derive(Message)]
-#[rtype(result = "Result<FollowerPosition, LogError>")]
-pub struct TruncateDiverged {
-    pub leader_epoch: i32,
-    pub epoch: i32,
-    pub end_offset: u64,
-}
-
-/// The follower fetched below the leader's log start: empty the log and restart at `offset`.
-#[derive(Message)]
-#[rtype(result = "Result<FollowerPosition, LogError>")]
-pub struct ResetTo {
-    pub leader_epoch: i32,
-    pub offset: u64,
-}
-
-#[derive(Message)]
-#[rtype(result = "FollowerPosition")]
-pub struct GetPosition;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendOutcome {
-    pub base_offset: u64,
-    pub log_start_offset: u64,
-}
-
-/// Append validated batches. The handler replies through `reply` (after the write, or after the fsync when
-/// the topic acknowledges only fsynced data), so a sender can await the hand-off without awaiting the reply.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Append {
-    pub batches: Vec<(BatchHeader, Bytes)>,
-    /// acks=all: reply once every in-sync replica has the batches (the high watermark passed them).
-    pub acks_all: bool,
-    pub reply: AppendReply,
-}
-
-#[derive(Debug)]
-pub struct ReadOutcome {
-    pub records: Bytes,
-    pub offsets: LogOffsets,
-}
-
-/// Read whole batches from `offset`: consumers read from the leader, below the high watermark; the broker's
-/// own readers (`internal`, such as the group coordinator loading offsets) read any replica to its log end.
-#[derive(Message)]
-#[rtype(result = "Result<ReadOutcome, LogError>")]
-pub struct Read {
-    pub offset: u64,
-    pub max_bytes: usize,
-    pub internal: bool,
-}
-
-/// The first offset at or after a timestamp: `Ok(None)` when there is none.
-#[derive(Message)]
-#[rtype(result = "Result<Option<(u64, i64)>, LogError>")]
-pub struct ListOffset {
-    pub timestamp: i64,
-}
-
-#[derive(Message)]
-#[rtype(result = "LogOffsets")]
-pub struct GetOffsets;
-
-/// Broker-wide timer settings of partition actors.
-#[derive(Debug, Clone)]
-pub struct PartitionTimers {
-    pub retention_check_interval: Duration,
-    pub cleaner_interval: Duration,
-    /// Test-only fault injection point (`OXBOW_FAULT`).
-    pub fault: Option<String>,
-}
-
-/// New topic configs (from AlterConfigs).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct UpdateConfig(pub TopicConfig);
-
-/// fsync everything and stop.
-#[derive(Message)]
-#[rtype(result = "std::io::Result<()>")]
-pub struct Shutdown;
-
 impl PartitionActor {
     pub fn new(
         topic: String,
         partition: u32,
         log: Log,
-        config: TopicConfig,
+        config: PartitionConfig,
         timers: PartitionTimers,
-        cluster: Arc<Cluster>,
+        cluster: Arc<dyn ClusterLink>,
     ) -> std::io::Result<(PartitionActor, watch::Receiver<LogOffsets>)> {
-        let mut epochs = EpochCache::default();
-        let mut producers = ProducerStates::default();
-        log.for_each_header(|header| {
-            epochs.assign(header.leader_epoch, header.base_offset);
-            producers.record(header);
-        })?;
-        let initial = LogOffsets {
-            log_start_offset: log.log_start_offset(),
-            high_watermark: log.log_start_offset(),
-            log_end_offset: log.log_end_offset(),
-            high_watermark_known: false,
-        };
-        let (offsets, offsets_rx) = watch::channel(initial);
-        let flushed_to = log.log_end_offset();
+        let (epochs, producers) = read_replica_state(&log)?;
+        let state = ReplicaState::new(
+            cluster.node_id(),
+            format!("{topic}/{partition}"),
+            (log.log_start_offset(), log.log_end_offset()),
+            epochs,
+            producers,
+            (config.flush_ms == 0, config.min_insync_replicas as usize),
+        );
+        let (offsets, offsets_rx) = watch::channel(state.offsets());
         let actor = PartitionActor {
             topic,
             partition,
-            // Until the metadata says otherwise, consumers see nothing new: a restarted replica does not know
-            // which of its records the other replicas have.
-            high_watermark: log.log_start_offset(),
             log,
-            leader_epoch: -1,
-            role: Role::Unknown,
+            state,
             cluster,
-            epochs,
-            producers,
-            flushed_to,
-            hw_waiters: Vec::new(),
             config,
             timers,
             offsets,
@@ -269,159 +109,53 @@ impl PartitionActor {
         Ok((actor, offsets_rx))
     }
 
-    fn current_offsets(&self) -> LogOffsets {
-        LogOffsets {
-            log_start_offset: self.log.log_start_offset(),
-            high_watermark: self.high_watermark.max(self.log.log_start_offset()).min(self.log.log_end_offset()),
-            log_end_offset: self.log.log_end_offset(),
-            high_watermark_known: match &self.role {
-                Role::Leader(leader) => self.high_watermark >= leader.epoch_start_offset,
-                Role::Follower { .. } => true,
-                Role::Unknown => false,
-            },
-        }
-    }
-
-    fn publish(&self) {
-        self.offsets.send_replace(self.current_offsets());
-    }
-
-    fn node_id(&self) -> NodeId {
-        self.cluster.node_id
-    }
-
-    fn not_leader(&self) -> LogError {
-        let leader = match &self.role {
-            Role::Follower { leader } => format!("broker {leader} leads it"),
-            Role::Leader(_) => "this broker's lease on leadership lapsed".to_string(),
-            Role::Unknown => "its leader is not known yet".to_string(),
-        };
-        LogError::Code(
-            ErrorCode::NOT_LEADER_OR_FOLLOWER,
-            format!("broker {} does not lead {}/{}: {leader}", self.node_id(), self.topic, self.partition),
-        )
-    }
-
-    /// The log end this replica vouches for: with `flush.ms=0`, only what is fsynced.
-    fn durable_end(&self) -> u64 {
-        if self.config.flush_ms == 0 {
-            self.flushed_to
-        } else {
-            self.log.log_end_offset()
-        }
-    }
-
-    /// Recomputes the leader's high watermark and answers the acks=all appends it now covers.
-    fn advance_high_watermark(&mut self) {
-        let Role::Leader(leader) = &self.role else { return };
-        let candidate = leader.isr_low_end(self.cluster.node_id, self.durable_end());
-        let isr_len = leader.isr.len();
-        if candidate > self.high_watermark {
-            self.high_watermark = candidate;
-            self.publish();
-        }
-        let hw = self.high_watermark;
-        if self.hw_waiters.iter().any(|(last, _, _)| *last < hw) {
-            let min_insync = self.config.min_insync_replicas as usize;
-            let (done, waiting): (Vec<_>, Vec<_>) = self.hw_waiters.drain(..).partition(|(last, _, _)| *last < hw);
-            self.hw_waiters = waiting;
-            for (_, reply, outcome) in done {
-                let result = if isr_len < min_insync {
-                    Err(LogError::Code(
-                        ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-                        format!("{isr_len} in-sync replicas, min.insync.replicas is {min_insync}"),
-                    ))
-                } else {
-                    Ok(outcome)
-                };
-                let _ = reply.send(result);
+    /// Performs the state machine's effects and publishes the offsets: the end of every handler.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        debug_assert_eq!(self.state.log_end_offset(), self.log.log_end_offset(), "state and log agree");
+        for effect in self.state.poll_effects() {
+            match effect {
+                Effect::Complete((reply, outcome), result) => {
+                    let _ =
+                        reply.send(result.map(|()| outcome).map_err(|(code, message)| LogError::Code(code, message)));
+                }
+                Effect::ProposeIsr { isr, leader_epoch, partition_epoch } => {
+                    self.propose_isr(isr, leader_epoch, partition_epoch, ctx)
+                }
             }
         }
-    }
-
-    fn fail_hw_waiters(&mut self) {
-        let error = self.not_leader();
-        for (_, reply, _) in self.hw_waiters.drain(..) {
-            let _ = reply.send(Err(LogError::Code(ErrorCode::NOT_LEADER_OR_FOLLOWER, error.to_string())));
-        }
+        self.offsets.send_replace(self.state.offsets());
     }
 
     fn position(&self) -> FollowerPosition {
         FollowerPosition {
             log_end_offset: self.log.log_end_offset(),
-            last_epoch: self.epochs.latest_epoch(),
-            leader_epoch: self.leader_epoch,
+            last_epoch: self.state.latest_epoch(),
+            leader_epoch: self.state.leader_epoch(),
         }
-    }
-
-    /// Rebuilds the epoch cache and producer states from the log (after a truncation).
-    fn rebuild_replica_state(&mut self) -> std::io::Result<()> {
-        let mut epochs = EpochCache::default();
-        let mut producers = ProducerStates::default();
-        self.log.for_each_header(|header| {
-            epochs.assign(header.leader_epoch, header.base_offset);
-            producers.record(header);
-        })?;
-        self.epochs = epochs;
-        self.producers = producers;
-        self.high_watermark = self.high_watermark.min(self.log.log_end_offset());
-        self.flushed_to = self.flushed_to.min(self.log.log_end_offset());
-        Ok(())
     }
 
     /// Sends an in-sync set change to the controller; the new set takes effect when the metadata shows it.
-    fn propose_isr(&mut self, isr: Vec<NodeId>, ctx: &mut Context<Self>) {
-        let Role::Leader(leader) = &mut self.role else { return };
-        if leader.pending_isr.is_some() {
-            return;
-        }
-        tracing::info!(topic = %self.topic, partition = self.partition, from = ?leader.isr, to = ?isr, "changing the in-sync replica set");
-        leader.pending_isr = Some(isr.clone());
-        let call = ControllerCall::AlterIsr {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            leader_epoch: self.leader_epoch,
-            partition_epoch: leader.partition_epoch,
-            isr,
-        };
-        let cluster = self.cluster.clone();
-        let proposed_epoch = leader.partition_epoch;
-        let work = async move { cluster.call_controller(call, Duration::from_secs(5)).await };
-        ctx.spawn(work.into_actor(self).map(move |reply, actor, _| {
-            let accepted = matches!(reply, Ok(ControllerReply::Done { .. }));
-            if !accepted {
-                tracing::info!(topic = %actor.topic, partition = actor.partition, ?reply, "in-sync set change not accepted");
+    fn propose_isr(&mut self, isr: Vec<NodeId>, leader_epoch: i32, partition_epoch: i32, ctx: &mut Context<Self>) {
+        tracing::info!(topic = %self.topic, partition = self.partition, to = ?isr, "changing the in-sync replica set");
+        let change =
+            IsrChange { topic: self.topic.clone(), partition: self.partition, leader_epoch, partition_epoch, isr };
+        let answer = self.cluster.clone().alter_isr(change);
+        ctx.spawn(answer.into_actor(self).map(move |answer, actor, ctx| {
+            if let Err(reason) = &answer {
+                tracing::info!(topic = %actor.topic, partition = actor.partition, %reason, "in-sync set change not accepted");
             }
-            if let Role::Leader(leader) = &mut actor.role {
-                // Accepted: keep counting both sets until the metadata arrives (SetRole clears it).
-                if !accepted && leader.partition_epoch == proposed_epoch {
-                    leader.pending_isr = None;
-                }
-            }
+            actor.state.isr_change_answered(answer.is_ok(), partition_epoch);
+            actor.settle(ctx);
         }));
     }
 
     /// Leader: drops followers that have not caught up within `replica.lag.time.max.ms`.
     fn check_isr_lag(&mut self, ctx: &mut Context<Self>) {
-        let lag_max = Duration::from_millis(self.cluster.settings().replica_lag_time_max_ms);
-        let now = Instant::now();
-        let self_id = self.node_id();
-        let Role::Leader(leader) = &self.role else { return };
-        if leader.pending_isr.is_some() {
-            return;
-        }
-        let lagging: Vec<NodeId> = leader
-            .isr
-            .iter()
-            .copied()
-            .filter(|node| *node != self_id)
-            .filter(|node| leader.followers.get(node).is_some_and(|p| now.duration_since(p.caught_up_at) > lag_max))
-            .collect();
+        let lagging = self.state.check_isr_lag(Instant::now(), self.cluster.replica_lag_time_max());
         if !lagging.is_empty() {
-            let isr: Vec<NodeId> = leader.isr.iter().copied().filter(|node| !lagging.contains(node)).collect();
             tracing::warn!(topic = %self.topic, partition = self.partition, ?lagging, "followers fell behind");
-            self.propose_isr(isr, ctx);
         }
+        self.settle(ctx);
     }
 
     fn check_online(&self) -> Result<(), LogError> {
@@ -431,15 +165,14 @@ impl PartitionActor {
         }
     }
 
-    fn go_offline(&mut self, reason: String) {
+    fn go_offline(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::error!(topic = %self.topic, partition = self.partition, %reason, "partition offline until restart");
         self.offline = Some(reason.clone());
         for (_, waiter) in self.flush_waiters.drain(..) {
             waiter.complete(Err(LogError::Offline(reason.clone())));
         }
-        for (_, reply, _) in self.hw_waiters.drain(..) {
-            let _ = reply.send(Err(LogError::Offline(reason.clone())));
-        }
+        self.state.fail_waiters(ErrorCode::STORAGE_ERROR, &format!("partition is offline: {reason}"));
+        self.settle(ctx);
     }
 
     /// Counts the bytes of appended batches; starts a write-behind fsync once enough are not yet fsynced.
@@ -465,7 +198,7 @@ impl PartitionActor {
         }
         let handle = match self.log.active_log_handle() {
             Ok(handle) => handle,
-            Err(error) => return self.go_offline(format!("cannot open the segment for fsync: {error}")),
+            Err(error) => return self.go_offline(format!("cannot open the segment for fsync: {error}"), ctx),
         };
         let flushed_to = self.log.log_end_offset();
         self.flush_in_flight = true;
@@ -475,32 +208,27 @@ impl PartitionActor {
             actor.flush_in_flight = false;
             match result {
                 Ok(Ok(())) => {
-                    actor.flushed_to = actor.flushed_to.max(flushed_to.min(actor.log.log_end_offset()));
+                    actor.state.flushed(flushed_to);
                     let (done, waiting): (Vec<_>, Vec<_>) =
                         actor.flush_waiters.drain(..).partition(|(last_offset, _)| *last_offset < flushed_to);
                     actor.flush_waiters = waiting;
                     for (_, waiter) in done {
                         waiter.complete(Ok(()));
                     }
-                    actor.advance_high_watermark();
-                    if let Role::Follower { .. } = actor.role {
-                        actor.publish();
-                    }
+                    actor.settle(ctx);
                     // With `flush.ms=0` whatever was written meanwhile has someone waiting for it (in
-                    // `flush_waiters`, or acks=all appends in `hw_waiters`): fsync it now.
+                    // `flush_waiters`, or acks=all appends waiting for the high watermark): fsync it now.
                     if actor.config.flush_ms == 0 || !actor.flush_waiters.is_empty() || actor.write_behind_due() {
                         actor.start_flush(ctx);
                     }
                 }
                 // After a failed fsync the page cache may have dropped the data: never acknowledge it.
-                Ok(Err(error)) => actor.go_offline(format!("fsync failed: {error}")),
-                Err(error) => actor.go_offline(format!("fsync task failed: {error}")),
+                Ok(Err(error)) => actor.go_offline(format!("fsync failed: {error}"), ctx),
+                Err(error) => actor.go_offline(format!("fsync task failed: {error}"), ctx),
             }
         }));
     }
-}
 
-impl PartitionActor {
     /// The periodic fsync, re-armed each time so that a changed `flush.ms` takes effect.
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
         let interval = Duration::from_millis(if self.config.flush_ms > 0 { self.config.flush_ms } else { 1_000 });
@@ -512,15 +240,17 @@ impl PartitionActor {
         });
     }
 
-    fn apply_retention(&mut self) {
-        let policy = self.config.cleanup_policy;
-        if !policy.delete || self.offline.is_some() {
+    fn apply_retention(&mut self, ctx: &mut Context<Self>) {
+        if !self.config.cleanup_policy.delete || self.offline.is_some() {
             return;
         }
         match self.log.apply_retention(crate::now_ms(), self.config.retention_ms, self.config.retention_bytes) {
             Ok(0) => {}
-            Ok(_) => self.publish(),
-            Err(error) => self.go_offline(format!("deleting a segment failed: {error}")),
+            Ok(_) => {
+                self.state.log_start_moved(self.log.log_start_offset());
+                self.settle(ctx);
+            }
+            Err(error) => self.go_offline(format!("deleting a segment failed: {error}"), ctx),
         }
     }
 
@@ -541,14 +271,14 @@ impl PartitionActor {
         };
         self.cleaning = true;
         let dir = self.log.dir().to_path_buf();
-        let index_interval_bytes = self.config.index_interval_bytes;
+        let index_interval_bytes = self.config.log.index_interval_bytes;
         let delete_retention_ms = self.config.delete_retention_ms;
         let fault = self.timers.fault.clone();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let work = tokio::task::spawn_blocking(move || {
             cleaner::clean(&dir, &readers, index_interval_bytes, crate::now_ms(), delete_retention_ms, fault.as_deref())
         });
-        ctx.spawn(work.into_actor(self).map(move |result, actor, _| {
+        ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| {
             actor.cleaning = false;
             let cleaned = match result {
                 Ok(Ok(cleaned)) => cleaned,
@@ -557,13 +287,64 @@ impl PartitionActor {
             };
             let (kept, dropped, tombstones) = (cleaned.kept_records, cleaned.dropped_records, cleaned.kept_tombstones);
             if let Err(error) = actor.log.install_cleaned(cleaned, actor.timers.fault.as_deref()) {
-                return actor.go_offline(format!("swapping cleaned segments failed: {error}"));
+                return actor.go_offline(format!("swapping cleaned segments failed: {error}"), ctx);
             }
+            actor.state.log_start_moved(actor.log.log_start_offset());
             actor.cleaned_at_rolls = Some(rolls);
             actor.tombstones_pending = tombstones > 0;
             tracing::info!(topic = %actor.topic, partition = actor.partition, kept, dropped, tombstones, elapsed = ?started.elapsed(), "compacted closed segments");
+            actor.settle(ctx);
         }));
     }
+
+    /// Stores a producer's batches (unless they are a retry of stored ones): the base and last offsets.
+    fn append(&mut self, message: &Append, ctx: &mut Context<Self>) -> Result<(u64, u64), LogError> {
+        self.check_online()?;
+        self.state.check_append(message.acks_all, self.cluster.lease_valid())?;
+        // A retried batch is answered as the first time, once it is as replicated as asked.
+        if let Some(stored) = self.state.check_sequences(message.batches.iter().map(|(header, _)| header))? {
+            return Ok(stored);
+        }
+        let base_offset = self.log.append(&message.batches, self.state.leader_epoch(), crate::now_ms()).map_err(|error| {
+            tracing::warn!(topic = %self.topic, partition = self.partition, %error, "append failed; nothing was stored");
+            LogError::Storage(error)
+        })?;
+        self.state.appended(message.batches.iter().map(|(header, _)| header), base_offset, self.log.log_end_offset());
+        self.written(&message.batches, ctx);
+        Ok((base_offset, self.log.log_end_offset() - 1))
+    }
+
+    /// Stores a leader's batches on this follower (skipping what it has already).
+    fn append_replicated(&mut self, message: &AppendReplicated, ctx: &mut Context<Self>) -> Result<(), LogError> {
+        let corrupt = |error: batch::BatchError| LogError::Code(ErrorCode::CORRUPT_MESSAGE, error.to_string());
+        let (ranges, _) = batch::split_batches(&message.records).map_err(corrupt)?;
+        let log_end = self.log.log_end_offset();
+        let mut batches = Vec::with_capacity(ranges.len());
+        for (_, range) in ranges {
+            let bytes = message.records.slice(range);
+            let header = batch::validate_batch(&bytes, false).map_err(corrupt)?;
+            if header.last_offset() >= log_end {
+                batches.push((header, bytes));
+            }
+        }
+        if !batches.is_empty() {
+            self.log.append_replicated(&batches, crate::now_ms())?;
+            self.state.replicated(batches.iter().map(|(header, _)| header), self.log.log_end_offset());
+            self.written(&batches, ctx);
+        }
+        Ok(())
+    }
+}
+
+/// The epoch cache and producer states, read from every batch header of the log.
+fn read_replica_state(log: &Log) -> std::io::Result<(EpochCache, ProducerStates)> {
+    let mut epochs = EpochCache::default();
+    let mut producers = ProducerStates::default();
+    log.for_each_header(|header| {
+        epochs.assign(header.leader_epoch, header.base_offset);
+        producers.record(header);
+    })?;
+    Ok((epochs, producers))
 }
 
 impl Actor for PartitionActor {
@@ -572,56 +353,10 @@ impl Actor for PartitionActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.schedule_flush(ctx);
-        ctx.run_interval(self.timers.retention_check_interval, |actor, _| actor.apply_retention());
+        ctx.run_interval(self.timers.retention_check_interval, |actor, ctx| actor.apply_retention(ctx));
         ctx.run_interval(self.timers.cleaner_interval, |actor, ctx| actor.start_cleaning(ctx));
-        let lag_check = Duration::from_millis((self.cluster.settings().replica_lag_time_max_ms / 4).max(50));
+        let lag_check = (self.cluster.replica_lag_time_max() / 4).max(Duration::from_millis(50));
         ctx.run_interval(lag_check, |actor, ctx| actor.check_isr_lag(ctx));
-    }
-}
-
-impl PartitionActor {
-    /// Leader checks shared by produce: leadership, the lease, min.insync.replicas for acks=all.
-    fn check_can_append(&self, acks_all: bool) -> Result<(), LogError> {
-        self.check_online()?;
-        let Role::Leader(leader) = &self.role else { return Err(self.not_leader()) };
-        if !self.cluster.lease.is_valid() {
-            return Err(self.not_leader());
-        }
-        let min_insync = self.config.min_insync_replicas as usize;
-        if acks_all && leader.isr.len() < min_insync {
-            return Err(LogError::Code(
-                ErrorCode::NOT_ENOUGH_REPLICAS,
-                format!(
-                    "{} in-sync replicas of {}/{}, min.insync.replicas is {min_insync}",
-                    leader.isr.len(),
-                    self.topic,
-                    self.partition
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Sorts out retried idempotent batches: `Ok(Some(..))` when every batch is already stored.
-    fn check_sequences(&self, batches: &[(BatchHeader, Bytes)]) -> Result<Option<(u64, u64)>, LogError> {
-        let mut duplicate: Option<(u64, u64)> = None;
-        let mut fresh = 0;
-        for (header, _) in batches {
-            match self.producers.check(header).map_err(|(code, message)| LogError::Code(code, message))? {
-                SequenceCheck::Append => fresh += 1,
-                SequenceCheck::Duplicate { base_offset, last_offset } => {
-                    duplicate = Some(duplicate.map_or((base_offset, last_offset), |(base, _)| (base, last_offset)))
-                }
-            }
-        }
-        match (duplicate, fresh) {
-            (Some(_), 0) => Ok(duplicate),
-            (Some(_), _) => Err(LogError::Code(
-                ErrorCode::DUPLICATE_SEQUENCE_NUMBER,
-                "a request mixes stored and new batches of one producer".into(),
-            )),
-            (None, _) => Ok(None),
-        }
     }
 }
 
@@ -629,54 +364,26 @@ impl Handler<Append> for PartitionActor {
     type Result = ();
 
     fn handle(&mut self, message: Append, ctx: &mut Self::Context) {
-        if let Err(error) = self.check_can_append(message.acks_all) {
-            let _ = message.reply.send(Err(error));
-            return;
-        }
-        let (base_offset, last_offset) = match self.check_sequences(&message.batches) {
+        let (base_offset, last_offset) = match self.append(&message, ctx) {
+            Ok(offsets) => offsets,
             Err(error) => {
                 let _ = message.reply.send(Err(error));
                 return;
             }
-            // A retried batch: answer as the first time, once it is as replicated as asked.
-            Ok(Some((base_offset, last_offset))) => (base_offset, last_offset),
-            Ok(None) => {
-                let now_ms = crate::now_ms();
-                let base_offset = match self.log.append(&message.batches, self.leader_epoch, now_ms) {
-                    Ok(base_offset) => base_offset,
-                    Err(error) => {
-                        tracing::warn!(topic = %self.topic, partition = self.partition, %error, "append failed; nothing was stored");
-                        let _ = message.reply.send(Err(LogError::Storage(error)));
-                        return;
-                    }
-                };
-                self.epochs.assign(self.leader_epoch, base_offset);
-                let mut next = base_offset;
-                for (header, _) in &message.batches {
-                    let mut header = *header;
-                    header.base_offset = next;
-                    header.leader_epoch = self.leader_epoch;
-                    next = header.last_offset() + 1;
-                    self.producers.record(&header);
-                }
-                self.written(&message.batches, ctx);
-                (base_offset, self.log.log_end_offset() - 1)
-            }
         };
         let outcome = AppendOutcome { base_offset, log_start_offset: self.log.log_start_offset() };
         if message.acks_all {
-            self.hw_waiters.push((last_offset, message.reply, outcome));
+            self.state.wait_for_high_watermark(last_offset, (message.reply, outcome));
             if self.config.flush_ms == 0 {
                 self.start_flush(ctx);
             }
-        } else if self.config.flush_ms == 0 && last_offset >= self.flushed_to {
+        } else if self.config.flush_ms == 0 && last_offset >= self.state.flushed_to() {
             self.flush_waiters.push((last_offset, FlushWaiter::Append(message.reply, outcome)));
             self.start_flush(ctx);
         } else {
             let _ = message.reply.send(Ok(outcome));
         }
-        self.advance_high_watermark();
-        self.publish();
+        self.settle(ctx);
     }
 }
 
@@ -685,10 +392,10 @@ impl Handler<Read> for PartitionActor {
 
     fn handle(&mut self, message: Read, _ctx: &mut Self::Context) -> Self::Result {
         self.check_online()?;
-        if !message.internal && !matches!(self.role, Role::Leader(_)) {
-            return Err(self.not_leader());
+        if !message.internal && !self.state.is_leader() {
+            return Err(self.state.not_leader());
         }
-        let offsets = self.current_offsets();
+        let offsets = self.state.offsets();
         let limit = if message.internal { offsets.log_end_offset } else { offsets.high_watermark };
         let records = self.log.read(message.offset, message.max_bytes, limit)?;
         Ok(ReadOutcome { records, offsets })
@@ -700,11 +407,11 @@ impl Handler<ListOffset> for PartitionActor {
 
     fn handle(&mut self, message: ListOffset, _ctx: &mut Self::Context) -> Self::Result {
         self.check_online()?;
-        if !matches!(self.role, Role::Leader(_)) {
-            return Err(self.not_leader());
+        if !self.state.is_leader() {
+            return Err(self.state.not_leader());
         }
         let found = self.log.offset_for_timestamp(message.timestamp)?;
-        Ok(found.filter(|(offset, _)| *offset < self.high_watermark))
+        Ok(found.filter(|(offset, _)| *offset < self.state.high_watermark()))
     }
 }
 
@@ -712,58 +419,39 @@ impl Handler<GetOffsets> for PartitionActor {
     type Result = MessageResult<GetOffsets>;
 
     fn handle(&mut self, _message: GetOffsets, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.current_offsets())
+        MessageResult(self.state.offsets())
     }
 }
 
 impl Handler<UpdateConfig> for PartitionActor {
     type Result = ();
 
-    fn handle(&mut self, message: UpdateConfig, _ctx: &mut Self::Context) {
-        self.log.set_config(message.0.log_config());
+    fn handle(&mut self, message: UpdateConfig, ctx: &mut Self::Context) {
+        self.log.set_config(message.0.log.clone());
         self.config = message.0;
-        self.advance_high_watermark();
+        self.state.configure(self.config.flush_ms == 0, self.config.min_insync_replicas as usize);
+        self.settle(ctx);
     }
 }
 
 impl Handler<SetRole> for PartitionActor {
     type Result = ();
 
-    fn handle(&mut self, role: SetRole, _ctx: &mut Self::Context) {
-        let now = Instant::now();
-        let self_id = self.node_id();
-        if role.leader == self_id {
-            let same_term = role.leader_epoch == self.leader_epoch && matches!(self.role, Role::Leader(_));
-            if same_term {
-                if let Role::Leader(leader) = &mut self.role {
-                    if role.partition_epoch > leader.partition_epoch {
-                        leader.pending_isr = None;
-                    }
-                    leader.isr = role.isr;
-                    leader.replicas = role.replicas;
-                    leader.partition_epoch = role.partition_epoch;
-                }
-            } else {
-                tracing::info!(topic = %self.topic, partition = self.partition, epoch = role.leader_epoch, isr = ?role.isr, log_end_offset = self.log.log_end_offset(), "became leader");
-                self.leader_epoch = role.leader_epoch;
-                self.epochs.assign(role.leader_epoch, self.log.log_end_offset());
-                let start = self.log.log_end_offset();
-                self.role = Role::Leader(LeaderState::new(role.replicas, role.isr, role.partition_epoch, start, now));
+    fn handle(&mut self, SetRole(role): SetRole, ctx: &mut Self::Context) {
+        let (topic, partition, log_end_offset) = (&self.topic, self.partition, self.log.log_end_offset());
+        match self.state.set_role(&role, Instant::now()) {
+            RoleChange::BecameLeader => {
+                tracing::info!(%topic, partition, epoch = role.leader_epoch, isr = ?role.isr, log_end_offset, "became leader")
             }
-            self.advance_high_watermark();
-        } else {
-            let changed = !matches!(self.role, Role::Follower { leader } if leader == role.leader)
-                || self.leader_epoch != role.leader_epoch;
-            if changed {
-                if matches!(self.role, Role::Leader(_)) {
-                    tracing::info!(topic = %self.topic, partition = self.partition, new_leader = role.leader, epoch = role.leader_epoch, "no longer the leader");
-                }
-                self.leader_epoch = role.leader_epoch;
-                self.role = Role::Follower { leader: role.leader };
-                self.fail_hw_waiters();
+            RoleChange::BecameFollower { was_leader: true } => {
+                tracing::info!(%topic, partition, new_leader = role.leader, epoch = role.leader_epoch, "no longer the leader")
             }
+            RoleChange::Stale => {
+                tracing::warn!(%topic, partition, epoch = role.leader_epoch, current = self.state.leader_epoch(), "ignoring a role from an older leader epoch")
+            }
+            RoleChange::BecameFollower { was_leader: false } | RoleChange::Unchanged => {}
         }
-        self.publish();
+        self.settle(ctx);
     }
 }
 
@@ -772,95 +460,24 @@ impl Handler<FollowerFetch> for PartitionActor {
 
     fn handle(&mut self, fetch: FollowerFetch, ctx: &mut Self::Context) -> Self::Result {
         self.check_online()?;
-        if !matches!(self.role, Role::Leader(_)) {
-            return Err(self.not_leader());
-        }
-        if let Some(epoch) = fetch.current_leader_epoch {
-            if epoch < self.leader_epoch {
-                return Err(LogError::Code(
-                    ErrorCode::FENCED_LEADER_EPOCH,
-                    format!("epoch {epoch} < {}", self.leader_epoch),
-                ));
-            }
-            if epoch > self.leader_epoch {
-                return Err(LogError::Code(
-                    ErrorCode::UNKNOWN_LEADER_EPOCH,
-                    format!("epoch {epoch} > {}", self.leader_epoch),
-                ));
-            }
-        }
-        let log_end = self.log.log_end_offset();
-        let log_start = self.log.log_start_offset();
-        if let Some(last_epoch) = fetch.last_fetched_epoch {
-            if fetch.fetch_offset > log_start {
-                // No epoch that old here (say this log is empty and the follower kept records of an earlier
-                // leader that never reached this one): everything the follower has of that epoch diverges.
-                let (epoch, end) = self.epochs.end_offset_for(last_epoch, log_end).unwrap_or((-1, log_start));
-                if epoch != last_epoch || end < fetch.fetch_offset {
-                    return Ok(FollowerRead {
-                        records: Bytes::new(),
-                        high_watermark: self.high_watermark,
-                        log_start_offset: log_start,
-                        diverging_epoch: Some((epoch, end)),
-                    });
-                }
-            }
-        }
-        if fetch.fetch_offset > log_end || fetch.fetch_offset < log_start {
-            return Err(LogError::OffsetOutOfRange {
-                offset: fetch.fetch_offset,
-                log_start_offset: log_start,
-                log_end_offset: log_end,
-            });
-        }
-        let self_id = self.node_id();
-        let high_watermark = self.high_watermark;
-        let epoch_start = self.epochs.start_of(self.leader_epoch).unwrap_or(0);
-        let Role::Leader(leader) = &mut self.role else { unreachable!("checked above") };
-        if !leader.replicas.contains(&fetch.replica) || fetch.replica == self_id {
-            return Err(LogError::Code(
-                ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                format!("broker {} is not a follower here", fetch.replica),
-            ));
-        }
-        leader.note_fetch(fetch.replica, fetch.fetch_offset, log_end, Instant::now());
-        let joins = !leader.isr.contains(&fetch.replica)
-            && leader.pending_isr.is_none()
-            && fetch.fetch_offset >= high_watermark
-            && fetch.fetch_offset >= epoch_start;
-        if joins {
-            let mut isr = leader.isr.clone();
-            isr.push(fetch.replica);
-            self.propose_isr(isr, ctx);
-        }
-        self.advance_high_watermark();
-        let records = self.log.read(fetch.fetch_offset, fetch.max_bytes, log_end)?;
+        let from = FetchFrom {
+            replica: fetch.replica,
+            fetch_offset: fetch.fetch_offset,
+            last_fetched_epoch: fetch.last_fetched_epoch,
+            current_leader_epoch: fetch.current_leader_epoch,
+        };
+        let plan = self.state.follower_fetch(&from, Instant::now());
+        self.settle(ctx);
+        let (records, diverging_epoch) = match plan? {
+            FetchPlan::Diverging { epoch, end_offset } => (Bytes::new(), Some((epoch, end_offset))),
+            FetchPlan::Read => (self.log.read(fetch.fetch_offset, fetch.max_bytes, self.log.log_end_offset())?, None),
+        };
         Ok(FollowerRead {
             records,
-            high_watermark: self.high_watermark,
-            log_start_offset: log_start,
-            diverging_epoch: None,
+            high_watermark: self.state.high_watermark(),
+            log_start_offset: self.log.log_start_offset(),
+            diverging_epoch,
         })
-    }
-}
-
-impl PartitionActor {
-    fn check_follower(&self, leader_epoch: i32) -> Result<(), LogError> {
-        self.check_online()?;
-        if !matches!(self.role, Role::Follower { .. }) || leader_epoch != self.leader_epoch {
-            return Err(LogError::Code(
-                ErrorCode::FENCED_LEADER_EPOCH,
-                format!("replica of {}/{} is not following epoch {leader_epoch}", self.topic, self.partition),
-            ));
-        }
-        Ok(())
-    }
-
-    fn follower_high_watermark(&mut self, leader_high_watermark: u64) {
-        let hw = leader_high_watermark.min(self.durable_end());
-        if hw > self.high_watermark {
-            self.high_watermark = hw;
-        }
     }
 }
 
@@ -868,44 +485,19 @@ impl Handler<AppendReplicated> for PartitionActor {
     type Result = ();
 
     fn handle(&mut self, message: AppendReplicated, ctx: &mut Self::Context) {
-        if let Err(error) = self.check_follower(message.leader_epoch) {
+        if let Err(error) = self.check_online().and_then(|()| self.state.check_follower(message.leader_epoch)) {
             let _ = message.reply.send(Err(error));
             return;
         }
-        let result = (|| -> Result<(), LogError> {
-            let (ranges, _) = batch::split_batches(&message.records)
-                .map_err(|e| LogError::Code(ErrorCode::CORRUPT_MESSAGE, e.to_string()))?;
-            let log_end = self.log.log_end_offset();
-            let mut batches = Vec::with_capacity(ranges.len());
-            for (_, range) in ranges {
-                let bytes = message.records.slice(range);
-                let header = batch::validate_batch(&bytes, false)
-                    .map_err(|e| LogError::Code(ErrorCode::CORRUPT_MESSAGE, e.to_string()))?;
-                if header.last_offset() < log_end {
-                    continue;
-                }
-                batches.push((header, bytes));
-            }
-            if batches.is_empty() {
-                return Ok(());
-            }
-            self.log.append_replicated(&batches, crate::now_ms())?;
-            for (header, _) in &batches {
-                self.epochs.assign(header.leader_epoch, header.base_offset);
-                self.producers.record(header);
-            }
-            self.written(&batches, ctx);
-            Ok(())
-        })();
-        if let Err(error) = result {
+        if let Err(error) = self.append_replicated(&message, ctx) {
             tracing::warn!(topic = %self.topic, partition = self.partition, %error, "storing replicated batches failed");
             let _ = message.reply.send(Err(error));
             return;
         }
-        self.follower_high_watermark(message.leader_high_watermark);
-        self.publish();
+        self.state.leader_high_watermark(message.leader_high_watermark);
+        self.settle(ctx);
         let position = self.position();
-        if self.config.flush_ms == 0 && position.log_end_offset > self.flushed_to {
+        if self.config.flush_ms == 0 && position.log_end_offset > self.state.flushed_to() {
             self.flush_waiters.push((position.log_end_offset - 1, FlushWaiter::Replicated(message.reply, position)));
             self.start_flush(ctx);
         } else {
@@ -917,23 +509,20 @@ impl Handler<AppendReplicated> for PartitionActor {
 impl Handler<TruncateDiverged> for PartitionActor {
     type Result = Result<FollowerPosition, LogError>;
 
-    fn handle(&mut self, message: TruncateDiverged, _ctx: &mut Self::Context) -> Self::Result {
-        self.check_follower(message.leader_epoch)?;
+    fn handle(&mut self, message: TruncateDiverged, ctx: &mut Self::Context) -> Self::Result {
+        self.check_online()?;
+        self.state.check_follower(message.leader_epoch)?;
         // Cut at the earlier of both ends of that epoch (our own may be earlier than the leader's). Cutting
         // too early only costs a re-fetch; keeping a record the leader does not have would be divergence.
-        let own_end = self
-            .epochs
-            .end_offset_for(message.epoch, self.log.log_end_offset())
-            .map_or(self.log.log_start_offset(), |(_, end)| end);
-        let offset = own_end.min(message.end_offset);
+        let offset = self.state.own_end_of_epoch(message.epoch).min(message.end_offset);
         tracing::warn!(topic = %self.topic, partition = self.partition, epoch = message.epoch, offset, log_end_offset = self.log.log_end_offset(), "log diverges from the leader's: truncating");
-        self.log.truncate_to(offset).map_err(|error| {
-            self.go_offline(format!("truncation failed: {error}"));
-            LogError::Storage(error)
-        })?;
-        self.epochs.truncate_from(offset);
-        self.rebuild_replica_state()?;
-        self.publish();
+        if let Err(error) = self.log.truncate_to(offset) {
+            self.go_offline(format!("truncation failed: {error}"), ctx);
+            return Err(LogError::Storage(error));
+        }
+        let (epochs, producers) = read_replica_state(&self.log)?;
+        self.state.truncated(self.log.log_end_offset(), epochs, producers);
+        self.settle(ctx);
         Ok(self.position())
     }
 }
@@ -941,17 +530,15 @@ impl Handler<TruncateDiverged> for PartitionActor {
 impl Handler<ResetTo> for PartitionActor {
     type Result = Result<FollowerPosition, LogError>;
 
-    fn handle(&mut self, message: ResetTo, _ctx: &mut Self::Context) -> Self::Result {
-        self.check_follower(message.leader_epoch)?;
-        self.log.reset_to(message.offset).map_err(|error| {
-            self.go_offline(format!("reset failed: {error}"));
-            LogError::Storage(error)
-        })?;
-        self.epochs.clear();
-        self.producers.clear();
-        self.high_watermark = message.offset;
-        self.flushed_to = message.offset;
-        self.publish();
+    fn handle(&mut self, message: ResetTo, ctx: &mut Self::Context) -> Self::Result {
+        self.check_online()?;
+        self.state.check_follower(message.leader_epoch)?;
+        if let Err(error) = self.log.reset_to(message.offset) {
+            self.go_offline(format!("reset failed: {error}"), ctx);
+            return Err(LogError::Storage(error));
+        }
+        self.state.reset(message.offset);
+        self.settle(ctx);
         Ok(self.position())
     }
 }
@@ -974,10 +561,8 @@ impl Handler<Shutdown> for PartitionActor {
                 waiter.complete(Ok(()));
             }
         }
-        for (_, reply, _) in self.hw_waiters.drain(..) {
-            let _ =
-                reply.send(Err(LogError::Code(ErrorCode::BROKER_SHUTTING_DOWN, "the broker is shutting down".into())));
-        }
+        self.state.fail_waiters(ErrorCode::BROKER_SHUTTING_DOWN, "the broker is shutting down");
+        self.settle(ctx);
         ctx.stop();
         result
     }

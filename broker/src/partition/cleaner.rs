@@ -16,8 +16,8 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use oxbow::protocol::batch::{self, BatchBuilder, Record};
 
-use crate::durable::sync_dir;
 use super::segment::{Segment, SegmentReader};
+use crate::durable::sync_dir;
 
 pub const CLEANER_DIR: &str = ".cleaner";
 pub const COMPLETE_MARKER: &str = "COMPLETE";

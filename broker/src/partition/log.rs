@@ -10,8 +10,8 @@ use bytes::Bytes;
 use oxbow::protocol::batch::{self, BatchHeader};
 
 use super::cleaner::{self, Cleaned};
-use crate::durable::sync_dir;
 use super::segment::{self, Segment, SegmentReader};
+use crate::durable::sync_dir;
 
 /// The settings of one partition's log (from the topic's configs).
 #[derive(Debug, Clone, PartialEq, Eq)]

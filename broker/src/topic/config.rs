@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::LogDefaults;
-use crate::partition::LogConfig;
+use crate::partition::{LogConfig, PartitionConfig};
 
 /// The keys a topic accepts, with the broker default each falls back to.
 pub const KEYS: &[&str] = &[
@@ -19,34 +19,7 @@ pub const KEYS: &[&str] = &[
     "segment.ms",
 ];
 
-/// What happens to old records: deleted by age and size, compacted to the newest per key, or both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CleanupPolicy {
-    pub delete: bool,
-    pub compact: bool,
-}
-
-impl CleanupPolicy {
-    pub fn parse(value: &str) -> Option<CleanupPolicy> {
-        let mut policy = CleanupPolicy { delete: false, compact: false };
-        for part in value.split(',').map(str::trim) {
-            match part {
-                "delete" => policy.delete = true,
-                "compact" => policy.compact = true,
-                _ => return None,
-            }
-        }
-        (policy.delete || policy.compact).then_some(policy)
-    }
-
-    pub fn name(self) -> &'static str {
-        match (self.compact, self.delete) {
-            (true, true) => "compact,delete",
-            (true, false) => "compact",
-            _ => "delete",
-        }
-    }
-}
+pub use crate::partition::CleanupPolicy;
 
 const SEGMENT_BYTES_MIN: u64 = 1024;
 const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
@@ -126,6 +99,20 @@ impl TopicConfig {
             segment_ms: self.segment_ms,
             index_interval_bytes: self.index_interval_bytes,
             max_message_bytes: self.max_message_bytes as usize,
+        }
+    }
+
+    /// What a partition of this topic runs with.
+    pub fn partition_config(&self) -> PartitionConfig {
+        PartitionConfig {
+            log: self.log_config(),
+            flush_ms: self.flush_ms,
+            write_behind_bytes: self.write_behind_bytes,
+            min_insync_replicas: self.min_insync_replicas,
+            cleanup_policy: self.cleanup_policy,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            delete_retention_ms: self.delete_retention_ms,
         }
     }
 

@@ -24,7 +24,7 @@ use crate::cluster::{Cluster, ControllerCall, ControllerReply};
 use crate::config::BrokerConfig;
 use crate::durable::{sync_dir, write_atomic};
 use crate::partition::log::Log;
-use crate::partition::{LogOffsets, PartitionActor, PartitionTimers, SetRole, Shutdown, UpdateConfig};
+use crate::partition::{LogOffsets, PartitionActor, PartitionRole, PartitionTimers, SetRole, Shutdown, UpdateConfig};
 
 const META_FILE: &str = "topic.meta";
 const DELETED_PREFIX: &str = ".deleted-";
@@ -348,13 +348,13 @@ impl Registry {
                     }
                 }
                 let Some(handle) = &local[partition] else { continue };
-                let role = SetRole {
+                let role = SetRole(PartitionRole {
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
                     partition_epoch: p.partition_epoch,
-                };
+                });
                 let key = (name.clone(), partition as u32);
                 let changed = self.roles.lock().expect("roles lock").get(&key) != Some(&role);
                 if changed {
@@ -373,7 +373,7 @@ impl Registry {
             if let Some(existing) = &existing {
                 if existing.config != config {
                     for handle in local.iter().flatten() {
-                        let _ = handle.addr.send(UpdateConfig(config.clone())).await;
+                        let _ = handle.addr.send(UpdateConfig(config.partition_config())).await;
                     }
                 }
             }
@@ -467,7 +467,7 @@ impl Registry {
             name.to_string(),
             partition,
             log,
-            config.clone(),
+            config.partition_config(),
             self.timers.clone(),
             self.cluster.clone(),
         )?;

@@ -96,7 +96,13 @@ impl BrokerProcess {
         let stderr_path = self.data_dir.with_extension("refused.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut command = Command::new(BROKER_BIN);
-        command.arg("--data-dir").arg(&self.data_dir).arg("--listen").arg(&self.addr).stdout(Stdio::null()).stderr(stderr);
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(&self.addr)
+            .stdout(Stdio::null())
+            .stderr(stderr);
         for (key, value) in &self.env {
             command.env(key, value);
         }

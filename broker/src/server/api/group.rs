@@ -263,7 +263,7 @@ pub async fn describe(request: DescribeGroupsRequest, scope: &RequestScope) -> R
         groups.push(GroupDescription {
             group_id,
             error_code: ErrorCode::NONE,
-            state: info.state.to_string(),
+            state: info.state.name().to_string(),
             strategy: info.strategy,
             generation_id: info.generation,
             members: info

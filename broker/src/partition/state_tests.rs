@@ -1,0 +1,613 @@
+//! Tests of `ReplicaState`: one per transition, and property tests that drive it with random event sequences
+//! and check the invariants after every step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use oxbow::protocol::batch::BatchHeader;
+use oxbow::protocol::{ErrorCode, NodeId};
+use proptest::prelude::*;
+
+use super::*;
+
+const SELF: NodeId = 1;
+
+fn header(records: u32) -> BatchHeader {
+    BatchHeader {
+        base_offset: 0,
+        batch_length: 0,
+        leader_epoch: 0,
+        magic: 1,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta: records - 1,
+        base_timestamp: 0,
+        max_timestamp: 0,
+        producer_id: -1,
+        producer_epoch: 0,
+        base_sequence: -1,
+        record_count: records,
+    }
+}
+
+fn idempotent(producer_id: i64, sequence: i32, records: u32) -> BatchHeader {
+    BatchHeader { producer_id, base_sequence: sequence, ..header(records) }
+}
+
+fn replica(durable_acks: bool) -> ReplicaState<u64> {
+    ReplicaState::new(SELF, "t/0".into(), (0, 0), EpochCache::default(), ProducerStates::default(), (durable_acks, 2))
+}
+
+fn role(leader: NodeId, leader_epoch: i32, isr: &[NodeId], partition_epoch: i32) -> PartitionRole {
+    PartitionRole { leader, leader_epoch, replicas: vec![1, 2, 3], isr: isr.to_vec(), partition_epoch }
+}
+
+fn leader(isr: &[NodeId]) -> (ReplicaState<u64>, Instant) {
+    let mut state = replica(false);
+    let now = Instant::now();
+    assert_eq!(state.set_role(&role(SELF, 1, isr, 1), now), RoleChange::BecameLeader);
+    (state, now)
+}
+
+fn append(state: &mut ReplicaState<u64>, records: u32) -> u64 {
+    let base = state.log_end_offset();
+    let batch = header(records);
+    state.appended([&batch], base, base + u64::from(records));
+    state.log_end_offset() - 1
+}
+
+fn fetch(replica: NodeId, fetch_offset: u64) -> FetchFrom {
+    FetchFrom { replica, fetch_offset, last_fetched_epoch: None, current_leader_epoch: Some(1) }
+}
+
+fn completions(state: &mut ReplicaState<u64>) -> Vec<(u64, Result<(), ErrorCode>)> {
+    state
+        .poll_effects()
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Complete(token, result) => Some((token, result.map_err(|(code, _)| code))),
+            Effect::ProposeIsr { .. } => None,
+        })
+        .collect()
+}
+
+fn proposals(state: &mut ReplicaState<u64>) -> Vec<Vec<NodeId>> {
+    state
+        .poll_effects()
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::ProposeIsr { isr, .. } => Some(isr),
+            Effect::Complete(..) => None,
+        })
+        .collect()
+}
+
+fn code(error: LogError) -> ErrorCode {
+    match error {
+        LogError::Code(code, _) => code,
+        other => panic!("not a protocol error: {other}"),
+    }
+}
+
+#[test]
+fn a_new_replica_shows_nothing_new_until_it_knows_its_role() {
+    let state = ReplicaState::<u64>::new(
+        SELF,
+        "t/0".into(),
+        (5, 20),
+        EpochCache::default(),
+        ProducerStates::default(),
+        (false, 1),
+    );
+    let offsets = state.offsets();
+    assert_eq!((offsets.log_start_offset, offsets.high_watermark, offsets.log_end_offset), (5, 5, 20));
+    assert!(!offsets.high_watermark_known);
+    assert_eq!(code(state.check_append(false, true).unwrap_err()), ErrorCode::NOT_LEADER_OR_FOLLOWER);
+}
+
+#[test]
+fn the_high_watermark_waits_for_every_in_sync_replica() {
+    let (mut state, now) = leader(&[1, 2, 3]);
+    let last = append(&mut state, 10);
+    state.wait_for_high_watermark(last, 7);
+    assert_eq!(state.high_watermark(), 0);
+    state.follower_fetch(&fetch(2, 10), now).unwrap();
+    assert_eq!(state.high_watermark(), 0, "broker 3 has nothing yet");
+    assert!(completions(&mut state).is_empty());
+    state.follower_fetch(&fetch(3, 6), now).unwrap();
+    assert_eq!(state.high_watermark(), 6);
+    assert!(completions(&mut state).is_empty(), "the append ends at offset 9");
+    state.follower_fetch(&fetch(3, 10), now).unwrap();
+    assert_eq!(state.high_watermark(), 10);
+    assert_eq!(completions(&mut state), vec![(7, Ok(()))]);
+    assert!(state.offsets().high_watermark_known);
+}
+
+#[test]
+fn the_high_watermark_never_moves_back() {
+    let (mut state, now) = leader(&[1, 2]);
+    append(&mut state, 10);
+    state.follower_fetch(&fetch(2, 10), now).unwrap();
+    assert_eq!(state.high_watermark(), 10);
+    // The follower restarted with less (it lost its page cache): what consumers saw stays visible.
+    state.follower_fetch(&fetch(2, 4), now).unwrap();
+    assert_eq!(state.high_watermark(), 10);
+}
+
+#[test]
+fn too_few_in_sync_replicas_refuse_acks_all_before_and_after_the_append() {
+    let (state, now) = leader(&[1]);
+    assert_eq!(code(state.check_append(true, true).unwrap_err()), ErrorCode::NOT_ENOUGH_REPLICAS);
+    state.check_append(false, true).unwrap();
+
+    let (mut state, _) = leader(&[1, 2]);
+    state.check_append(true, true).unwrap();
+    let last = append(&mut state, 1);
+    state.wait_for_high_watermark(last, 1);
+    // The follower is dropped from the in-sync set while the append waits: the leader alone has it.
+    state.set_role(&role(SELF, 1, &[1], 2), now);
+    assert_eq!(completions(&mut state), vec![(1, Err(ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND))]);
+}
+
+#[test]
+fn a_lapsed_lease_refuses_appends() {
+    let (state, _) = leader(&[1, 2]);
+    assert_eq!(code(state.check_append(false, false).unwrap_err()), ErrorCode::NOT_LEADER_OR_FOLLOWER);
+}
+
+#[test]
+fn losing_leadership_fails_the_waiting_appends() {
+    let (mut state, now) = leader(&[1, 2]);
+    let last = append(&mut state, 3);
+    state.wait_for_high_watermark(last, 9);
+    assert_eq!(state.set_role(&role(2, 2, &[2, 3], 2), now), RoleChange::BecameFollower { was_leader: true });
+    assert_eq!(completions(&mut state), vec![(9, Err(ErrorCode::NOT_LEADER_OR_FOLLOWER))]);
+    assert_eq!(code(state.check_append(false, true).unwrap_err()), ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    assert!(state.offsets().high_watermark_known, "a follower's high watermark is the leader's");
+}
+
+#[test]
+fn a_role_from_an_older_epoch_is_ignored() {
+    let (mut state, now) = leader(&[1, 2]);
+    state.set_role(&role(2, 3, &[2], 2), now);
+    assert_eq!(state.set_role(&role(SELF, 2, &[1], 1), now), RoleChange::Stale);
+    assert_eq!((state.leader_epoch(), state.is_leader()), (3, false));
+}
+
+#[test]
+fn a_new_leader_does_not_vouch_for_latest_until_its_high_watermark_reaches_its_old_end() {
+    let mut state = ReplicaState::<u64>::new(
+        SELF,
+        "t/0".into(),
+        (0, 50),
+        EpochCache::default(),
+        ProducerStates::default(),
+        (false, 1),
+    );
+    let now = Instant::now();
+    state.set_role(&role(SELF, 4, &[1, 2], 1), now);
+    assert!(!state.offsets().high_watermark_known);
+    let caught_up = FetchFrom { current_leader_epoch: Some(4), ..fetch(2, 50) };
+    state.follower_fetch(&caught_up, now).unwrap();
+    assert!(state.offsets().high_watermark_known);
+}
+
+#[test]
+fn follower_fetches_are_checked() {
+    let (mut state, now) = leader(&[1, 2, 3]);
+    append(&mut state, 5);
+    let stale = FetchFrom { current_leader_epoch: Some(0), ..fetch(2, 0) };
+    assert_eq!(code(state.follower_fetch(&stale, now).unwrap_err()), ErrorCode::FENCED_LEADER_EPOCH);
+    let ahead = FetchFrom { current_leader_epoch: Some(2), ..fetch(2, 0) };
+    assert_eq!(code(state.follower_fetch(&ahead, now).unwrap_err()), ErrorCode::UNKNOWN_LEADER_EPOCH);
+    assert_eq!(code(state.follower_fetch(&fetch(9, 0), now).unwrap_err()), ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(code(state.follower_fetch(&fetch(SELF, 0), now).unwrap_err()), ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    assert!(matches!(state.follower_fetch(&fetch(2, 6), now), Err(LogError::OffsetOutOfRange { .. })));
+    // The follower last fetched epoch 0, which this leader never had: all of it diverges.
+    let diverged = FetchFrom { last_fetched_epoch: Some(0), ..fetch(2, 3) };
+    assert_eq!(state.follower_fetch(&diverged, now).unwrap(), FetchPlan::Diverging { epoch: -1, end_offset: 0 });
+    // It fetched epoch 1 up to this leader's log end: nothing diverges.
+    let ahead = FetchFrom { last_fetched_epoch: Some(1), ..fetch(2, 5) };
+    assert_eq!(state.follower_fetch(&ahead, now).unwrap(), FetchPlan::Read);
+    let follower = replica(false);
+    assert_eq!(code(follower.check_follower(1).unwrap_err()), ErrorCode::FENCED_LEADER_EPOCH);
+}
+
+#[test]
+fn a_caught_up_follower_is_proposed_for_the_in_sync_set_once() {
+    let (mut state, now) = leader(&[1, 2]);
+    append(&mut state, 4);
+    state.follower_fetch(&fetch(2, 4), now).unwrap();
+    state.follower_fetch(&fetch(3, 2), now).unwrap();
+    assert!(proposals(&mut state).is_empty(), "below the high watermark");
+    state.follower_fetch(&fetch(3, 4), now).unwrap();
+    assert_eq!(proposals(&mut state), vec![vec![1, 2, 3]]);
+    state.follower_fetch(&fetch(3, 4), now).unwrap();
+    assert!(proposals(&mut state).is_empty(), "one proposal at a time");
+    // Refused: the next fetch proposes again.
+    state.isr_change_answered(false, 1);
+    state.follower_fetch(&fetch(3, 4), now).unwrap();
+    assert_eq!(proposals(&mut state), vec![vec![1, 2, 3]]);
+    // Accepted and applied.
+    state.isr_change_answered(true, 1);
+    state.set_role(&role(SELF, 1, &[1, 2, 3], 2), now);
+    state.follower_fetch(&fetch(3, 4), now).unwrap();
+    assert!(proposals(&mut state).is_empty());
+}
+
+#[test]
+fn a_pending_addition_holds_the_high_watermark_back() {
+    let (mut state, now) = leader(&[1, 2]);
+    append(&mut state, 4);
+    state.follower_fetch(&fetch(2, 4), now).unwrap();
+    state.follower_fetch(&fetch(3, 4), now).unwrap();
+    assert_eq!(proposals(&mut state), vec![vec![1, 2, 3]]);
+    append(&mut state, 4);
+    state.follower_fetch(&fetch(2, 8), now).unwrap();
+    assert_eq!(state.high_watermark(), 4, "broker 3 may be in the in-sync set already");
+}
+
+#[test]
+fn a_lagging_follower_is_proposed_for_removal() {
+    let (mut state, now) = leader(&[1, 2, 3]);
+    append(&mut state, 4);
+    state.follower_fetch(&fetch(2, 4), now).unwrap();
+    let lag_max = Duration::from_millis(100);
+    assert!(state.check_isr_lag(now + Duration::from_millis(50), lag_max).is_empty());
+    let later = now + Duration::from_millis(150);
+    state.follower_fetch(&fetch(2, 4), later).unwrap();
+    assert_eq!(state.check_isr_lag(later, lag_max), vec![3]);
+    assert_eq!(proposals(&mut state), vec![vec![1, 2]]);
+}
+
+#[test]
+fn with_durable_acks_only_fsynced_records_count() {
+    let mut state = replica(true);
+    let now = Instant::now();
+    state.set_role(&role(SELF, 1, &[1], 1), now);
+    let last = append(&mut state, 5);
+    state.wait_for_high_watermark(last, 1);
+    assert_eq!(state.high_watermark(), 0);
+    state.flushed(3);
+    assert_eq!(state.high_watermark(), 3);
+    state.flushed(5);
+    assert_eq!(state.high_watermark(), 5);
+    // min.insync.replicas is 2 and the leader is alone: stored, but not as safely as asked.
+    assert_eq!(completions(&mut state), vec![(1, Err(ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND))]);
+}
+
+#[test]
+fn a_follower_shows_at_most_what_it_holds_and_truncation_lowers_it() {
+    let mut state = replica(false);
+    let now = Instant::now();
+    state.set_role(&role(2, 1, &[1, 2], 1), now);
+    state.check_follower(1).unwrap();
+    let batch = BatchHeader { leader_epoch: 1, ..header(10) };
+    state.replicated([&batch], 10);
+    state.leader_high_watermark(25);
+    assert_eq!(state.high_watermark(), 10, "no more than this replica holds");
+    assert_eq!(state.own_end_of_epoch(1), 10);
+    assert_eq!(state.own_end_of_epoch(0), 0);
+    state.truncated(6, EpochCache::default(), ProducerStates::default());
+    assert_eq!((state.high_watermark(), state.log_end_offset()), (6, 6));
+    state.reset(40);
+    let offsets = state.offsets();
+    assert_eq!((offsets.log_start_offset, offsets.high_watermark, offsets.log_end_offset), (40, 40, 40));
+}
+
+#[test]
+fn retried_idempotent_batches_are_recognised() {
+    let (mut state, _) = leader(&[1]);
+    let first = idempotent(7, 0, 3);
+    state.appended([&first], 0, 3);
+    let retry = idempotent(7, 0, 3);
+    assert_eq!(state.check_sequences([&retry]).unwrap(), Some((0, 2)));
+    let next = idempotent(7, 3, 1);
+    assert_eq!(state.check_sequences([&next]).unwrap(), None);
+    assert_eq!(code(state.check_sequences([&retry, &next]).unwrap_err()), ErrorCode::DUPLICATE_SEQUENCE_NUMBER);
+}
+
+#[test]
+fn failing_the_waiters_answers_each_once() {
+    let (mut state, _) = leader(&[1, 2]);
+    let last = append(&mut state, 2);
+    state.wait_for_high_watermark(last, 1);
+    state.wait_for_high_watermark(last, 2);
+    state.fail_waiters(ErrorCode::BROKER_SHUTTING_DOWN, "stopping");
+    state.fail_waiters(ErrorCode::BROKER_SHUTTING_DOWN, "stopping");
+    let answered = completions(&mut state);
+    assert_eq!(answered, vec![(1, Err(ErrorCode::BROKER_SHUTTING_DOWN)), (2, Err(ErrorCode::BROKER_SHUTTING_DOWN))]);
+}
+
+/// One event of a leader's life.
+#[derive(Debug, Clone)]
+enum LeaderEvent {
+    Append {
+        records: u32,
+        acks_all: bool,
+    },
+    /// A follower (2 or 3) fetches at a fraction (per mille) of the log end.
+    Fetch {
+        follower: NodeId,
+        per_mille: u64,
+    },
+    Flush {
+        per_mille: u64,
+    },
+    Tick {
+        ms: u64,
+    },
+    CheckLag,
+    /// The controller answers the pending proposal; accepted ones then reach the metadata.
+    AnswerIsr {
+        accepted: bool,
+    },
+    /// The metadata shrinks the in-sync set on its own (say the controller fenced a broker).
+    FenceFollower {
+        follower: NodeId,
+    },
+    Configure {
+        durable_acks: bool,
+    },
+}
+
+fn leader_event() -> impl Strategy<Value = LeaderEvent> {
+    prop_oneof![
+        (1..5u32, any::<bool>()).prop_map(|(records, acks_all)| LeaderEvent::Append { records, acks_all }),
+        (2..=3i32, 0..=1000u64).prop_map(|(follower, per_mille)| LeaderEvent::Fetch { follower, per_mille }),
+        (2..=3i32, 900..=1000u64).prop_map(|(follower, per_mille)| LeaderEvent::Fetch { follower, per_mille }),
+        (0..=1000u64).prop_map(|per_mille| LeaderEvent::Flush { per_mille }),
+        (0..400u64).prop_map(|ms| LeaderEvent::Tick { ms }),
+        Just(LeaderEvent::CheckLag),
+        any::<bool>().prop_map(|accepted| LeaderEvent::AnswerIsr { accepted }),
+        (2..=3i32).prop_map(|follower| LeaderEvent::FenceFollower { follower }),
+        any::<bool>().prop_map(|durable_acks| LeaderEvent::Configure { durable_acks }),
+    ]
+}
+
+/// What the test knows independently of the state machine.
+struct LeaderModel {
+    now: Instant,
+    isr: Vec<NodeId>,
+    partition_epoch: i32,
+    pending: Option<Vec<NodeId>>,
+    /// Each follower's log end as its last fetch said.
+    reported: BTreeMap<NodeId, u64>,
+    durable_acks: bool,
+    flushed: u64,
+    /// acks=all appends not answered yet: token -> last offset.
+    waiting: BTreeMap<u64, u64>,
+    answered: BTreeSet<u64>,
+    next_token: u64,
+}
+
+impl LeaderModel {
+    /// The most the high watermark may be: the lowest end in the in-sync set, counting a pending proposal.
+    fn bound(&self, log_end: u64) -> u64 {
+        let own = if self.durable_acks { self.flushed } else { log_end };
+        let mut members: BTreeSet<NodeId> = self.isr.iter().copied().collect();
+        members.extend(self.pending.iter().flatten().copied());
+        members
+            .iter()
+            .map(|node| if *node == SELF { own } else { self.reported.get(node).copied().unwrap_or(0) })
+            .min()
+            .unwrap_or(own)
+    }
+
+    fn absorb(&mut self, state: &mut ReplicaState<u64>) -> Result<(), TestCaseError> {
+        for effect in state.poll_effects() {
+            match effect {
+                Effect::Complete(token, result) => {
+                    let last = self.waiting.remove(&token);
+                    prop_assert!(last.is_some(), "token {token} answered twice or never waited");
+                    prop_assert!(self.answered.insert(token));
+                    if result.is_ok() {
+                        prop_assert!(last.unwrap() < state.high_watermark(), "acknowledged above the high watermark");
+                        prop_assert!(self.isr.len() >= 2, "acknowledged with fewer in-sync replicas than asked");
+                    }
+                }
+                Effect::ProposeIsr { isr, partition_epoch, .. } => {
+                    prop_assert!(self.pending.is_none(), "a second proposal while one is pending");
+                    prop_assert_eq!(partition_epoch, self.partition_epoch);
+                    self.pending = Some(isr);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run_leader(events: Vec<LeaderEvent>) -> Result<(), TestCaseError> {
+    let mut state = replica(false);
+    let start = Instant::now();
+    let mut model = LeaderModel {
+        now: start,
+        isr: vec![1, 2, 3],
+        partition_epoch: 1,
+        pending: None,
+        reported: BTreeMap::new(),
+        durable_acks: false,
+        flushed: 0,
+        waiting: BTreeMap::new(),
+        answered: BTreeSet::new(),
+        next_token: 0,
+    };
+    state.set_role(&role(SELF, 1, &model.isr, 1), start);
+    let lag_max = Duration::from_millis(1_000);
+    for event in events {
+        let hw_before = state.high_watermark();
+        let end = state.log_end_offset();
+        match event {
+            LeaderEvent::Append { records, acks_all } => {
+                if state.check_append(acks_all, true).is_ok() {
+                    let last = append(&mut state, records);
+                    if acks_all {
+                        model.waiting.insert(model.next_token, last);
+                        state.wait_for_high_watermark(last, model.next_token);
+                        model.next_token += 1;
+                    }
+                } else {
+                    prop_assert!(acks_all && model.isr.len() < 2);
+                }
+            }
+            LeaderEvent::Fetch { follower, per_mille } => {
+                let offset = end * per_mille / 1000;
+                if state.follower_fetch(&fetch(follower, offset), model.now).is_ok() {
+                    model.reported.insert(follower, offset);
+                }
+            }
+            LeaderEvent::Flush { per_mille } => {
+                let to = end * per_mille / 1000;
+                state.flushed(to);
+                model.flushed = model.flushed.max(to);
+            }
+            LeaderEvent::Tick { ms } => model.now += Duration::from_millis(ms),
+            LeaderEvent::CheckLag => {
+                state.check_isr_lag(model.now, lag_max);
+            }
+            LeaderEvent::AnswerIsr { accepted } => {
+                if let Some(pending) = model.pending.take() {
+                    state.isr_change_answered(accepted, model.partition_epoch);
+                    if accepted {
+                        // The pending set keeps counting until the metadata shows the change.
+                        model.pending = Some(pending.clone());
+                        model.absorb(&mut state)?;
+                        model.partition_epoch += 1;
+                        model.isr = pending;
+                        model.pending = None;
+                        state.set_role(&role(SELF, 1, &model.isr, model.partition_epoch), model.now);
+                    }
+                }
+            }
+            LeaderEvent::FenceFollower { follower } => {
+                if model.isr.contains(&follower) {
+                    model.partition_epoch += 1;
+                    model.isr.retain(|node| *node != follower);
+                    model.pending = None;
+                    state.set_role(&role(SELF, 1, &model.isr, model.partition_epoch), model.now);
+                }
+            }
+            LeaderEvent::Configure { durable_acks } => {
+                model.durable_acks = durable_acks;
+                state.configure(durable_acks, 2);
+            }
+        }
+        model.absorb(&mut state)?;
+        let hw = state.high_watermark();
+        prop_assert!(hw >= hw_before, "the high watermark moved back from {hw_before} to {hw}");
+        prop_assert!(hw <= state.log_end_offset());
+        if hw > hw_before {
+            // No dirty read: consumers never see a record some in-sync replica may lack.
+            prop_assert!(
+                hw <= model.bound(state.log_end_offset()),
+                "high watermark {hw} past what every in-sync replica has"
+            );
+        }
+        prop_assert!(model.waiting.values().all(|last| *last >= hw), "a covered append is still waiting");
+    }
+    state.fail_waiters(ErrorCode::BROKER_SHUTTING_DOWN, "end of the test");
+    model.absorb(&mut state)?;
+    prop_assert!(model.waiting.is_empty(), "every acks=all append is answered exactly once");
+    Ok(())
+}
+
+/// One event of a follower's life.
+#[derive(Debug, Clone)]
+enum FollowerEvent {
+    Replicate { records: u32, leader_high_watermark_ahead: u64 },
+    Truncate { per_mille: u64 },
+    Reset { ahead: u64 },
+    Flush,
+}
+
+fn follower_event() -> impl Strategy<Value = FollowerEvent> {
+    prop_oneof![
+        (1..5u32, 0..20u64)
+            .prop_map(|(records, ahead)| FollowerEvent::Replicate { records, leader_high_watermark_ahead: ahead }),
+        (0..=1000u64).prop_map(|per_mille| FollowerEvent::Truncate { per_mille }),
+        (0..10u64).prop_map(|ahead| FollowerEvent::Reset { ahead }),
+        Just(FollowerEvent::Flush),
+    ]
+}
+
+fn run_follower(events: Vec<FollowerEvent>, durable_acks: bool) -> Result<(), TestCaseError> {
+    let mut state = replica(durable_acks);
+    state.set_role(&role(2, 1, &[1, 2], 1), Instant::now());
+    for event in events {
+        match event {
+            FollowerEvent::Replicate { records, leader_high_watermark_ahead } => {
+                let end = state.log_end_offset();
+                let batch = BatchHeader { base_offset: end, leader_epoch: 1, ..header(records) };
+                state.replicated([&batch], end + u64::from(records));
+                let leader_hw = end + leader_high_watermark_ahead;
+                state.leader_high_watermark(leader_hw);
+                prop_assert!(state.high_watermark() <= leader_hw.max(end));
+            }
+            FollowerEvent::Truncate { per_mille } => {
+                let to = state.log_end_offset() * per_mille / 1000;
+                state.truncated(
+                    to.max(state.offsets().log_start_offset),
+                    EpochCache::default(),
+                    ProducerStates::default(),
+                );
+            }
+            FollowerEvent::Reset { ahead } => state.reset(state.log_end_offset() + ahead),
+            FollowerEvent::Flush => state.flushed(state.log_end_offset()),
+        }
+        let offsets = state.offsets();
+        prop_assert!(offsets.log_start_offset <= offsets.high_watermark);
+        prop_assert!(offsets.high_watermark <= offsets.log_end_offset);
+        if durable_acks {
+            prop_assert!(state.high_watermark() <= state.flushed_to().max(offsets.log_start_offset));
+        }
+        prop_assert!(state.poll_effects().is_empty(), "a follower has nothing to answer");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn a_leader_keeps_its_invariants_under_any_events(events in proptest::collection::vec(leader_event(), 1..80)) {
+        run_leader(events)?;
+    }
+
+    #[test]
+    fn a_follower_keeps_its_invariants_under_any_events(
+        events in proptest::collection::vec(follower_event(), 1..60),
+        durable_acks in any::<bool>(),
+    ) {
+        run_follower(events, durable_acks)?;
+    }
+
+    /// Roles arrive in any order (the registry may lag): the epoch never goes back, and whoever stops leading
+    /// answers every waiting append.
+    #[test]
+    fn roles_in_any_order_never_move_the_epoch_back(roles in proptest::collection::vec((1..=3i32, 0..6i32), 1..30)) {
+        let mut state = replica(false);
+        let now = Instant::now();
+        let mut token = 0;
+        let mut waiting = BTreeSet::new();
+        for (leader, epoch) in roles {
+            let before = state.leader_epoch();
+            let change = state.set_role(&role(leader, epoch, &[1, 2, 3], epoch), now);
+            prop_assert!(state.leader_epoch() >= before);
+            prop_assert_eq!(change == RoleChange::Stale, epoch < before);
+            for effect in state.poll_effects() {
+                if let Effect::Complete(t, result) = effect {
+                    prop_assert!(waiting.remove(&t));
+                    prop_assert_eq!(result.unwrap_err().0, ErrorCode::NOT_LEADER_OR_FOLLOWER);
+                }
+            }
+            if !state.is_leader() {
+                prop_assert!(waiting.is_empty(), "a follower holds no acks=all appends");
+            } else {
+                let last = append(&mut state, 1);
+                state.wait_for_high_watermark(last, token);
+                waiting.insert(token);
+                token += 1;
+            }
+        }
+    }
+}
