@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::{web, App};
 use oxbow::client::{Cluster, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig};
-use oxbow::protocol::{acks, offset_spec};
+use oxbow::protocol::{offset_spec, Acks};
 use oxbow_service::booking::{self, BookingRequested, LabDecision};
 use oxbow_service::config::CommonConfig;
 use oxbow_service::http::Readiness;
@@ -64,7 +64,7 @@ pub async fn run(
     .await?;
     let cluster = Arc::new(Cluster::connect(oxbow::client::ClientConfig::new(bootstrap.clone())).await?);
     let mut producer_config = ProducerConfig::new(bootstrap.clone());
-    producer_config.acks = acks::ALL;
+    producer_config.acks = Acks::All;
     producer_config.linger = Duration::from_millis(1);
     producer_config.client.request_timeout = Duration::from_secs(5);
     producer_config.max_block = Duration::from_secs(5);

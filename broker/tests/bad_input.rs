@@ -277,7 +277,7 @@ async fn a_full_disk_refuses_writes_cleanly_and_loses_nothing() {
     admin.create_topic("filling", 1, 1, BTreeMap::new()).await.unwrap();
     let producer = broker
         .producer(|config| {
-            config.acks = 1;
+            config.acks = oxbow::protocol::Acks::Leader;
             config.retries = 0;
             config.linger = Duration::ZERO;
         })

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{read_all, BrokerProcess};
 use oxbow::client::{ConsumerConfig, OffsetReset, ProducerRecord};
-use oxbow::protocol::{acks, offset_spec};
+use oxbow::protocol::{offset_spec, Acks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_key_is_consumed_in_the_order_it_was_produced() {
@@ -18,7 +18,7 @@ async fn each_key_is_consumed_in_the_order_it_was_produced() {
     let producer = broker
         .producer(|config| {
             config.batch_bytes = 4096;
-            config.acks = acks::LEADER;
+            config.acks = Acks::Leader;
         })
         .await;
     let n_keys = 50;
@@ -115,7 +115,7 @@ async fn acks_zero_one_all_and_a_small_buffer_all_deliver() {
     // A durable topic: acknowledged only after fsync (group commit).
     admin.create_topic("durable", 2, 1, [("flush.ms".to_string(), "0".to_string())].into()).await.unwrap();
     let mut total = 0;
-    for (topic, acks) in [("acks", acks::NONE), ("acks", acks::LEADER), ("acks", acks::ALL), ("durable", acks::ALL)] {
+    for (topic, acks) in [("acks", Acks::None), ("acks", Acks::Leader), ("acks", Acks::All), ("durable", Acks::All)] {
         // A buffer of a few batches: send() must wait for space rather than fail or grow.
         let producer = broker
             .producer(|config| {
@@ -126,11 +126,11 @@ async fn acks_zero_one_all_and_a_small_buffer_all_deliver() {
             .await;
         let mut deliveries = Vec::new();
         for idx in 0..500 {
-            deliveries.push(producer.send(ProducerRecord::new(topic, format!("{acks}-{idx}"))).await.unwrap());
+            deliveries.push(producer.send(ProducerRecord::new(topic, format!("{acks:?}-{idx}"))).await.unwrap());
         }
         for delivery in deliveries {
             let metadata = delivery.await.unwrap();
-            assert_eq!(metadata.offset.is_some(), acks != acks::NONE);
+            assert_eq!(metadata.offset.is_some(), acks != Acks::None);
         }
         producer.close().await;
         if topic == "acks" {
@@ -159,7 +159,7 @@ async fn produce_sequence(
     }
     let records = builder.finish_with_producer(producer_id, 0, sequence);
     let request = ProduceRequest {
-        acks: acks::ALL,
+        acks: Acks::All.to_wire(),
         timeout_ms: 5_000,
         topics: vec![ProduceTopic {
             name: "idempotent".into(),
@@ -187,6 +187,9 @@ async fn idempotent_batches_are_stored_once_and_sequence_gaps_are_refused() {
     assert_ne!(first.producer_id, second.producer_id, "producer ids are never given twice");
     let id = first.producer_id;
 
+    // A producer id the partition has no state for must start at sequence 0 (a later batch that overtook
+    // the earlier ones would otherwise make them look like duplicates).
+    assert_eq!(produce_sequence(&connection, id, 69, &["z"]).await.0, ErrorCode::UNKNOWN_PRODUCER_ID);
     assert_eq!(produce_sequence(&connection, id, 0, &["a", "b"]).await, (ErrorCode::NONE, 0));
     assert_eq!(produce_sequence(&connection, id, 2, &["c"]).await, (ErrorCode::NONE, 2));
     // A retry of a stored batch is acknowledged with its first offsets and not stored again.

@@ -21,7 +21,7 @@ use oxbow::protocol::api::find_coordinator::FindCoordinatorRequest;
 use oxbow::protocol::api::metadata::PartitionMetadata;
 use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use oxbow::protocol::batch::{self, BatchBuilder};
-use oxbow::protocol::{acks, offset_spec, ApiKey, ErrorCode};
+use oxbow::protocol::{offset_spec, Acks, ApiKey, ErrorCode};
 
 const TOPIC: &str = "jepsen";
 /// `replica_lag_time_max_ms` of the test clusters (above the session timeout, so fencing usually acts first).
@@ -317,7 +317,7 @@ fn start_producing(
     let acked_writer = acked.clone();
     let task = tokio::spawn(async move {
         let mut config = ProducerConfig::new(bootstrap);
-        config.acks = acks::ALL;
+        config.acks = Acks::All;
         config.retries = u32::MAX;
         config.retry_backoff = Duration::from_millis(50);
         config.delivery_timeout = Duration::from_secs(120);
@@ -463,7 +463,7 @@ async fn raw_produce(connection: &Connection, value: &str) -> Result<ErrorCode, 
     builder.append(0, None, Some(value.as_bytes()), &[]);
     let records = builder.finish();
     let request = ProduceRequest {
-        acks: acks::ALL,
+        acks: Acks::All.to_wire(),
         timeout_ms: 3_000,
         topics: vec![ProduceTopic {
             name: TOPIC.into(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{eventually, read_all, BrokerProcess};
 use oxbow::client::ProducerRecord;
-use oxbow::protocol::acks;
+use oxbow::protocol::Acks;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_producing_loses_no_acknowledged_record() {
@@ -27,7 +27,7 @@ async fn kill_9_while_producing_loses_no_acknowledged_record() {
         let producer = Arc::new(
             broker
                 .producer(|config| {
-                    config.acks = acks::ALL;
+                    config.acks = Acks::All;
                     config.batch_bytes = 2048;
                     config.linger = Duration::from_millis(1);
                     config.retries = 0;

@@ -93,6 +93,10 @@ fn error_table_matches_the_code() {
         let row = format!("| {} | {} | {retriable} |", code.code(), code.name());
         assert!(SPEC.contains(&row), "docs/protocol.md lacks the row starting {row}");
     }
+    for (code, name) in oxbow::protocol::error::RETIRED_CODES {
+        let row = format!("| {code} | {name} | retired |");
+        assert!(SPEC.contains(&row), "docs/protocol.md lacks the retired row {row}");
+    }
 }
 
 #[test]

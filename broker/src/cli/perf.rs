@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oxbow::client::{
     Admin, ClientConfig, Consumer, ConsumerConfig, GroupConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
-use oxbow::protocol::acks;
+use oxbow::protocol::Acks;
 
 const REPORT_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -171,13 +171,8 @@ fn linger(ms: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(ms / 1000.0))
 }
 
-fn parse_acks(value: &str) -> anyhow::Result<i8> {
-    Ok(match value {
-        "0" => acks::NONE,
-        "1" => acks::LEADER,
-        "all" | "-1" => acks::ALL,
-        other => bail!("--acks must be 0, 1 or all, not '{other}'"),
-    })
+fn parse_acks(value: &str) -> anyhow::Result<Acks> {
+    value.parse::<Acks>().map_err(|error| anyhow::anyhow!("--{error}"))
 }
 
 async fn ensure_topic(client: &ClientConfig, topic: &str, partitions: u32) -> anyhow::Result<()> {

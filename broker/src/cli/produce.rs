@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use anyhow::{bail, Context as _};
 use clap::Args;
 use oxbow::client::{ClientConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
-use oxbow::protocol::acks;
+use oxbow::protocol::Acks;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Deliveries awaited at most at once, so that a long input does not hold every future in memory.
@@ -29,12 +29,7 @@ pub struct ProduceArgs {
 
 pub async fn run(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> {
     let mut config = ProducerConfig { client, ..ProducerConfig::new("") };
-    config.acks = match args.acks.as_str() {
-        "0" => acks::NONE,
-        "1" => acks::LEADER,
-        "all" | "-1" => acks::ALL,
-        other => bail!("--acks must be 0, 1 or all, not '{other}'"),
-    };
+    config.acks = args.acks.parse::<Acks>().map_err(|error| anyhow::anyhow!("--{error}"))?;
     config.linger = std::time::Duration::from_millis(args.linger_ms);
     let producer = Producer::connect(config).await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use oxbow::protocol::{ErrorCode, NodeId};
+use oxbow::protocol::{CodedError, ErrorCode, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// No leader: every in-sync replica is down (and unclean election is off).
@@ -94,12 +94,12 @@ pub enum Command {
 pub enum CommandResult {
     Done,
     ProducerId(i64),
-    Rejected { code: u16, message: String },
+    Rejected(CodedError),
 }
 
 impl CommandResult {
     fn rejected(code: ErrorCode, message: impl Into<String>) -> CommandResult {
-        CommandResult::Rejected { code: code.code(), message: message.into() }
+        CommandResult::Rejected(CodedError::new(code, message))
     }
 }
 
@@ -364,7 +364,7 @@ mod tests {
             partition_epoch: 0,
             isr: vec![1, 2, 3],
         };
-        assert!(matches!(state.apply(stale), CommandResult::Rejected { .. }));
+        assert!(matches!(state.apply(stale), CommandResult::Rejected(_)));
         state.apply(Command::RegisterBroker { node_id: 1, host: "h".into(), port: 1, incarnation: 2, unclean: false });
         let grow = Command::AlterIsr {
             topic: "t".into(),

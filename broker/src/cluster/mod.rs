@@ -24,7 +24,7 @@ use openraft::BasicNode;
 use oxbow::client::{ClientError, Connection};
 use oxbow::protocol::api::internal::{ControllerRequest, InternalResponse};
 use oxbow::protocol::api::Request;
-use oxbow::protocol::{ErrorCode, NodeId};
+use oxbow::protocol::{CodedError, ErrorCode, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -161,15 +161,12 @@ pub enum ControllerReply {
     NotController {
         leader: Option<NodeId>,
     },
-    Error {
-        code: u16,
-        message: String,
-    },
+    Error(CodedError),
 }
 
 impl ControllerReply {
     fn error(code: ErrorCode, message: impl Into<String>) -> ControllerReply {
-        ControllerReply::Error { code: code.code(), message: message.into() }
+        ControllerReply::Error(CodedError::new(code, message))
     }
 }
 
@@ -350,7 +347,11 @@ impl Cluster {
 
     /// Sends a request to the active controller (this broker or another), following leader changes until
     /// `timeout`.
-    pub async fn call_controller(&self, call: ControllerCall, timeout: Duration) -> Result<ControllerReply, String> {
+    pub async fn call_controller(
+        &self,
+        call: ControllerCall,
+        timeout: Duration,
+    ) -> Result<ControllerReply, CodedError> {
         let deadline = Instant::now() + timeout;
         let mut last_error = "no controller leader yet".to_string();
         while Instant::now() < deadline {
@@ -389,7 +390,7 @@ impl Cluster {
                 reply => return Ok(reply),
             }
         }
-        Err(format!("controller unavailable: {last_error}"))
+        Err(CodedError::new(ErrorCode::NOT_CONTROLLER, format!("controller unavailable: {last_error}")))
     }
 
     async fn forward(
@@ -410,9 +411,9 @@ impl Cluster {
     }
 
     /// A controller request received from another broker.
-    pub async fn handle_controller_request(&self, payload: &[u8]) -> Result<Vec<u8>, String> {
-        let call: ControllerCall =
-            rmp_serde::from_slice(payload).map_err(|e| format!("bad controller request: {e}"))?;
+    pub async fn handle_controller_request(&self, payload: &[u8]) -> Result<Vec<u8>, CodedError> {
+        let call: ControllerCall = rmp_serde::from_slice(payload)
+            .map_err(|e| CodedError::new(ErrorCode::INVALID_REQUEST, format!("bad controller request: {e}")))?;
         let reply = match self.controller_leader() {
             // Relay once for a broker that does not know the leader (see `call_controller`).
             Some(leader) if leader != self.node_id => {
@@ -422,10 +423,10 @@ impl Cluster {
             }
             _ => self.handle_controller(call).await,
         };
-        rmp_serde::to_vec_named(&reply).map_err(|e| e.to_string())
+        rmp_serde::to_vec_named(&reply).map_err(|e| CodedError::new(ErrorCode::UNKNOWN_SERVER_ERROR, e.to_string()))
     }
 
-    pub async fn handle_raft_request(&self, payload: &[u8]) -> Result<Vec<u8>, String> {
+    pub async fn handle_raft_request(&self, payload: &[u8]) -> Result<Vec<u8>, CodedError> {
         network::handle(&self.raft, payload).await
     }
 
@@ -438,7 +439,7 @@ impl Cluster {
             Ok(response) => match response.data {
                 CommandResult::Done => ControllerReply::Done { index: response.log_id.index },
                 CommandResult::ProducerId(id) => ControllerReply::ProducerId(id),
-                CommandResult::Rejected { code, message } => ControllerReply::Error { code, message },
+                CommandResult::Rejected(error) => ControllerReply::Error(error),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 ControllerReply::NotController { leader: forward.leader_id.map(|id| id as NodeId) }
@@ -606,7 +607,7 @@ impl crate::partition::ClusterLink for Cluster {
             match self.call_controller(call, ISR_CHANGE_TIMEOUT).await {
                 Ok(ControllerReply::Done { .. }) => Ok(()),
                 Ok(other) => Err(format!("{other:?}")),
-                Err(error) => Err(error),
+                Err(error) => Err(error.to_string()),
             }
         })
     }

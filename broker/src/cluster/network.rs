@@ -11,6 +11,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 use oxbow::client::ClientError;
 use oxbow::protocol::api::internal::RaftRequest;
+use oxbow::protocol::{CodedError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 use super::{Peers, TypeConfig};
@@ -98,12 +99,13 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 }
 
 /// Runs a Raft message received from a peer; the reply is `Result<response, RaftError>` as MessagePack.
-pub async fn handle(raft: &super::Raft, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let message: RaftMessage = rmp_serde::from_slice(payload).map_err(|e| format!("bad raft message: {e}"))?;
+pub async fn handle(raft: &super::Raft, payload: &[u8]) -> Result<Vec<u8>, CodedError> {
+    let message: RaftMessage = rmp_serde::from_slice(payload)
+        .map_err(|e| CodedError::new(ErrorCode::INVALID_REQUEST, format!("bad raft message: {e}")))?;
     let encoded = match message {
         RaftMessage::AppendEntries(rpc) => rmp_serde::to_vec_named(&raft.append_entries(rpc).await),
         RaftMessage::Vote(rpc) => rmp_serde::to_vec_named(&raft.vote(rpc).await),
         RaftMessage::InstallSnapshot(rpc) => rmp_serde::to_vec_named(&raft.install_snapshot(rpc).await),
     };
-    encoded.map_err(|e| e.to_string())
+    encoded.map_err(|e| CodedError::new(ErrorCode::UNKNOWN_SERVER_ERROR, e.to_string()))
 }

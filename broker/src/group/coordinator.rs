@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use oxbow::protocol::ErrorCode;
+use oxbow::protocol::{CodedError, ErrorCode};
 use tokio::sync::oneshot;
 
 use super::assignor::{Strategy, TopicPartition};
 use super::offsets::{self, Committed, OffsetCache};
-use super::state::{CommitSplit, GroupError, GroupPhase, GroupState, JoinRequest};
+use super::state::{CommitSplit, GroupPhase, GroupState, JoinRequest};
 use crate::partition::{Append, PartitionActor};
 use crate::topic::Registry;
 
@@ -65,11 +65,11 @@ impl GroupCoordinator {
     }
 
     /// Groups are served by the leader of their offsets partition, once it loaded the partition.
-    fn check_owner(&self, group_id: &str) -> Result<&Addr<PartitionActor>, GroupError> {
+    fn check_owner(&self, group_id: &str) -> Result<&Addr<PartitionActor>, CodedError> {
         match self.owned.get(&self.offsets_partition(group_id)) {
             Some(owned) if owned.loaded => Ok(&owned.addr),
             Some(_) => {
-                Err(GroupError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "loading the group's committed offsets"))
+                Err(CodedError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "loading the group's committed offsets"))
             }
             None => {
                 // The metadata may already say this broker leads it while the partition is still starting.
@@ -80,12 +80,12 @@ impl GroupCoordinator {
                     topic.partitions[partition as usize].leader == cluster.node_id
                 });
                 if leads {
-                    Err(GroupError::new(
+                    Err(CodedError::new(
                         ErrorCode::COORDINATOR_NOT_AVAILABLE,
                         "the group's offsets partition is starting",
                     ))
                 } else {
-                    Err(GroupError::new(
+                    Err(CodedError::new(
                         ErrorCode::NOT_COORDINATOR,
                         format!("this broker does not coordinate group '{group_id}'"),
                     ))
@@ -99,10 +99,10 @@ impl GroupCoordinator {
         move |topic: &str| registry.topic(topic).map(|t| t.n_partitions())
     }
 
-    fn group_mut(&mut self, group_id: &str) -> Result<&mut GroupState, GroupError> {
+    fn group_mut(&mut self, group_id: &str) -> Result<&mut GroupState, CodedError> {
         self.groups
             .get_mut(group_id)
-            .ok_or_else(|| GroupError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{group_id}' has no members")))
+            .ok_or_else(|| CodedError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{group_id}' has no members")))
     }
 
     fn expire_sessions(&mut self) {
@@ -126,14 +126,14 @@ impl Actor for GroupCoordinator {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<JoinOutcome, GroupError>")]
+#[rtype(result = "Result<JoinOutcome, CodedError>")]
 pub struct Join {
     pub group_id: String,
     pub member_id: String,
     pub instance_id: Option<String>,
     pub client_id: String,
     pub topics: Vec<String>,
-    pub strategy: String,
+    pub strategy: Strategy,
     pub session_timeout_ms: u32,
 }
 
@@ -145,27 +145,24 @@ pub struct JoinOutcome {
 }
 
 impl Handler<Join> for GroupCoordinator {
-    type Result = Result<JoinOutcome, GroupError>;
+    type Result = Result<JoinOutcome, CodedError>;
 
     fn handle(&mut self, join: Join, _ctx: &mut Self::Context) -> Self::Result {
         validate_group_id(&join.group_id)?;
         self.check_owner(&join.group_id)?;
         let (min, max) = self.session_timeout_range_ms;
         if !(min..=max).contains(&join.session_timeout_ms) {
-            return Err(GroupError::new(
+            return Err(CodedError::new(
                 ErrorCode::INVALID_SESSION_TIMEOUT,
                 format!("session timeout {} ms is outside {min}..={max}", join.session_timeout_ms),
             ));
         }
-        let strategy = Strategy::parse(&join.strategy).ok_or_else(|| {
-            GroupError::new(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, format!("unknown strategy '{}'", join.strategy))
-        })?;
         let request = JoinRequest {
             member_id: join.member_id,
             instance_id: join.instance_id,
             client_id: join.client_id.clone(),
             topics: join.topics.into_iter().collect(),
-            strategy,
+            strategy: join.strategy,
             session_timeout: Duration::from_millis(u64::from(join.session_timeout_ms)),
         };
         let next_member_idx = &mut self.next_member_idx;
@@ -189,7 +186,7 @@ impl Handler<Join> for GroupCoordinator {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<SyncOutcome, GroupError>")]
+#[rtype(result = "Result<SyncOutcome, CodedError>")]
 pub struct Sync {
     pub group_id: String,
     pub member_id: String,
@@ -203,7 +200,7 @@ pub struct SyncOutcome {
 }
 
 impl Handler<Sync> for GroupCoordinator {
-    type Result = Result<SyncOutcome, GroupError>;
+    type Result = Result<SyncOutcome, CodedError>;
 
     fn handle(&mut self, sync: Sync, _ctx: &mut Self::Context) -> Self::Result {
         self.check_owner(&sync.group_id)?;
@@ -215,14 +212,14 @@ impl Handler<Sync> for GroupCoordinator {
 
 /// `Ok(true)`: the member should sync (its assignment can change).
 #[derive(Message)]
-#[rtype(result = "Result<bool, GroupError>")]
+#[rtype(result = "Result<bool, CodedError>")]
 pub struct Heartbeat {
     pub group_id: String,
     pub member_id: String,
 }
 
 impl Handler<Heartbeat> for GroupCoordinator {
-    type Result = Result<bool, GroupError>;
+    type Result = Result<bool, CodedError>;
 
     fn handle(&mut self, heartbeat: Heartbeat, _ctx: &mut Self::Context) -> Self::Result {
         self.check_owner(&heartbeat.group_id)?;
@@ -231,20 +228,20 @@ impl Handler<Heartbeat> for GroupCoordinator {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<(), GroupError>")]
+#[rtype(result = "Result<(), CodedError>")]
 pub struct Leave {
     pub group_id: String,
     pub member_id: String,
 }
 
 impl Handler<Leave> for GroupCoordinator {
-    type Result = Result<(), GroupError>;
+    type Result = Result<(), CodedError>;
 
     fn handle(&mut self, leave: Leave, _ctx: &mut Self::Context) -> Self::Result {
         self.check_owner(&leave.group_id)?;
         let partitions = Self::partition_counter(&self.registry);
         let group = self.groups.get_mut(&leave.group_id).ok_or_else(|| {
-            GroupError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{}' has no members", leave.group_id))
+            CodedError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{}' has no members", leave.group_id))
         })?;
         group.leave(&leave.member_id, &partitions)?;
         tracing::info!(group = %leave.group_id, member = %leave.member_id, generation = group.generation(), "member left");
@@ -255,7 +252,7 @@ impl Handler<Leave> for GroupCoordinator {
 /// Commits offsets. Members may commit only partitions they hold, in their current generation; an admin
 /// (empty member id, generation -1) only while the group has no members.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<(TopicPartition, ErrorCode)>, GroupError>")]
+#[rtype(result = "Result<Vec<(TopicPartition, ErrorCode)>, CodedError>")]
 pub struct Commit {
     pub group_id: String,
     pub member_id: String,
@@ -264,7 +261,7 @@ pub struct Commit {
 }
 
 impl Handler<Commit> for GroupCoordinator {
-    type Result = AtomicResponse<Self, Result<Vec<(TopicPartition, ErrorCode)>, GroupError>>;
+    type Result = AtomicResponse<Self, Result<Vec<(TopicPartition, ErrorCode)>, CodedError>>;
 
     fn handle(&mut self, commit: Commit, _ctx: &mut Self::Context) -> Self::Result {
         let checked = self.check_commit(&commit);
@@ -317,12 +314,12 @@ impl Handler<Commit> for GroupCoordinator {
 
 impl GroupCoordinator {
     /// Splits a commit into the partitions it may commit and the refused ones with their errors.
-    fn check_commit(&mut self, commit: &Commit) -> Result<CommitSplit, GroupError> {
+    fn check_commit(&mut self, commit: &Commit) -> Result<CommitSplit, CodedError> {
         validate_group_id(&commit.group_id)?;
         if commit.member_id.is_empty() && commit.generation < 0 {
             let active = self.groups.get(&commit.group_id).is_some_and(|g| !g.members().is_empty());
             if active {
-                return Err(GroupError::new(
+                return Err(CodedError::new(
                     ErrorCode::GROUP_NOT_EMPTY,
                     format!("group '{}' has active members", commit.group_id),
                 ));
@@ -334,7 +331,7 @@ impl GroupCoordinator {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<Vec<(TopicPartition, Option<Committed>)>, GroupError>")]
+#[rtype(result = "Result<Vec<(TopicPartition, Option<Committed>)>, CodedError>")]
 pub struct FetchOffsets {
     pub group_id: String,
     /// `None`: every committed partition.
@@ -342,7 +339,7 @@ pub struct FetchOffsets {
 }
 
 impl Handler<FetchOffsets> for GroupCoordinator {
-    type Result = Result<Vec<(TopicPartition, Option<Committed>)>, GroupError>;
+    type Result = Result<Vec<(TopicPartition, Option<Committed>)>, CodedError>;
 
     fn handle(&mut self, fetch: FetchOffsets, _ctx: &mut Self::Context) -> Self::Result {
         self.check_owner(&fetch.group_id)?;
@@ -490,13 +487,13 @@ impl Handler<DescribeGroup> for GroupCoordinator {
     }
 }
 
-fn validate_group_id(group_id: &str) -> Result<(), GroupError> {
+fn validate_group_id(group_id: &str) -> Result<(), CodedError> {
     let valid = !group_id.is_empty()
         && group_id.len() <= 249
         && group_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if valid {
         Ok(())
     } else {
-        Err(GroupError::new(ErrorCode::INVALID_GROUP_ID, format!("invalid group id '{}'", group_id.escape_debug())))
+        Err(CodedError::new(ErrorCode::INVALID_GROUP_ID, format!("invalid group id '{}'", group_id.escape_debug())))
     }
 }

@@ -10,7 +10,7 @@ pub use coordinator::{
     Commit, DescribeGroup, FetchOffsets, GroupCoordinator, GroupInfo, Heartbeat, Join, JoinOutcome, Leave, ListGroups,
     MemberInfo, OffsetsLeadership, Sync, SyncOutcome, MAILBOX_CAPACITY,
 };
-pub use state::{GroupError, GroupPhase};
+pub use state::GroupPhase;
 
 use std::sync::Arc;
 

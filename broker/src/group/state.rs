@@ -15,25 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use oxbow::protocol::ErrorCode;
+use oxbow::protocol::{CodedError, ErrorCode};
 
 use super::assignor::{self, MemberSpec, Strategy, TopicPartition};
 use super::offsets::Committed;
 
 /// Old member ids of replaced static members remembered per group, to answer them FENCED_INSTANCE_ID.
 pub const FENCED_IDS_MAX: usize = 256;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl GroupError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> GroupError {
-        GroupError { code, message: message.into() }
-    }
-}
 
 /// Where a group stands, as DescribeGroups and ListGroups report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,10 +119,10 @@ impl GroupState {
         now: Instant,
         new_member_id: impl FnOnce() -> String,
         partitions: &dyn Fn(&str) -> Option<u32>,
-    ) -> Result<Joined, GroupError> {
+    ) -> Result<Joined, CodedError> {
         if let Some(existing) = self.strategy {
             if existing != request.strategy && !self.members.is_empty() {
-                return Err(GroupError::new(
+                return Err(CodedError::new(
                     ErrorCode::INCONSISTENT_GROUP_PROTOCOL,
                     format!("the group uses '{}', not '{}'", existing.name(), request.strategy.name()),
                 ));
@@ -199,7 +187,7 @@ impl GroupState {
         member_id: &str,
         owned: impl IntoIterator<Item = TopicPartition>,
         now: Instant,
-    ) -> Result<(i32, Vec<TopicPartition>), GroupError> {
+    ) -> Result<(i32, Vec<TopicPartition>), CodedError> {
         self.check_member(member_id)?;
         let held_by_others: BTreeSet<TopicPartition> =
             self.members.iter().filter(|(id, _)| *id != member_id).flat_map(|(_, m)| m.owned.iter().cloned()).collect();
@@ -219,7 +207,7 @@ impl GroupState {
     }
 
     /// Extends a member's session; `true` when it should sync (its assignment can change).
-    pub fn heartbeat(&mut self, member_id: &str, now: Instant) -> Result<bool, GroupError> {
+    pub fn heartbeat(&mut self, member_id: &str, now: Instant) -> Result<bool, CodedError> {
         self.check_member(member_id)?;
         let held_by_others: BTreeSet<&TopicPartition> =
             self.members.iter().filter(|(id, _)| *id != member_id).flat_map(|(_, m)| m.owned.iter()).collect();
@@ -232,7 +220,7 @@ impl GroupState {
     }
 
     /// A member leaves.
-    pub fn leave(&mut self, member_id: &str, partitions: &dyn Fn(&str) -> Option<u32>) -> Result<(), GroupError> {
+    pub fn leave(&mut self, member_id: &str, partitions: &dyn Fn(&str) -> Option<u32>) -> Result<(), CodedError> {
         self.check_member(member_id)?;
         self.remove_member(member_id, partitions);
         Ok(())
@@ -255,11 +243,11 @@ impl GroupState {
         member_id: &str,
         generation: i32,
         offsets: &[(TopicPartition, Committed)],
-    ) -> Result<CommitSplit, GroupError> {
+    ) -> Result<CommitSplit, CodedError> {
         self.check_member(member_id)?;
         let member = &self.members[member_id];
         if generation != member.generation {
-            return Err(GroupError::new(
+            return Err(CodedError::new(
                 ErrorCode::ILLEGAL_GENERATION,
                 format!("generation {generation} is stale; the member is at generation {}", member.generation),
             ));
@@ -276,15 +264,15 @@ impl GroupState {
         Ok((accepted, refused))
     }
 
-    fn check_member(&self, member_id: &str) -> Result<(), GroupError> {
+    fn check_member(&self, member_id: &str) -> Result<(), CodedError> {
         if self.fenced_ids.iter().any(|id| id == member_id) {
-            return Err(GroupError::new(
+            return Err(CodedError::new(
                 ErrorCode::FENCED_INSTANCE_ID,
                 format!("member '{member_id}' was replaced by a newer instance"),
             ));
         }
         if !self.members.contains_key(member_id) {
-            return Err(GroupError::new(
+            return Err(CodedError::new(
                 ErrorCode::UNKNOWN_MEMBER_ID,
                 format!("member '{member_id}' is not in the group"),
             ));

@@ -115,8 +115,7 @@ impl PartitionActor {
         for effect in self.state.poll_effects() {
             match effect {
                 Effect::Complete((reply, outcome), result) => {
-                    let _ =
-                        reply.send(result.map(|()| outcome).map_err(|(code, message)| LogError::Code(code, message)));
+                    let _ = reply.send(result.map(|()| outcome).map_err(LogError::Coded));
                 }
                 Effect::ProposeIsr { isr, leader_epoch, partition_epoch } => {
                     self.propose_isr(isr, leader_epoch, partition_epoch, ctx)
@@ -316,7 +315,7 @@ impl PartitionActor {
 
     /// Stores a leader's batches on this follower (skipping what it has already).
     fn append_replicated(&mut self, message: &AppendReplicated, ctx: &mut Context<Self>) -> Result<(), LogError> {
-        let corrupt = |error: batch::BatchError| LogError::Code(ErrorCode::CORRUPT_MESSAGE, error.to_string());
+        let corrupt = |error: batch::BatchError| LogError::code(ErrorCode::CORRUPT_MESSAGE, error.to_string());
         let (ranges, _) = batch::split_batches(&message.records).map_err(corrupt)?;
         let log_end = self.log.log_end_offset();
         let mut batches = Vec::with_capacity(ranges.len());

@@ -30,8 +30,15 @@ pub enum LogError {
     Storage(#[from] io::Error),
     #[error("partition is offline after a storage failure: {0}")]
     Offline(String),
-    #[error("{}: {}", .0.name(), .1)]
-    Code(oxbow::protocol::ErrorCode, String),
+    #[error(transparent)]
+    Coded(#[from] oxbow::protocol::CodedError),
+}
+
+impl LogError {
+    /// An error the client sees with this code and message.
+    pub fn code(code: oxbow::protocol::ErrorCode, message: impl Into<String>) -> LogError {
+        LogError::Coded(oxbow::protocol::CodedError::new(code, message))
+    }
 }
 
 /// The offsets a partition publishes after every change.

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use oxbow::protocol::batch::BatchHeader;
-use oxbow::protocol::{ErrorCode, NodeId};
+use oxbow::protocol::{CodedError, ErrorCode, NodeId};
 
 /// `(epoch, start offset)` for every leader epoch present in the log, oldest first.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -90,16 +90,27 @@ impl ProducerStates {
         self.producers.clear();
     }
 
-    pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, (ErrorCode, String)> {
+    pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, CodedError> {
         if header.producer_id < 0 {
             return Ok(SequenceCheck::Append);
         }
         let Some(entry) = self.producers.get(&header.producer_id) else {
-            // Nothing known (a new producer, or its batches are gone by retention): accept.
-            return Ok(SequenceCheck::Append);
+            // A new producer starts at sequence 0. Any other first sequence means earlier batches went
+            // elsewhere or are still in flight (accepting it would refuse them later as duplicates), or the
+            // producer's batches are gone (retention, compaction): the producer starts over with a new id.
+            if header.base_sequence == 0 {
+                return Ok(SequenceCheck::Append);
+            }
+            return Err(CodedError::new(
+                ErrorCode::UNKNOWN_PRODUCER_ID,
+                format!(
+                    "no state for producer {} here, and its first batch starts at sequence {}, not 0",
+                    header.producer_id, header.base_sequence
+                ),
+            ));
         };
         if header.producer_epoch < entry.epoch {
-            return Err((
+            return Err(CodedError::new(
                 ErrorCode::INVALID_PRODUCER_EPOCH,
                 format!("producer epoch {} is older than {}", header.producer_epoch, entry.epoch),
             ));
@@ -118,12 +129,12 @@ impl ProducerStates {
             return Ok(SequenceCheck::Append);
         }
         if first < expected {
-            Err((
+            Err(CodedError::new(
                 ErrorCode::DUPLICATE_SEQUENCE_NUMBER,
                 format!("sequence {first} of producer {} was stored before", header.producer_id),
             ))
         } else {
-            Err((
+            Err(CodedError::new(
                 ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
                 format!("sequence {first} of producer {} skips ahead of {expected}", header.producer_id),
             ))
@@ -299,8 +310,10 @@ mod tests {
             states.check(&header(7, 0, 3, 0)),
             Ok(SequenceCheck::Duplicate { base_offset: 100, last_offset: 102 })
         );
-        assert_eq!(states.check(&header(7, 9, 1, 0)).unwrap_err().0, ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
-        assert_eq!(states.check(&header(7, 1, 1, 0)).unwrap_err().0, ErrorCode::DUPLICATE_SEQUENCE_NUMBER);
+        assert_eq!(states.check(&header(7, 9, 1, 0)).unwrap_err().code, ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
+        assert_eq!(states.check(&header(7, 1, 1, 0)).unwrap_err().code, ErrorCode::DUPLICATE_SEQUENCE_NUMBER);
         assert_eq!(states.check(&header(-1, -1, 1, 0)), Ok(SequenceCheck::Append));
+        assert_eq!(states.check(&header(8, 69, 1, 0)).unwrap_err().code, ErrorCode::UNKNOWN_PRODUCER_ID);
+        assert_eq!(states.check(&header(8, 0, 1, 0)), Ok(SequenceCheck::Append));
     }
 }

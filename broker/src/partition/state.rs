@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use oxbow::protocol::batch::BatchHeader;
-use oxbow::protocol::{ErrorCode, NodeId};
+use oxbow::protocol::{CodedError, ErrorCode, NodeId};
 
 use super::log::{LogError, LogOffsets};
 use super::replica::{EpochCache, LeaderState, ProducerStates, SequenceCheck};
@@ -43,7 +43,7 @@ pub struct PartitionRole {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Effect<W> {
     /// Answer an acks=all append: stored on every in-sync replica, or why not.
-    Complete(W, Result<(), (ErrorCode, String)>),
+    Complete(W, Result<(), CodedError>),
     /// Ask the controller to change the in-sync set; answer with `isr_change_answered`.
     ProposeIsr { isr: Vec<NodeId>, leader_epoch: i32, partition_epoch: i32 },
 }
@@ -187,7 +187,7 @@ impl<W> ReplicaState<W> {
             Role::Leader(_) => "this broker's lease on leadership lapsed".to_string(),
             Role::Unknown => "its leader is not known yet".to_string(),
         };
-        LogError::Code(
+        LogError::code(
             ErrorCode::NOT_LEADER_OR_FOLLOWER,
             format!("broker {} does not lead {}: {why}", self.node_id, self.label),
         )
@@ -255,7 +255,7 @@ impl<W> ReplicaState<W> {
             return Err(self.not_leader());
         }
         if acks_all && leader.isr.len() < self.min_insync_replicas {
-            return Err(LogError::Code(
+            return Err(LogError::code(
                 ErrorCode::NOT_ENOUGH_REPLICAS,
                 format!(
                     "{} in-sync replicas of {}, min.insync.replicas is {}",
@@ -276,7 +276,7 @@ impl<W> ReplicaState<W> {
         let mut duplicate: Option<(u64, u64)> = None;
         let mut fresh = 0;
         for header in headers {
-            match self.producers.check(header).map_err(|(code, message)| LogError::Code(code, message))? {
+            match self.producers.check(header).map_err(LogError::Coded)? {
                 SequenceCheck::Append => fresh += 1,
                 SequenceCheck::Duplicate { base_offset, last_offset } => {
                     duplicate = Some(duplicate.map_or((base_offset, last_offset), |(base, _)| (base, last_offset)))
@@ -285,9 +285,9 @@ impl<W> ReplicaState<W> {
         }
         match (duplicate, fresh) {
             (Some(_), 0) => Ok(duplicate),
-            (Some(_), _) => Err(LogError::Code(
+            (Some(_), _) => Err(LogError::code(
                 ErrorCode::DUPLICATE_SEQUENCE_NUMBER,
-                "a request mixes stored and new batches of one producer".into(),
+                "a request mixes stored and new batches of one producer",
             )),
             (None, _) => Ok(None),
         }
@@ -347,13 +347,13 @@ impl<W> ReplicaState<W> {
         }
         if let Some(epoch) = fetch.current_leader_epoch {
             if epoch < self.leader_epoch {
-                return Err(LogError::Code(
+                return Err(LogError::code(
                     ErrorCode::FENCED_LEADER_EPOCH,
                     format!("epoch {epoch} < {}", self.leader_epoch),
                 ));
             }
             if epoch > self.leader_epoch {
-                return Err(LogError::Code(
+                return Err(LogError::code(
                     ErrorCode::UNKNOWN_LEADER_EPOCH,
                     format!("epoch {epoch} > {}", self.leader_epoch),
                 ));
@@ -382,7 +382,7 @@ impl<W> ReplicaState<W> {
         let (leader_epoch, node_id) = (self.leader_epoch, self.node_id);
         let Role::Leader(leader) = &mut self.role else { unreachable!("checked above") };
         if !leader.replicas.contains(&fetch.replica) || fetch.replica == node_id {
-            return Err(LogError::Code(
+            return Err(LogError::code(
                 ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 format!("broker {} is not a follower here", fetch.replica),
             ));
@@ -440,7 +440,7 @@ impl<W> ReplicaState<W> {
     /// Follower checks before storing what the leader of `leader_epoch` sent.
     pub fn check_follower(&self, leader_epoch: i32) -> Result<(), LogError> {
         if !matches!(self.role, Role::Follower { .. }) || leader_epoch != self.leader_epoch {
-            return Err(LogError::Code(
+            return Err(LogError::code(
                 ErrorCode::FENCED_LEADER_EPOCH,
                 format!("replica of {} is not following epoch {leader_epoch}", self.label),
             ));
@@ -505,7 +505,7 @@ impl<W> ReplicaState<W> {
     /// Answers every waiting acks=all append with this error (the partition went offline, or shuts down).
     pub fn fail_waiters(&mut self, code: ErrorCode, message: &str) {
         for (_, waiter) in self.hw_waiters.drain(..) {
-            self.effects.push(Effect::Complete(waiter, Err((code, message.to_string()))));
+            self.effects.push(Effect::Complete(waiter, Err(CodedError::new(code, message))));
         }
     }
 
@@ -536,7 +536,7 @@ impl<W> ReplicaState<W> {
         self.hw_waiters = waiting;
         for (_, waiter) in done {
             let result = if isr_len < min_insync {
-                Err((
+                Err(CodedError::new(
                     ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
                     format!("{isr_len} in-sync replicas, min.insync.replicas is {min_insync}"),
                 ))

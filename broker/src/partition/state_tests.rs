@@ -65,7 +65,7 @@ fn completions(state: &mut ReplicaState<u64>) -> Vec<(u64, Result<(), ErrorCode>
         .poll_effects()
         .into_iter()
         .filter_map(|effect| match effect {
-            Effect::Complete(token, result) => Some((token, result.map_err(|(code, _)| code))),
+            Effect::Complete(token, result) => Some((token, result.map_err(|error| error.code))),
             Effect::ProposeIsr { .. } => None,
         })
         .collect()
@@ -84,7 +84,7 @@ fn proposals(state: &mut ReplicaState<u64>) -> Vec<Vec<NodeId>> {
 
 fn code(error: LogError) -> ErrorCode {
     match error {
-        LogError::Code(code, _) => code,
+        LogError::Coded(error) => error.code,
         other => panic!("not a protocol error: {other}"),
     }
 }
@@ -597,7 +597,7 @@ proptest! {
             for effect in state.poll_effects() {
                 if let Effect::Complete(t, result) = effect {
                     prop_assert!(waiting.remove(&t));
-                    prop_assert_eq!(result.unwrap_err().0, ErrorCode::NOT_LEADER_OR_FOLLOWER);
+                    prop_assert_eq!(result.unwrap_err().code, ErrorCode::NOT_LEADER_OR_FOLLOWER);
                 }
             }
             if !state.is_leader() {

@@ -4,4 +4,4 @@ pub mod config;
 mod registry;
 
 pub use config::TopicConfig;
-pub use registry::{is_internal, Followed, PartitionHandle, Registry, Topic, TopicError};
+pub use registry::{is_internal, Followed, PartitionHandle, Registry, Topic};

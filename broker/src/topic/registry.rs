@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use oxbow::protocol::{ErrorCode, NodeId};
+use oxbow::protocol::{CodedError, ErrorCode, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -57,19 +57,6 @@ pub struct Topic {
 impl Topic {
     pub fn n_partitions(&self) -> u32 {
         self.local.len() as u32
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct TopicError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl TopicError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> TopicError {
-        TopicError { code, message: message.into() }
     }
 }
 
@@ -157,34 +144,31 @@ impl Registry {
     }
 
     /// The error for a partition this broker has no replica of: unknown topic, or ask the leader.
-    pub fn missing_partition_error(&self, topic: &str, partition: u32) -> (ErrorCode, String) {
+    pub fn missing_partition_error(&self, topic: &str, partition: u32) -> CodedError {
         let state = self.cluster.state();
         match state.partition(topic, partition) {
-            Some(p) => (
+            Some(p) => CodedError::new(
                 ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 format!(
                     "broker {} holds no replica of {topic}/{partition}; its leader is {}",
                     self.cluster.node_id, p.leader
                 ),
             ),
-            None => {
-                (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{topic}' partition {partition} does not exist"))
-            }
+            None => CodedError::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic '{topic}' partition {partition} does not exist"),
+            ),
         }
     }
 
-    async fn controller(&self, call: ControllerCall) -> Result<ControllerReply, TopicError> {
-        let reply = self
-            .cluster
-            .call_controller(call, ADMIN_TIMEOUT)
-            .await
-            .map_err(|message| TopicError::new(ErrorCode::NOT_CONTROLLER, message))?;
+    async fn controller(&self, call: ControllerCall) -> Result<ControllerReply, CodedError> {
+        let reply = self.cluster.call_controller(call, ADMIN_TIMEOUT).await?;
         match reply {
             ControllerReply::Done { index } => {
                 self.cluster.wait_applied(index, ADMIN_TIMEOUT).await;
                 Ok(reply)
             }
-            ControllerReply::Error { code, message } => Err(TopicError::new(ErrorCode::from_code(code), message)),
+            ControllerReply::Error(error) => Err(error),
             other => Ok(other),
         }
     }
@@ -198,10 +182,10 @@ impl Registry {
         replication_factor: u16,
         configs: BTreeMap<String, String>,
         validate_only: bool,
-    ) -> Result<(), TopicError> {
-        validate_topic_name(name).map_err(|message| TopicError::new(ErrorCode::INVALID_TOPIC_NAME, message))?;
+    ) -> Result<(), CodedError> {
+        validate_topic_name(name).map_err(|message| CodedError::new(ErrorCode::INVALID_TOPIC_NAME, message))?;
         if partitions == 0 || partitions > self.config.partitions_max {
-            return Err(TopicError::new(
+            return Err(CodedError::new(
                 ErrorCode::INVALID_PARTITIONS,
                 format!("partitions must be in 1..={}, got {partitions}", self.config.partitions_max),
             ));
@@ -213,7 +197,7 @@ impl Registry {
         };
         let live = self.cluster.state().live_brokers().len().max(1);
         if replication_factor == 0 || usize::from(replication_factor) > live {
-            return Err(TopicError::new(
+            return Err(CodedError::new(
                 ErrorCode::INVALID_REPLICATION_FACTOR,
                 format!(
                     "replication factor {replication_factor} is larger than the {live} live broker{}",
@@ -222,9 +206,9 @@ impl Registry {
             ));
         }
         TopicConfig::resolve(&self.config.log, configs.clone(), self.config.frame_bytes_max)
-            .map_err(|message| TopicError::new(ErrorCode::INVALID_CONFIG, message))?;
+            .map_err(|message| CodedError::new(ErrorCode::INVALID_CONFIG, message))?;
         if self.cluster.state().topics.contains_key(name) {
-            return Err(TopicError::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("topic '{name}' already exists")));
+            return Err(CodedError::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("topic '{name}' already exists")));
         }
         if validate_only {
             return Ok(());
@@ -242,10 +226,10 @@ impl Registry {
         name: &str,
         set: BTreeMap<String, String>,
         delete: Vec<String>,
-    ) -> Result<TopicConfig, TopicError> {
+    ) -> Result<TopicConfig, CodedError> {
         let state = self.cluster.state();
         let topic = state.topics.get(name).ok_or_else(|| {
-            TopicError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{name}' does not exist"))
+            CodedError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{name}' does not exist"))
         })?;
         let mut overrides = topic.configs.clone();
         for key in delete {
@@ -253,21 +237,21 @@ impl Registry {
         }
         overrides.extend(set);
         let config = TopicConfig::resolve(&self.config.log, overrides.clone(), self.config.frame_bytes_max)
-            .map_err(|message| TopicError::new(ErrorCode::INVALID_CONFIG, message))?;
+            .map_err(|message| CodedError::new(ErrorCode::INVALID_CONFIG, message))?;
         self.controller(ControllerCall::AlterConfigs { name: name.to_string(), configs: overrides }).await?;
         tracing::info!(topic = name, "altered topic configs");
         Ok(config)
     }
 
-    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+    pub async fn delete_topic(&self, name: &str) -> Result<(), CodedError> {
         if is_internal(name) {
-            return Err(TopicError::new(
+            return Err(CodedError::new(
                 ErrorCode::INVALID_REQUEST,
                 format!("'{name}' is an internal topic and cannot be deleted"),
             ));
         }
         if !self.cluster.state().topics.contains_key(name) {
-            return Err(TopicError::new(
+            return Err(CodedError::new(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                 format!("topic '{name}' does not exist"),
             ));

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
-use crate::protocol::{acks, ApiKey, ErrorCode, NodeId};
+use crate::protocol::{Acks, ApiKey, ErrorCode, NodeId};
 
 /// Linger waits shorter than this sleep on a blocking thread rather than on tokio's millisecond timer.
 const PRECISE_WAIT_BELOW: Duration = Duration::from_millis(2);
@@ -35,7 +35,7 @@ const PRECISE_WAIT_BELOW: Duration = Duration::from_millis(2);
 pub struct ProducerConfig {
     pub client: ClientConfig,
     /// 0, 1 or -1 (all in-sync replicas).
-    pub acks: i8,
+    pub acks: Acks,
     /// A batch is sent once it holds this many bytes...
     pub batch_bytes: usize,
     /// ...or once its first record is this old.
@@ -61,7 +61,7 @@ impl ProducerConfig {
     pub fn new(bootstrap_servers: impl Into<String>) -> ProducerConfig {
         ProducerConfig {
             client: ClientConfig::new(bootstrap_servers),
-            acks: acks::ALL,
+            acks: Acks::All,
             batch_bytes: 128 * 1024,
             linger: Duration::from_millis(5),
             buffer_bytes: 64 * 1024 * 1024,
@@ -256,12 +256,9 @@ impl Producer {
     }
 
     pub fn with_cluster(cluster: Arc<Cluster>, config: ProducerConfig) -> Result<Producer, ClientError> {
-        if ![acks::NONE, acks::LEADER, acks::ALL].contains(&config.acks) {
-            return Err(ClientError::Config(format!("acks must be 0, 1 or -1, got {}", config.acks)));
-        }
         // Idempotence needs acks=all (only then does the producer learn each batch's fate).
         let mut config = config;
-        config.idempotence &= config.acks == acks::ALL;
+        config.idempotence &= config.acks == Acks::All;
         if config.batch_bytes < BATCH_HEADER_BYTES * 2 || config.buffer_bytes < config.batch_bytes {
             return Err(ClientError::Config("batch_bytes must be >= 122 and buffer_bytes >= batch_bytes".into()));
         }
@@ -670,8 +667,9 @@ async fn send_request(shared: &Arc<Shared>, leader: NodeId, batches: Vec<ReadyBa
         }
     }
     let request_timeout = shared.config.client.request_timeout;
-    let request = ProduceRequest { acks: shared.config.acks, timeout_ms: request_timeout.as_millis() as u32, topics };
-    if shared.config.acks == acks::NONE {
+    let request =
+        ProduceRequest { acks: shared.config.acks.to_wire(), timeout_ms: request_timeout.as_millis() as u32, topics };
+    if shared.config.acks == Acks::None {
         let result = connection.send_oneway(ApiKey::Produce, &request).await;
         drop(request);
         for batch in batches {
@@ -813,7 +811,7 @@ fn finish(shared: &Shared, batch: &ReadyBatch, n_records: u64) {
 fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError) {
     let expired = batch.created.elapsed() >= shared.config.delivery_timeout;
     let retriable = error.is_retriable()
-        || (error.code() == Some(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER)
+        || (matches!(error.code(), Some(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER | ErrorCode::UNKNOWN_PRODUCER_ID))
             && shared.state.lock().expect("producer lock").behind_unacknowledged(&batch));
     if !retriable || batch.attempts >= shared.config.retries || expired {
         return fail(shared, batch, error);

@@ -2,6 +2,21 @@
 
 use serde::{Deserialize, Serialize};
 
+/// An error as the protocol carries it: a code from the table and a message for people. The broker's
+/// handlers, its group and topic logic and the client all use this one type at the protocol's edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{}: {message}", code.name())]
+pub struct CodedError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl CodedError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> CodedError {
+        CodedError { code, message: message.into() }
+    }
+}
+
 macro_rules! error_codes {
     ($( $(#[$doc:meta])* $name:ident = $code:expr, $retriable:expr, $text:expr; )*) => {
         /// Every error a client can see on the wire, with its stable numeric code.
@@ -65,7 +80,6 @@ error_codes! {
     BROKER_SHUTTING_DOWN = 18, true, "the broker is shutting down";
     INVALID_REQUIRED_ACKS = 19, false, "acks must be 0, 1 or -1 (all)";
     FRAME_TOO_LARGE = 20, false, "the frame is larger than the broker's frame limit; the connection is closed";
-    BROKER_BUSY = 21, true, "the partition's queue is full; back off and retry";
     INVALID_RECORD = 22, false, "a record is not acceptable for this topic";
     COORDINATOR_NOT_AVAILABLE = 23, true, "the group coordinator is not available yet";
     NOT_COORDINATOR = 24, true, "this broker does not coordinate the group; find the coordinator again";
@@ -83,11 +97,15 @@ error_codes! {
     NOT_ENOUGH_REPLICAS_AFTER_APPEND = 36, true, "written to the leader, but the in-sync set shrank below min.insync.replicas before it was replicated";
     OUT_OF_ORDER_SEQUENCE_NUMBER = 37, false, "the producer's sequence number skips ahead of the last one the partition stored";
     DUPLICATE_SEQUENCE_NUMBER = 38, false, "the sequence number is older than the batches the partition remembers";
-    UNKNOWN_PRODUCER_ID = 39, false, "the partition has no state for this producer id; initialize a new producer id";
+    UNKNOWN_PRODUCER_ID = 39, false, "the partition has no state for this producer id and the batch does not start at sequence 0; the producer starts over with a new id";
     INVALID_PRODUCER_EPOCH = 40, false, "the producer epoch is older than the partition's; the producer was fenced";
     BROKER_NOT_AVAILABLE = 41, true, "the broker is fenced or not registered with the controller yet";
     OFFSET_NOT_AVAILABLE = 42, true, "the partition's leader was just elected and does not know its high watermark yet; retry";
 }
+
+/// Codes no longer sent, with their old names. A retired value is never given to a new error: clients of any
+/// age read a code the same way.
+pub const RETIRED_CODES: &[(u16, &str)] = &[(21, "BROKER_BUSY")];
 
 impl ErrorCode {
     pub fn is_ok(self) -> bool {
@@ -125,5 +143,13 @@ mod tests {
             assert_eq!(ErrorCode::from_code(code.code()), *code);
         }
         assert_eq!(ErrorCode::from_code(999), ErrorCode::Unknown(999));
+    }
+
+    #[test]
+    fn retired_codes_are_never_reused() {
+        for (retired, name) in RETIRED_CODES {
+            assert_eq!(ErrorCode::from_code(*retired), ErrorCode::Unknown(*retired), "{name}'s code is in use again");
+            assert!(ErrorCode::ALL.iter().all(|code| code.name() != *name), "{name} is back in the table");
+        }
     }
 }

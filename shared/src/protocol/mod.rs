@@ -7,17 +7,55 @@ pub mod error;
 pub mod frame;
 
 pub use api::ApiKey;
-pub use error::ErrorCode;
+pub use error::{CodedError, ErrorCode};
 pub use frame::{FrameCheck, RequestHeader, ResponseHeader};
 
 /// Broker node ids are i32 so that -1 can mean "none".
 pub type NodeId = i32;
 
-/// `acks` values of a produce request.
-pub mod acks {
-    pub const NONE: i8 = 0;
-    pub const LEADER: i8 = 1;
-    pub const ALL: i8 = -1;
+/// How many replicas must hold a produced batch before the broker answers (`acks` of a produce request,
+/// on the wire an i8: 0, 1 or -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// 0: no answer at all.
+    None,
+    /// 1: answered once the leader wrote it.
+    Leader,
+    /// -1: answered once every in-sync replica has it.
+    All,
+}
+
+impl Acks {
+    pub fn to_wire(self) -> i8 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+
+    pub fn from_wire(value: i8) -> Option<Acks> {
+        match value {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            -1 => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Acks {
+    type Err = String;
+
+    /// `0`, `1`, `all` (or `-1`), as the CLI and configuration spell it.
+    fn from_str(value: &str) -> Result<Acks, String> {
+        match value {
+            "0" => Ok(Acks::None),
+            "1" => Ok(Acks::Leader),
+            "all" | "-1" => Ok(Acks::All),
+            other => Err(format!("acks must be 0, 1 or all, not '{other}'")),
+        }
+    }
 }
 
 /// Special timestamps of ListOffsets.

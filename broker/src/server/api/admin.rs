@@ -6,17 +6,16 @@ use oxbow::protocol::api::delete_topics::{DeleteTopicsRequest, DeleteTopicsRespo
 use oxbow::protocol::api::describe_topics::{
     ConfigEntry, DescribeTopicsRequest, DescribeTopicsResponse, PartitionDescription, TopicDescription,
 };
-use oxbow::protocol::ErrorCode;
+use oxbow::protocol::{CodedError, ErrorCode};
 
 use oxbow::protocol::api::describe_cluster::{ClusterBroker, DescribeClusterRequest, DescribeClusterResponse};
 use oxbow::protocol::api::init_producer_id::{InitProducerIdRequest, InitProducerIdResponse};
 
-use super::{ApiError, Encoded};
+use super::Encoded;
 use crate::cluster::{ControllerCall, ControllerReply};
 use crate::server::connection::RequestScope;
-use crate::topic::TopicError;
 
-pub async fn create_topics(request: CreateTopicsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn create_topics(request: CreateTopicsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let registry = &scope.context.registry;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -28,7 +27,7 @@ pub async fn create_topics(request: CreateTopicsRequest, scope: &RequestScope) -
     Ok(Encoded::new(&CreateTopicsResponse { topics }))
 }
 
-pub async fn delete_topics(request: DeleteTopicsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn delete_topics(request: DeleteTopicsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let registry = &scope.context.registry;
     let mut topics = Vec::with_capacity(request.names.len());
     for name in request.names {
@@ -38,7 +37,7 @@ pub async fn delete_topics(request: DeleteTopicsRequest, scope: &RequestScope) -
     Ok(Encoded::new(&DeleteTopicsResponse { topics }))
 }
 
-pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let context = &scope.context;
     let registry = &context.registry;
     let names = request.names.unwrap_or_else(|| registry.topics().iter().map(|topic| topic.name.clone()).collect());
@@ -90,7 +89,7 @@ pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScop
     Ok(Encoded::new(&DescribeTopicsResponse { topics }))
 }
 
-pub async fn alter_configs(request: AlterConfigsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn alter_configs(request: AlterConfigsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let result = scope.context.registry.alter_topic(&request.topic, request.set, request.delete).await;
     Ok(Encoded::new(&match result {
         Ok(_) => AlterConfigsResponse { error_code: ErrorCode::NONE, error_message: None },
@@ -98,14 +97,14 @@ pub async fn alter_configs(request: AlterConfigsRequest, scope: &RequestScope) -
     }))
 }
 
-fn topic_result(name: String, result: Result<(), TopicError>) -> TopicResult {
+fn topic_result(name: String, result: Result<(), CodedError>) -> TopicResult {
     match result {
         Ok(()) => TopicResult { name, error_code: ErrorCode::NONE, error_message: None },
         Err(error) => TopicResult { name, error_code: error.code, error_message: Some(error.message) },
     }
 }
 
-pub async fn describe_cluster(_request: DescribeClusterRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn describe_cluster(_request: DescribeClusterRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let cluster = scope.context.registry.cluster();
     let state = cluster.state();
     let brokers = state
@@ -126,16 +125,16 @@ pub async fn describe_cluster(_request: DescribeClusterRequest, scope: &RequestS
     }))
 }
 
-pub async fn init_producer_id(_request: InitProducerIdRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn init_producer_id(_request: InitProducerIdRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let cluster = scope.context.registry.cluster();
     let reply = cluster.call_controller(ControllerCall::AllocateProducerId, std::time::Duration::from_secs(10)).await;
     let response = match reply {
         Ok(ControllerReply::ProducerId(producer_id)) => {
             InitProducerIdResponse { error_code: ErrorCode::NONE, error_message: None, producer_id, producer_epoch: 0 }
         }
-        Ok(ControllerReply::Error { code, message }) => InitProducerIdResponse {
-            error_code: ErrorCode::from_code(code),
-            error_message: Some(message),
+        Ok(ControllerReply::Error(error)) => InitProducerIdResponse {
+            error_code: error.code,
+            error_message: Some(error.message),
             producer_id: -1,
             producer_epoch: -1,
         },

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::select_all;
 use oxbow::protocol::api::fetch::{FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse};
-use oxbow::protocol::ErrorCode;
+use oxbow::protocol::{CodedError, ErrorCode};
 
-use super::{log_error_code, mailbox_error_code, ApiError, Encoded};
+use super::{log_error_code, mailbox_error_code, Encoded};
 use crate::partition::{FollowerFetch, Read};
 use crate::server::connection::RequestScope;
 use crate::topic::PartitionHandle;
@@ -22,7 +22,7 @@ struct PartitionRead {
     records: Bytes,
 }
 
-pub async fn handle(request: FetchRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn handle(request: FetchRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let context = &scope.context;
     let max_wait = Duration::from_millis(u64::from(request.max_wait_ms).min(context.config.fetch_wait_max_ms));
     let deadline = tokio::time::Instant::now() + max_wait;
@@ -77,7 +77,7 @@ async fn read_all(
                 records: Bytes::new(),
             };
             match handle {
-                None => read.error_code = registry.missing_partition_error(&topic.name, wanted.partition).0,
+                None => read.error_code = registry.missing_partition_error(&topic.name, wanted.partition).code,
                 Some(handle) if request.replica_id.is_some() => {
                     let budget = (wanted.partition_max_bytes as usize).min(remaining_bytes).max(1);
                     let fetch = FollowerFetch {

@@ -14,16 +14,16 @@ use oxbow::protocol::api::offset_commit::{
 };
 use oxbow::protocol::api::offset_fetch::{CommittedOffset, OffsetFetchRequest, OffsetFetchResponse};
 use oxbow::protocol::api::sync_group::{SyncGroupRequest, SyncGroupResponse};
-use oxbow::protocol::ErrorCode;
+use oxbow::protocol::{CodedError, ErrorCode};
 
-use super::{ApiError, Encoded};
+use super::Encoded;
 use crate::group::offsets::{self, Committed, OFFSETS_TOPIC};
-use crate::group::{self, GroupError};
+use crate::group::{self, assignor::Strategy};
 use crate::server::connection::RequestScope;
 
 /// The coordinator of a group is the leader of its `__consumer_offsets` partition. The topic is created on
 /// first use, replicated like any topic (up to three replicas).
-pub async fn find_coordinator(request: FindCoordinatorRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn find_coordinator(request: FindCoordinatorRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let context = &scope.context;
     let registry = &context.registry;
     let cluster = registry.cluster();
@@ -62,21 +62,27 @@ pub async fn find_coordinator(request: FindCoordinatorRequest, scope: &RequestSc
     }))
 }
 
-pub async fn join(request: JoinGroupRequest, client_id: String, scope: &RequestScope) -> Result<Encoded, ApiError> {
-    let outcome = scope
-        .context
-        .coordinator
-        .send(group::Join {
-            group_id: request.group_id,
-            member_id: request.member_id,
-            instance_id: request.group_instance_id,
-            client_id,
-            topics: request.topics,
-            strategy: request.strategy,
-            session_timeout_ms: request.session_timeout_ms,
-        })
-        .await
-        .map_err(unavailable)?;
+pub async fn join(request: JoinGroupRequest, client_id: String, scope: &RequestScope) -> Result<Encoded, CodedError> {
+    let outcome = match Strategy::parse(&request.strategy) {
+        Some(strategy) => scope
+            .context
+            .coordinator
+            .send(group::Join {
+                group_id: request.group_id,
+                member_id: request.member_id,
+                instance_id: request.group_instance_id,
+                client_id,
+                topics: request.topics,
+                strategy,
+                session_timeout_ms: request.session_timeout_ms,
+            })
+            .await
+            .map_err(unavailable)?,
+        None => Err(CodedError::new(
+            ErrorCode::INCONSISTENT_GROUP_PROTOCOL,
+            format!("unknown strategy '{}'", request.strategy),
+        )),
+    };
     Ok(Encoded::new(&match outcome {
         Ok(joined) => JoinGroupResponse {
             error_code: ErrorCode::NONE,
@@ -95,7 +101,7 @@ pub async fn join(request: JoinGroupRequest, client_id: String, scope: &RequestS
     }))
 }
 
-pub async fn sync(request: SyncGroupRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn sync(request: SyncGroupRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let owned = TopicPartitions::flatten(&request.owned);
     let outcome = scope
         .context
@@ -119,7 +125,7 @@ pub async fn sync(request: SyncGroupRequest, scope: &RequestScope) -> Result<Enc
     }))
 }
 
-pub async fn heartbeat(request: HeartbeatRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn heartbeat(request: HeartbeatRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let outcome = scope
         .context
         .coordinator
@@ -134,17 +140,17 @@ pub async fn heartbeat(request: HeartbeatRequest, scope: &RequestScope) -> Resul
     Ok(Encoded::new(&HeartbeatResponse { error_code }))
 }
 
-pub async fn leave(request: LeaveGroupRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn leave(request: LeaveGroupRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let outcome = scope
         .context
         .coordinator
         .send(group::Leave { group_id: request.group_id, member_id: request.member_id })
         .await
         .map_err(unavailable)?;
-    Ok(Encoded::new(&LeaveGroupResponse { error_code: outcome.err().map_or(ErrorCode::NONE, |e: GroupError| e.code) }))
+    Ok(Encoded::new(&LeaveGroupResponse { error_code: outcome.err().map_or(ErrorCode::NONE, |e: CodedError| e.code) }))
 }
 
-pub async fn commit(request: OffsetCommitRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn commit(request: OffsetCommitRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let offsets = request
         .topics
         .iter()
@@ -184,7 +190,7 @@ pub async fn commit(request: OffsetCommitRequest, scope: &RequestScope) -> Resul
     Ok(Encoded::new(&response))
 }
 
-pub async fn fetch_offsets(request: OffsetFetchRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn fetch_offsets(request: OffsetFetchRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let partitions = request.topics.map(|topics| TopicPartitions::flatten(&topics));
     let fetched = scope
         .context
@@ -208,7 +214,7 @@ pub async fn fetch_offsets(request: OffsetFetchRequest, scope: &RequestScope) ->
     Ok(Encoded::new(&OffsetFetchResponse { error_code: ErrorCode::NONE, offsets }))
 }
 
-pub async fn list(_request: ListGroupsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn list(_request: ListGroupsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let groups = scope.context.coordinator.send(group::ListGroups).await.map_err(unavailable)?;
     let groups = groups
         .into_iter()
@@ -217,7 +223,7 @@ pub async fn list(_request: ListGroupsRequest, scope: &RequestScope) -> Result<E
     Ok(Encoded::new(&ListGroupsResponse { groups }))
 }
 
-pub async fn describe(request: DescribeGroupsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn describe(request: DescribeGroupsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let context = &scope.context;
     let mut groups = Vec::with_capacity(request.group_ids.len());
     for group_id in request.group_ids {
@@ -282,6 +288,6 @@ pub async fn describe(request: DescribeGroupsRequest, scope: &RequestScope) -> R
     Ok(Encoded::new(&DescribeGroupsResponse { groups }))
 }
 
-fn unavailable(_error: actix::MailboxError) -> ApiError {
-    ApiError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "the group coordinator is not running")
+fn unavailable(_error: actix::MailboxError) -> CodedError {
+    CodedError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "the group coordinator is not running")
 }

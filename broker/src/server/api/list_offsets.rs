@@ -3,13 +3,13 @@
 use oxbow::protocol::api::list_offsets::{
     ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
-use oxbow::protocol::{offset_spec, ErrorCode};
+use oxbow::protocol::{offset_spec, CodedError, ErrorCode};
 
-use super::{log_error_code, mailbox_error_code, ApiError, Encoded};
+use super::{log_error_code, mailbox_error_code, Encoded};
 use crate::partition::ListOffset;
 use crate::server::connection::RequestScope;
 
-pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let registry = &scope.context.registry;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -22,7 +22,7 @@ pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result
                 timestamp: -1,
             };
             match registry.partition(&topic.name, wanted.partition) {
-                None => response.error_code = registry.missing_partition_error(&topic.name, wanted.partition).0,
+                None => response.error_code = registry.missing_partition_error(&topic.name, wanted.partition).code,
                 Some(handle) => {
                     let offsets = *handle.offsets.borrow();
                     match wanted.timestamp {

@@ -3,20 +3,20 @@
 use oxbow::protocol::api::metadata::{
     BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
 };
-use oxbow::protocol::ErrorCode;
+use oxbow::protocol::{CodedError, ErrorCode};
 
-use super::{ApiError, Encoded};
+use super::Encoded;
 use crate::cluster::metadata::TopicState;
 use crate::server::connection::RequestScope;
 
-pub async fn handle(request: MetadataRequest, scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn handle(request: MetadataRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let context = &scope.context;
     let registry = &context.registry;
     let cluster = registry.cluster();
     if !cluster.lease.is_valid() {
         // Out of touch with the controller (starting, paused, or cut off): this broker's view may be stale,
         // so send the client to another broker instead of to leaders that may have been replaced.
-        return Err(ApiError::new(
+        return Err(CodedError::new(
             ErrorCode::BROKER_NOT_AVAILABLE,
             format!("broker {} is not in contact with the controller; ask another broker", cluster.node_id),
         ));

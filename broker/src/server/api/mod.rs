@@ -11,24 +11,11 @@ use actix::MailboxError;
 use bytes::BytesMut;
 use oxbow::protocol::api::api_versions::ApiVersionsResponse;
 use oxbow::protocol::frame::{self, ResponseHeader};
-use oxbow::protocol::{ApiKey, ErrorCode};
+use oxbow::protocol::{ApiKey, CodedError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 use super::connection::RequestScope;
 use crate::partition::LogError;
-
-/// An error for the whole request: sent as the response header's error code with an `ErrorBody`.
-#[derive(Debug)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
-    }
-}
 
 /// A response frame encoded before its correlation id is known.
 pub struct Encoded(BytesMut);
@@ -48,7 +35,7 @@ impl Encoded {
 }
 
 /// Runs every API except Produce (see `produce::hand_off`).
-pub async fn handle(api: ApiKey, client_id: String, body: &[u8], scope: &RequestScope) -> Result<Encoded, ApiError> {
+pub async fn handle(api: ApiKey, client_id: String, body: &[u8], scope: &RequestScope) -> Result<Encoded, CodedError> {
     match api {
         ApiKey::ApiVersions => Ok(Encoded::new(&ApiVersionsResponse::supported())),
         ApiKey::Metadata => metadata::handle(decode(body)?, scope).await,
@@ -71,12 +58,12 @@ pub async fn handle(api: ApiKey, client_id: String, body: &[u8], scope: &Request
         ApiKey::InitProducerId => admin::init_producer_id(decode(body)?, scope).await,
         ApiKey::Raft => internal(body, scope, true).await,
         ApiKey::Controller => internal(body, scope, false).await,
-        ApiKey::Produce => Err(ApiError::new(ErrorCode::UNKNOWN_SERVER_ERROR, "produce is dispatched separately")),
+        ApiKey::Produce => Err(CodedError::new(ErrorCode::UNKNOWN_SERVER_ERROR, "produce is dispatched separately")),
     }
 }
 
 /// Broker-to-broker requests: Raft messages and controller requests.
-async fn internal(body: &[u8], scope: &RequestScope, raft: bool) -> Result<Encoded, ApiError> {
+async fn internal(body: &[u8], scope: &RequestScope, raft: bool) -> Result<Encoded, CodedError> {
     use oxbow::protocol::api::internal::{InternalResponse, RaftRequest};
     let request: RaftRequest = decode(body)?;
     let cluster = scope.context.registry.cluster();
@@ -85,14 +72,11 @@ async fn internal(body: &[u8], scope: &RequestScope, raft: bool) -> Result<Encod
     } else {
         cluster.handle_controller_request(&request.payload).await
     };
-    match payload {
-        Ok(payload) => Ok(Encoded::new(&InternalResponse { payload })),
-        Err(message) => Err(ApiError::new(ErrorCode::INVALID_REQUEST, message)),
-    }
+    Ok(Encoded::new(&InternalResponse { payload: payload? }))
 }
 
-pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    frame::decode_body(body).map_err(|error| ApiError::new(ErrorCode::INVALID_REQUEST, error.to_string()))
+pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, CodedError> {
+    frame::decode_body(body).map_err(|error| CodedError::new(ErrorCode::INVALID_REQUEST, error.to_string()))
 }
 
 /// The wire error for a partition-level failure.
@@ -100,7 +84,15 @@ pub fn log_error_code(error: &LogError) -> ErrorCode {
     match error {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
         LogError::Storage(_) | LogError::Offline(_) => ErrorCode::STORAGE_ERROR,
-        LogError::Code(code, _) => *code,
+        LogError::Coded(error) => error.code,
+    }
+}
+
+/// A partition-level failure as the client sees it (the message without the code's name in front).
+pub fn coded(error: LogError) -> CodedError {
+    match error {
+        LogError::Coded(error) => error,
+        other => CodedError::new(log_error_code(&other), other.to_string()),
     }
 }
 

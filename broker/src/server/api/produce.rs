@@ -6,10 +6,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use oxbow::protocol::api::produce::{ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse};
 use oxbow::protocol::batch::{self, BatchHeader};
-use oxbow::protocol::{acks, ErrorCode};
+use oxbow::protocol::{Acks, CodedError, ErrorCode};
 use tokio::sync::oneshot;
 
-use super::{decode, log_error_code, mailbox_error_code, ApiError, Encoded};
+use super::{coded, decode, mailbox_error_code, Encoded};
 use crate::partition::{Append, AppendOutcome, LogError};
 use crate::server::connection::{error_frame, RequestScope};
 use crate::topic::TopicConfig;
@@ -19,9 +19,9 @@ const PRODUCE_TIMEOUT_MAX_MS: u32 = 300_000;
 
 /// A produce request whose batches are with the partition actors.
 pub struct PendingProduce {
-    acks: i8,
+    acks: Acks,
     timeout: Duration,
-    outcome: Result<Vec<(String, Vec<PendingPartition>)>, ApiError>,
+    outcome: Result<Vec<(String, Vec<PendingPartition>)>, CodedError>,
 }
 
 enum PendingPartition {
@@ -33,14 +33,14 @@ enum PendingPartition {
 pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
     let request: ProduceRequest<'_> = match decode(body) {
         Ok(request) => request,
-        Err(error) => return PendingProduce { acks: acks::LEADER, timeout: Duration::ZERO, outcome: Err(error) },
+        Err(error) => return PendingProduce { acks: Acks::Leader, timeout: Duration::ZERO, outcome: Err(error) },
     };
     let timeout = Duration::from_millis(u64::from(request.timeout_ms.min(PRODUCE_TIMEOUT_MAX_MS)));
-    if ![acks::NONE, acks::LEADER, acks::ALL].contains(&request.acks) {
+    let Some(acks) = Acks::from_wire(request.acks) else {
         let error =
-            ApiError::new(ErrorCode::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, got {}", request.acks));
-        return PendingProduce { acks: acks::LEADER, timeout, outcome: Err(error) };
-    }
+            CodedError::new(ErrorCode::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, got {}", request.acks));
+        return PendingProduce { acks: Acks::Leader, timeout, outcome: Err(error) };
+    };
     let registry = &scope.context.registry;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -49,39 +49,42 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
         if crate::topic::is_internal(&topic.name) {
             let message = format!("'{}' is an internal topic written only by the broker", topic.name);
             partitions.extend(topic.partitions.iter().map(|data| {
-                PendingPartition::Done(partition_error(data.partition, ErrorCode::INVALID_REQUEST, message.clone()))
+                PendingPartition::Done(partition_error(
+                    data.partition,
+                    CodedError::new(ErrorCode::INVALID_REQUEST, message.clone()),
+                ))
             }));
             topics.push((topic.name, partitions));
             continue;
         }
         for data in topic.partitions {
             let partition = data.partition;
-            let failed =
-                |code: ErrorCode, message: String| PendingPartition::Done(partition_error(partition, code, message));
+            let failed = |error: CodedError| PendingPartition::Done(partition_error(partition, error));
             let Some(handle) = registered.as_ref().and_then(|t| t.local.get(partition as usize).cloned().flatten())
             else {
-                let (code, message) = registry.missing_partition_error(&topic.name, partition);
-                partitions.push(failed(code, message));
+                partitions.push(failed(registry.missing_partition_error(&topic.name, partition)));
                 continue;
             };
             let config = registered.as_ref().map(|t| &t.config).expect("the partition exists");
             let batches = match validate(&body.slice_ref(data.records), config) {
                 Ok(batches) => batches,
-                Err((code, message)) => {
-                    tracing::debug!(topic = %topic.name, partition, %message, "rejected a produce");
-                    partitions.push(failed(code, message));
+                Err(error) => {
+                    tracing::debug!(topic = %topic.name, partition, %error, "rejected a produce");
+                    partitions.push(failed(error));
                     continue;
                 }
             };
             let (reply_tx, reply) = oneshot::channel();
-            match handle.addr.send(Append { batches, acks_all: request.acks == acks::ALL, reply: reply_tx }).await {
+            match handle.addr.send(Append { batches, acks_all: acks == Acks::All, reply: reply_tx }).await {
                 Ok(()) => partitions.push(PendingPartition::Waiting { partition, reply }),
-                Err(error) => partitions.push(failed(mailbox_error_code(error), "the partition is closing".into())),
+                Err(error) => {
+                    partitions.push(failed(CodedError::new(mailbox_error_code(error), "the partition is closing")))
+                }
             }
         }
         topics.push((topic.name, partitions));
     }
-    PendingProduce { acks: request.acks, timeout, outcome: Ok(topics) }
+    PendingProduce { acks, timeout, outcome: Ok(topics) }
 }
 
 impl PendingProduce {
@@ -98,38 +101,38 @@ impl PendingProduce {
             for pending in partitions {
                 results.push(match pending {
                     PendingPartition::Done(result) => result,
-                    PendingPartition::Waiting { partition, reply } => match tokio::time::timeout_at(deadline, reply)
-                        .await
-                    {
-                        Ok(Ok(Ok(outcome))) => ProducePartitionResponse {
-                            partition,
-                            error_code: ErrorCode::NONE,
-                            error_message: None,
-                            base_offset: outcome.base_offset,
-                            log_start_offset: outcome.log_start_offset,
-                        },
-                        Ok(Ok(Err(error))) => partition_error(partition, log_error_code(&error), error.to_string()),
-                        Ok(Err(_)) => {
-                            partition_error(partition, ErrorCode::BROKER_SHUTTING_DOWN, "the partition stopped".into())
+                    PendingPartition::Waiting { partition, reply } => {
+                        match tokio::time::timeout_at(deadline, reply).await {
+                            Ok(Ok(Ok(outcome))) => ProducePartitionResponse {
+                                partition,
+                                error_code: ErrorCode::NONE,
+                                error_message: None,
+                                base_offset: outcome.base_offset,
+                                log_start_offset: outcome.log_start_offset,
+                            },
+                            Ok(Ok(Err(error))) => partition_error(partition, coded(error)),
+                            Ok(Err(_)) => partition_error(
+                                partition,
+                                CodedError::new(ErrorCode::BROKER_SHUTTING_DOWN, "the partition stopped"),
+                            ),
+                            Err(_) => partition_error(
+                                partition,
+                                CodedError::new(ErrorCode::REQUEST_TIMED_OUT, "not acknowledged within timeout_ms"),
+                            ),
                         }
-                        Err(_) => partition_error(
-                            partition,
-                            ErrorCode::REQUEST_TIMED_OUT,
-                            "not acknowledged within timeout_ms".into(),
-                        ),
-                    },
+                    }
                 });
             }
             response.topics.push(ProduceTopicResponse { name, partitions: results });
         }
-        (self.acks != acks::NONE).then(|| Encoded::new(&response).into_frame(correlation_id))
+        (self.acks != Acks::None).then(|| Encoded::new(&response).into_frame(correlation_id))
     }
 }
 
 /// Splits and checks the batches of one partition; nothing is stored if any batch is refused.
-fn validate(records: &Bytes, config: &TopicConfig) -> Result<Vec<(BatchHeader, Bytes)>, (ErrorCode, String)> {
+fn validate(records: &Bytes, config: &TopicConfig) -> Result<Vec<(BatchHeader, Bytes)>, CodedError> {
     let max_message_bytes = config.max_message_bytes as usize;
-    let corrupt = |message: String| (ErrorCode::CORRUPT_MESSAGE, message);
+    let corrupt = |message: String| CodedError::new(ErrorCode::CORRUPT_MESSAGE, message);
     if records.is_empty() {
         return Err(corrupt("no record batch in the request".into()));
     }
@@ -141,25 +144,25 @@ fn validate(records: &Bytes, config: &TopicConfig) -> Result<Vec<(BatchHeader, B
     for (_, range) in ranges {
         let bytes = records.slice(range);
         if bytes.len() > max_message_bytes {
-            return Err((
+            return Err(CodedError::new(
                 ErrorCode::RECORD_BATCH_TOO_LARGE,
                 format!("batch of {} bytes is over max.message.bytes {max_message_bytes}", bytes.len()),
             ));
         }
         let header = batch::validate_batch(&bytes, true).map_err(|error| corrupt(error.to_string()))?;
         if config.cleanup_policy.compact && batch::has_null_key(&bytes, &header) {
-            return Err((ErrorCode::INVALID_RECORD, "a compacted topic needs a key on every record".to_string()));
+            return Err(CodedError::new(ErrorCode::INVALID_RECORD, "a compacted topic needs a key on every record"));
         }
         batches.push((header, bytes));
     }
     Ok(batches)
 }
 
-fn partition_error(partition: u32, error_code: ErrorCode, message: String) -> ProducePartitionResponse {
+fn partition_error(partition: u32, error: CodedError) -> ProducePartitionResponse {
     ProducePartitionResponse {
         partition,
-        error_code,
-        error_message: Some(message),
+        error_code: error.code,
+        error_message: Some(error.message),
         base_offset: 0,
         log_start_offset: 0,
     }
