@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::server::Broker;
 
 /// The broker's command-line flags; they override the configuration file and `OXBOW__` variables.
 #[derive(Debug, Clone, clap::Args)]

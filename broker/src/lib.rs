@@ -1,7 +1,7 @@
 //! The Oxbow broker: partition actors over segment files, a topic registry, and the TCP server speaking
-//! the protocol of `oxbow::protocol`. The `oxbow` command-line tool lives here too (`cli`).
+//! the protocol of `oxbow::protocol`. (The `oxbow` command-line tool is its own crate, `cli/`.)
 
-pub mod cli;
+pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod durable;

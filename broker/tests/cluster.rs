@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::BrokerProcess;
+use common::{poll, TestCluster, ONE_CLUSTER_AT_A_TIME};
 use oxbow::client::{
     Admin, ClientConfig, Cluster, Connection, Consumer, ConsumerConfig, GroupConfig, OffsetReset, ProducerConfig,
     ProducerRecord,
@@ -24,210 +24,6 @@ use oxbow::protocol::batch::{self, BatchBuilder};
 use oxbow::protocol::{offset_spec, Acks, ApiKey, ErrorCode};
 
 const TOPIC: &str = "jepsen";
-/// `replica_lag_time_max_ms` of the test clusters (above the session timeout, so fencing usually acts first).
-const DEFAULT_LAG_MS: &str = "4000";
-
-/// One three-broker cluster at a time: two at once on a two-core machine starve each other's heartbeats.
-static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct TestCluster {
-    brokers: Vec<BrokerProcess>,
-    /// With `start_with_proxies`: the proxy each broker (first index) uses to reach another (second).
-    proxies: HashMap<(usize, usize), Proxy>,
-    /// The voters' list as the first broker has it (for brokers added later).
-    controllers: String,
-    _dir: tempfile::TempDir,
-}
-
-/// A TCP proxy between two brokers that the test can cut (closing open connections, refusing new ones)
-/// and heal: a network partition between brokers that clients do not see.
-struct Proxy {
-    addr: String,
-    cut: tokio::sync::watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (cut, cut_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
-                if *cut_rx.borrow() {
-                    continue;
-                }
-                let target = target.clone();
-                let mut cut_rx = cut_rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_rx.wait_for(|cut| *cut) => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, cut }
-    }
-
-    fn set_cut(&self, cut: bool) {
-        self.cut.send_replace(cut);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl TestCluster {
-    fn start() -> TestCluster {
-        TestCluster::start_with_lag(DEFAULT_LAG_MS)
-    }
-
-    /// With `replica_lag_time_max_ms` = `lag_ms`.
-    fn start_with_lag(lag_ms: &str) -> TestCluster {
-        let dir = tempfile::tempdir().unwrap();
-        let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-        let controllers: String =
-            addrs.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect::<Vec<_>>().join(",");
-        TestCluster::start_brokers(dir, addrs, vec![controllers; 3], HashMap::new(), lag_ms)
-    }
-
-    /// Brokers reach each other only through proxies (clients connect directly).
-    async fn start_with_proxies() -> TestCluster {
-        let dir = tempfile::tempdir().unwrap();
-        let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-        let mut proxies = HashMap::new();
-        let mut lists = Vec::new();
-        for from in 0..3 {
-            let mut entries = Vec::new();
-            for (to, addr) in addrs.iter().enumerate() {
-                if from == to {
-                    entries.push(format!("{}@{addr}", to + 1));
-                } else {
-                    let proxy = Proxy::start(addr.clone()).await;
-                    entries.push(format!("{}@{}", to + 1, proxy.addr));
-                    proxies.insert((from, to), proxy);
-                }
-            }
-            lists.push(entries.join(","));
-        }
-        TestCluster::start_brokers(dir, addrs, lists, proxies, DEFAULT_LAG_MS)
-    }
-
-    /// Cuts (or heals) every link between broker `index` and the others, both ways.
-    fn isolate(&self, index: usize, cut: bool) {
-        for ((from, to), proxy) in &self.proxies {
-            if *from == index || *to == index {
-                proxy.set_cut(cut);
-            }
-        }
-    }
-
-    fn start_brokers(
-        dir: tempfile::TempDir,
-        addrs: Vec<String>,
-        controllers: Vec<String>,
-        proxies: HashMap<(usize, usize), Proxy>,
-        lag_ms: &str,
-    ) -> TestCluster {
-        let brokers = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| TestCluster::spawn_broker(dir.path(), i as i32 + 1, addr, &controllers[i], lag_ms))
-            .collect();
-        TestCluster { brokers, proxies, controllers: controllers[0].clone(), _dir: dir }
-    }
-
-    /// Starts one more broker that is not a voter of the controller quorum.
-    fn add_broker(&mut self, node_id: i32) {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let broker = TestCluster::spawn_broker(self._dir.path(), node_id, &addr, &self.controllers, DEFAULT_LAG_MS);
-        self.brokers.push(broker);
-    }
-
-    fn spawn_broker(dir: &Path, node_id: i32, addr: &str, controllers: &str, lag_ms: &str) -> BrokerProcess {
-        let node_id = node_id.to_string();
-        BrokerProcess::start_at(
-            &dir.join(format!("broker-{node_id}")),
-            addr,
-            &[
-                ("OXBOW__NODE_ID", &node_id),
-                ("OXBOW__CLUSTER__CONTROLLERS", controllers),
-                ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "250"),
-                ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "3000"),
-                ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", lag_ms),
-                ("OXBOW__CLUSTER__ELECTION_TIMEOUT_MS", "800"),
-                ("OXBOW__CLUSTER__LEADER_IMBALANCE_CHECK_INTERVAL_MS", "1000"),
-                ("OXBOW__LOG__MIN_INSYNC_REPLICAS", "2"),
-                ("OXBOW__LOG__SEGMENT_BYTES", "65536"),
-            ],
-        )
-    }
-
-    fn bootstrap(&self) -> String {
-        self.brokers.iter().map(|b| b.addr.clone()).collect::<Vec<_>>().join(",")
-    }
-
-    /// Waits until `n` brokers are registered and unfenced.
-    async fn wait_live_brokers(&self, n: usize) {
-        let bootstrap = self.bootstrap();
-        poll("brokers to register", Duration::from_secs(30), || async {
-            for addr in bootstrap.split(',') {
-                let Ok(connection) = Connection::connect(addr, "test", Duration::from_secs(1)).await else { continue };
-                if let Ok(response) = connection.call(&DescribeClusterRequest {}, Duration::from_secs(2)).await {
-                    if response.brokers.iter().filter(|b| !b.fenced).count() >= n {
-                        return true;
-                    }
-                }
-            }
-            false
-        })
-        .await;
-    }
-
-    /// The partition's metadata as the brokers that answer see it (the one with the highest leader epoch).
-    async fn partition(&self) -> Option<PartitionMetadata> {
-        let mut best: Option<PartitionMetadata> = None;
-        for broker in &self.brokers {
-            if broker.pid().is_none() {
-                continue;
-            }
-            let Ok(cluster) = Cluster::connect(ClientConfig::new(broker.addr.clone())).await else { continue };
-            let Ok(response) =
-                tokio::time::timeout(Duration::from_secs(2), cluster.refresh(Some(vec![TOPIC.into()]))).await
-            else {
-                continue;
-            };
-            let Ok(response) = response else { continue };
-            let Some(p) = response.topics.into_iter().next().and_then(|t| t.partitions.into_iter().next()) else {
-                continue;
-            };
-            if best.as_ref().is_none_or(|b| p.leader_epoch > b.leader_epoch) {
-                best = Some(p);
-            }
-        }
-        best
-    }
-
-    fn index_of(&self, node_id: i32) -> usize {
-        (node_id - 1) as usize
-    }
-}
-
-async fn poll<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Every (offset, value) in a replica's log files.
 fn read_replica(data_dir: &Path) -> Vec<(u64, String)> {
     let dir = data_dir.join(TOPIC).join("0");
@@ -360,7 +156,7 @@ fn start_producing(
 async fn wait_failover(cluster: &TestCluster, old: &PartitionMetadata, acked: &Acked) {
     poll("a new leader", Duration::from_secs(30), || async {
         cluster
-            .partition()
+            .partition_of(TOPIC)
             .await
             .is_some_and(|p| p.leader != old.leader && p.leader > 0 && p.leader_epoch > old.leader_epoch)
     })
@@ -380,7 +176,7 @@ async fn create_topic(cluster: &TestCluster) {
     let configs = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
     admin.create_topic(TOPIC, 1, 3, configs).await.unwrap();
     poll("the topic on every broker", Duration::from_secs(10), || async {
-        cluster.partition().await.is_some_and(|p| p.leader > 0 && p.isr.len() == 3)
+        cluster.partition_of(TOPIC).await.is_some_and(|p| p.leader > 0 && p.isr.len() == 3)
     })
     .await;
 }
@@ -388,7 +184,7 @@ async fn create_topic(cluster: &TestCluster) {
 /// Waits until all three replicas are in sync and hold the same log end (the producer stopped).
 async fn wait_converged(cluster: &TestCluster) {
     poll("all replicas in sync", Duration::from_secs(60), || async {
-        cluster.partition().await.is_some_and(|p| p.isr.len() == 3)
+        cluster.partition_of(TOPIC).await.is_some_and(|p| p.isr.len() == 3)
     })
     .await;
     poll("replicas to hold the same records", Duration::from_secs(30), || async {
@@ -423,7 +219,7 @@ async fn killing_the_leader_repeatedly_loses_no_acknowledged_record() {
             acked.lock().unwrap().len() > before + 300
         })
         .await;
-        let old = cluster.partition().await.expect("metadata");
+        let old = cluster.partition_of(TOPIC).await.expect("metadata");
         let victim = cluster.index_of(old.leader);
         println!("round {round}: kill -9 leader {} (epoch {})", old.leader, old.leader_epoch);
         cluster.brokers[victim].kill9();
@@ -431,7 +227,7 @@ async fn killing_the_leader_repeatedly_loses_no_acknowledged_record() {
         cluster.brokers[victim].restart();
         // The restarted broker catches up and rejoins the in-sync set.
         poll("the restarted broker back in sync", Duration::from_secs(60), || async {
-            cluster.partition().await.is_some_and(|p| p.isr.len() == 3)
+            cluster.partition_of(TOPIC).await.is_some_and(|p| p.isr.len() == 3)
         })
         .await;
     }
@@ -440,7 +236,7 @@ async fn killing_the_leader_repeatedly_loses_no_acknowledged_record() {
     wait_converged(&cluster).await;
     // Leadership goes back to the preferred replica (the first one) once it is in sync again.
     poll("the preferred leader", Duration::from_secs(30), || async {
-        cluster.partition().await.is_some_and(|p| p.leader == p.replicas[0])
+        cluster.partition_of(TOPIC).await.is_some_and(|p| p.leader == p.replicas[0])
     })
     .await;
     let acked = acked.lock().unwrap().clone();
@@ -483,7 +279,7 @@ async fn a_paused_leader_is_fenced_and_acknowledges_nothing_after_it_is_replaced
     create_topic(&cluster).await;
     let (acked, stop, producing) = start_producing(cluster.bootstrap(), "pause");
     poll("progress", Duration::from_secs(30), || async { acked.lock().unwrap().len() > 500 }).await;
-    let old = cluster.partition().await.expect("metadata");
+    let old = cluster.partition_of(TOPIC).await.expect("metadata");
     let victim = cluster.index_of(old.leader);
     // A client that only knows the old leader, connected before the pause.
     let stale_client =
@@ -492,7 +288,7 @@ async fn a_paused_leader_is_fenced_and_acknowledges_nothing_after_it_is_replaced
     println!("SIGSTOP leader {} (epoch {})", old.leader, old.leader_epoch);
     cluster.brokers[victim].signal("STOP");
     poll("a new leader", Duration::from_secs(30), || async {
-        cluster.partition().await.is_some_and(|p| p.leader != old.leader && p.leader > 0)
+        cluster.partition_of(TOPIC).await.is_some_and(|p| p.leader != old.leader && p.leader > 0)
     })
     .await;
     // Requests queue in the stopped leader's socket and run the moment it resumes, before it hears anything.
@@ -541,7 +337,7 @@ async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() 
     create_topic(&cluster).await;
     let (acked, stop, producing) = start_producing(cluster.bootstrap(), "cut");
     poll("progress", Duration::from_secs(30), || async { acked.lock().unwrap().len() > 500 }).await;
-    let old = cluster.partition().await.expect("metadata");
+    let old = cluster.partition_of(TOPIC).await.expect("metadata");
     let victim = cluster.index_of(old.leader);
     println!("cutting leader {} (epoch {}) off from the other brokers", old.leader, old.leader_epoch);
     cluster.isolate(victim, true);
@@ -549,7 +345,7 @@ async fn a_leader_cut_off_from_the_other_brokers_loses_no_acknowledged_record() 
     println!("healing the partition");
     cluster.isolate(victim, false);
     poll("the old leader back in sync", Duration::from_secs(60), || async {
-        cluster.partition().await.is_some_and(|p| p.isr.len() == 3)
+        cluster.partition_of(TOPIC).await.is_some_and(|p| p.isr.len() == 3)
     })
     .await;
     stop.send(true).unwrap();
@@ -573,13 +369,13 @@ async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start_with_lag("1500");
     create_topic(&cluster).await;
-    let leader = cluster.partition().await.expect("metadata").leader;
+    let leader = cluster.partition_of(TOPIC).await.expect("metadata").leader;
     let follower = (0..3).find(|i| *i != cluster.index_of(leader)).unwrap();
     // A stopped follower stops fetching: the leader drops it from the in-sync set after
     // replica_lag_time_max_ms (1.5 s here), before the controller fences it (session timeout 3 s).
     cluster.brokers[follower].signal("STOP");
     poll("the follower out of the in-sync set", Duration::from_secs(30), || async {
-        cluster.partition().await.is_some_and(|p| p.isr.len() == 2)
+        cluster.partition_of(TOPIC).await.is_some_and(|p| p.isr.len() == 2)
     })
     .await;
     let leader_log = cluster.brokers[cluster.index_of(leader)].log();
@@ -840,7 +636,7 @@ async fn a_corrupt_metadata_log_refuses_to_start_and_a_torn_tail_is_cut() {
     cluster.brokers[2].restart();
     cluster.wait_live_brokers(3).await;
     poll("the restarted broker back in sync", Duration::from_secs(60), || async {
-        cluster.partition().await.is_some_and(|p| p.isr.len() == 3)
+        cluster.partition_of(TOPIC).await.is_some_and(|p| p.isr.len() == 3)
     })
     .await;
     assert!(cluster.brokers[2].log().contains("cutting a torn write off the end of the metadata log"));

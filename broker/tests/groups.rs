@@ -170,7 +170,7 @@ async fn kill_9_of_a_member_moves_its_partitions_and_loses_nothing() {
     let mut children: Vec<std::process::Child> = outputs
         .iter()
         .map(|out| {
-            std::process::Command::new(common::CLI_BIN)
+            std::process::Command::new(common::cli_bin())
                 .args([
                     "consume",
                     "stream",

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use oxbow_broker::broker::Broker;
 use oxbow_broker::config::BrokerConfig;
-use oxbow_broker::server::Broker;
 
 /// Runs one service (`booking`, `lab` or `data`) until SIGTERM or SIGINT.
 pub fn run_service(name: &str, file: Option<PathBuf>) -> anyhow::Result<()> {

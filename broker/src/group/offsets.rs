@@ -44,7 +44,7 @@ pub fn topic_configs() -> std::collections::BTreeMap<String, String> {
 
 /// The offsets-topic partition that holds a group's commits.
 pub fn partition_for(group: &str, n_partitions: u32) -> u32 {
-    oxbow::client::key_partition(group.as_bytes(), n_partitions)
+    oxbow::protocol::partitioner::key_partition(group.as_bytes(), n_partitions)
 }
 
 /// One batch with a record per committed partition (a `None` offset writes a tombstone).

@@ -53,8 +53,8 @@ impl EpochCache {
     }
 }
 
-/// How many batches per producer are remembered to recognise a retried one.
-const PRODUCER_BATCHES_KEPT: usize = 5;
+/// How many batches per producer are remembered to recognise a retried one: as many as it may have in flight.
+const PRODUCER_BATCHES_KEPT: usize = oxbow::protocol::IDEMPOTENT_IN_FLIGHT_MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProducerBatch {

@@ -6,28 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use oxbow::protocol::frame::{self, ErrorBody, FrameCheck, ResponseHeader};
+use oxbow::protocol::frame::{self, FrameCheck};
 use oxbow::protocol::{ApiKey, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::api;
-use super::ServerContext;
+use super::api::{self, error_frame, RequestScope, ServerContext};
 
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
-
-/// What every request task of a connection carries.
-#[derive(Clone)]
-pub struct RequestScope {
-    pub context: Arc<ServerContext>,
-    pub responses: mpsc::Sender<BytesMut>,
-    pub shutdown: watch::Receiver<bool>,
-    /// Held until the request is answered; graceful shutdown waits for all of them.
-    pub _done: mpsc::Sender<()>,
-}
 
 pub async fn serve(
     stream: TcpStream,
@@ -142,13 +131,6 @@ async fn dispatch(payload: Bytes, scope: &RequestScope, permit: tokio::sync::Own
         let _ = scope.responses.send(frame).await;
         drop(permit);
     });
-}
-
-/// Encodes an error response.
-pub fn error_frame(correlation_id: u32, error_code: ErrorCode, message: String) -> BytesMut {
-    let mut out = BytesMut::new();
-    frame::encode_response(ResponseHeader { correlation_id, error_code }, &ErrorBody { message }, &mut out);
-    out
 }
 
 async fn write_responses(writer: OwnedWriteHalf, mut responses: mpsc::Receiver<BytesMut>, peer: SocketAddr) {

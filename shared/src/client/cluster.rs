@@ -16,6 +16,8 @@ pub struct ClientConfig {
     pub client_id: String,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// The largest response frame accepted; a larger one closes its connection.
+    pub frame_bytes_max: usize,
 }
 
 impl ClientConfig {
@@ -25,6 +27,7 @@ impl ClientConfig {
             client_id: "oxbow-rust".to_string(),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            frame_bytes_max: super::connection::RESPONSE_FRAME_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -82,7 +85,13 @@ impl Cluster {
                 return Ok(connection.clone());
             }
         }
-        let connection = Connection::connect(addr, &self.config.client_id, self.config.connect_timeout).await?;
+        let connection = Connection::connect_with_limit(
+            addr,
+            &self.config.client_id,
+            self.config.connect_timeout,
+            self.config.frame_bytes_max,
+        )
+        .await?;
         self.state.lock().expect("cluster lock").connections.insert(addr.to_string(), connection.clone());
         Ok(connection)
     }

@@ -41,9 +41,24 @@ pub struct Connection {
 }
 
 const QUEUE_DEPTH: usize = 1024;
+/// The default largest response frame a client accepts: twice the broker's default request frame limit, so
+/// a fetch of the consumer's default 50 MiB fits with room to spare.
+pub const RESPONSE_FRAME_BYTES_MAX_DEFAULT: usize = 2 * frame::FRAME_BYTES_MAX_DEFAULT;
 
 impl Connection {
+    /// Connects with the default limit on response frames (`ClientConfig::frame_bytes_max`).
     pub async fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        Connection::connect_with_limit(addr, client_id, timeout, RESPONSE_FRAME_BYTES_MAX_DEFAULT).await
+    }
+
+    /// Connects; a response frame announcing more than `frame_bytes_max` bytes closes the connection (its
+    /// requests fail) instead of growing the buffer without bound.
+    pub async fn connect_with_limit(
+        addr: &str,
+        client_id: &str,
+        timeout: Duration,
+        frame_bytes_max: usize,
+    ) -> Result<Connection, ClientError> {
         let connect_error = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -54,7 +69,7 @@ impl Connection {
         let (outgoing, outgoing_rx) = mpsc::channel(QUEUE_DEPTH);
         let pending: Pending = Arc::default();
         tokio::spawn(write_loop(writer, outgoing_rx, pending.clone(), addr.to_string()));
-        tokio::spawn(read_loop(reader, pending.clone(), addr.to_string()));
+        tokio::spawn(read_loop(reader, pending.clone(), addr.to_string(), frame_bytes_max));
         Ok(Connection {
             addr: addr.to_string(),
             client_id: client_id.to_string(),
@@ -199,10 +214,13 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(mut reader: tokio::net::tcp::OwnedReadHalf, pending: Pending, addr: String) {
+async fn read_loop(mut reader: tokio::net::tcp::OwnedReadHalf, pending: Pending, addr: String, frame_bytes_max: usize) {
     let mut buf = BytesMut::with_capacity(256 * 1024);
     let reason = loop {
-        match frame::check(&buf, usize::MAX >> 1) {
+        match frame::check(&buf, frame_bytes_max) {
+            FrameCheck::TooLarge(length) => {
+                break format!("a response frame of {length} bytes is over the client's limit of {frame_bytes_max}")
+            }
             FrameCheck::Complete(frame_bytes) => {
                 let payload = buf.split_to(frame_bytes).freeze().slice(frame::FRAME_LENGTH_BYTES..);
                 let Some(correlation_id) = payload.get(..4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))

@@ -26,10 +26,12 @@ use tokio::time::Instant;
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
-use crate::protocol::{Acks, ApiKey, ErrorCode, NodeId};
+use crate::protocol::{partitioner, Acks, ApiKey, ErrorCode, NodeId};
 
 /// Linger waits shorter than this sleep on a blocking thread rather than on tokio's millisecond timer.
 const PRECISE_WAIT_BELOW: Duration = Duration::from_millis(2);
+/// The most batches per partition a producer without idempotence may have in flight.
+const IN_FLIGHT_MAX: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -70,7 +72,7 @@ impl ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
             idempotence: true,
-            max_in_flight: 5,
+            max_in_flight: crate::protocol::IDEMPOTENT_IN_FLIGHT_MAX,
         }
     }
 }
@@ -262,7 +264,7 @@ impl Producer {
         if config.batch_bytes < BATCH_HEADER_BYTES * 2 || config.buffer_bytes < config.batch_bytes {
             return Err(ClientError::Config("batch_bytes must be >= 122 and buffer_bytes >= batch_bytes".into()));
         }
-        let in_flight_max = if config.idempotence { 5 } else { 1024 };
+        let in_flight_max = if config.idempotence { crate::protocol::IDEMPOTENT_IN_FLIGHT_MAX } else { IN_FLIGHT_MAX };
         if !(1..=in_flight_max).contains(&config.max_in_flight) {
             return Err(ClientError::Config(format!(
                 "max_in_flight must be between 1 and {in_flight_max}, got {}",
@@ -343,7 +345,7 @@ impl Producer {
                             ));
                         }
                         (Some(partition), _) => partition,
-                        (None, Some(key)) => key_partition(key, n_partitions),
+                        (None, Some(key)) => partitioner::key_partition(key, n_partitions),
                         (None, None) => *topic_state.sticky.get_or_insert_with(|| (now_ms() as u32) % n_partitions),
                     };
                     let topic = record.topic.as_str();
@@ -836,34 +838,6 @@ fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError
     });
 }
 
-/// The partition of a keyed record: FNV-1a (32-bit) of the key modulo the partition count.
-pub fn key_partition(key: &[u8], n_partitions: u32) -> u32 {
-    fnv1a_32(key) % n_partitions
-}
-
-fn fnv1a_32(bytes: &[u8]) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in bytes {
-        hash ^= u32::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_hash_is_fnv1a() {
-        // Published FNV-1a 32 test vectors.
-        assert_eq!(fnv1a_32(b""), 0x811c_9dc5);
-        assert_eq!(fnv1a_32(b"a"), 0xe40c_292c);
-        assert_eq!(fnv1a_32(b"foobar"), 0xbf9c_f968);
-        assert_eq!(key_partition(b"learner-42", 6), key_partition(b"learner-42", 6));
-    }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod batch;
 pub mod error;
 pub mod frame;
+pub mod partitioner;
 
 pub use api::ApiKey;
 pub use error::{CodedError, ErrorCode};
@@ -12,6 +13,11 @@ pub use frame::{FrameCheck, RequestHeader, ResponseHeader};
 
 /// Broker node ids are i32 so that -1 can mean "none".
 pub type NodeId = i32;
+
+/// How many batches per partition an idempotent producer may have in flight: the broker remembers this many
+/// recent batches of each producer to recognise a retry, so a producer with more could see a stored batch
+/// refused as a duplicate.
+pub const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
 
 /// How many replicas must hold a produced batch before the broker answers (`acks` of a produce request,
 /// on the wire an i8: 0, 1 or -1).

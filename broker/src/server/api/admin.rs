@@ -12,8 +12,8 @@ use oxbow::protocol::api::describe_cluster::{ClusterBroker, DescribeClusterReque
 use oxbow::protocol::api::init_producer_id::{InitProducerIdRequest, InitProducerIdResponse};
 
 use super::Encoded;
+use super::RequestScope;
 use crate::cluster::{ControllerCall, ControllerReply};
-use crate::server::connection::RequestScope;
 
 pub async fn create_topics(request: CreateTopicsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let registry = &scope.context.registry;

@@ -8,9 +8,9 @@ use futures_util::future::select_all;
 use oxbow::protocol::api::fetch::{FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse};
 use oxbow::protocol::{CodedError, ErrorCode};
 
+use super::RequestScope;
 use super::{log_error_code, mailbox_error_code, Encoded};
 use crate::partition::{FollowerFetch, Read};
-use crate::server::connection::RequestScope;
 use crate::topic::PartitionHandle;
 
 struct PartitionRead {

@@ -17,9 +17,9 @@ use oxbow::protocol::api::sync_group::{SyncGroupRequest, SyncGroupResponse};
 use oxbow::protocol::{CodedError, ErrorCode};
 
 use super::Encoded;
+use super::RequestScope;
 use crate::group::offsets::{self, Committed, OFFSETS_TOPIC};
 use crate::group::{self, assignor::Strategy};
-use crate::server::connection::RequestScope;
 
 /// The coordinator of a group is the leader of its `__consumer_offsets` partition. The topic is created on
 /// first use, replicated like any topic (up to three replicas).

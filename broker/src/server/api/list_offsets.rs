@@ -5,9 +5,9 @@ use oxbow::protocol::api::list_offsets::{
 };
 use oxbow::protocol::{offset_spec, CodedError, ErrorCode};
 
+use super::RequestScope;
 use super::{log_error_code, mailbox_error_code, Encoded};
 use crate::partition::ListOffset;
-use crate::server::connection::RequestScope;
 
 pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let registry = &scope.context.registry;

@@ -6,8 +6,8 @@ use oxbow::protocol::api::metadata::{
 use oxbow::protocol::{CodedError, ErrorCode};
 
 use super::Encoded;
+use super::RequestScope;
 use crate::cluster::metadata::TopicState;
-use crate::server::connection::RequestScope;
 
 pub async fn handle(request: MetadataRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let context = &scope.context;

@@ -7,15 +7,46 @@ mod list_offsets;
 mod metadata;
 pub mod produce;
 
-use actix::MailboxError;
+use std::sync::Arc;
+
+use actix::{Addr, MailboxError};
 use bytes::BytesMut;
 use oxbow::protocol::api::api_versions::ApiVersionsResponse;
-use oxbow::protocol::frame::{self, ResponseHeader};
+use oxbow::protocol::frame::{self, ErrorBody, ResponseHeader};
 use oxbow::protocol::{ApiKey, CodedError, ErrorCode};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
 
-use super::connection::RequestScope;
+use crate::config::BrokerConfig;
+use crate::group::GroupCoordinator;
 use crate::partition::LogError;
+use crate::topic::Registry;
+
+/// What request handlers share.
+pub struct ServerContext {
+    pub registry: Arc<Registry>,
+    pub coordinator: Addr<GroupCoordinator>,
+    pub config: Arc<BrokerConfig>,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+/// What every request task of a connection carries.
+#[derive(Clone)]
+pub struct RequestScope {
+    pub context: Arc<ServerContext>,
+    pub responses: mpsc::Sender<BytesMut>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Held until the request is answered; graceful shutdown waits for all of them.
+    pub _done: mpsc::Sender<()>,
+}
+
+/// Encodes an error response.
+pub fn error_frame(correlation_id: u32, error_code: ErrorCode, message: String) -> BytesMut {
+    let mut out = BytesMut::new();
+    frame::encode_response(ResponseHeader { correlation_id, error_code }, &ErrorBody { message }, &mut out);
+    out
+}
 
 /// A response frame encoded before its correlation id is known.
 pub struct Encoded(BytesMut);

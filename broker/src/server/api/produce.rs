@@ -10,8 +10,8 @@ use oxbow::protocol::{Acks, CodedError, ErrorCode};
 use tokio::sync::oneshot;
 
 use super::{coded, decode, mailbox_error_code, Encoded};
+use super::{error_frame, RequestScope};
 use crate::partition::{Append, AppendOutcome, LogError};
-use crate::server::connection::{error_frame, RequestScope};
 use crate::topic::TopicConfig;
 
 /// Longest produce timeout honoured.

@@ -1,8 +1,6 @@
 //! The terminal example, through the `oxbow` binary against a real broker process.
 
-mod common;
-
-use common::{stderr, stdout, BrokerProcess};
+use oxbow_testkit::{stderr, stdout, BrokerProcess};
 
 #[test]
 fn terminal_example_create_produce_consume_describe_delete() {
@@ -106,7 +104,7 @@ fn errors_are_one_clear_line_and_a_non_zero_exit() {
     assert!(stderr(&produced).contains("UNKNOWN_TOPIC_OR_PARTITION"), "{}", stderr(&produced));
 
     // No broker at all.
-    let output = std::process::Command::new(common::CLI_BIN)
+    let output = std::process::Command::new(oxbow_testkit::cli_bin())
         .args(["--bootstrap-server", "127.0.0.1:1", "topic", "list"])
         .output()
         .unwrap();

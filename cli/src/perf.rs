@@ -623,9 +623,14 @@ impl Generator {
         let learner = self.next() % LEARNERS;
         let size = min + (self.next() as usize % (max - min + 1));
         let mut value =
-            format!("{{\"type\":\"{kind}\",\"learner\":{learner},\"ts\":{},\"body\":\"", crate::now_ms()).into_bytes();
+            format!("{{\"type\":\"{kind}\",\"learner\":{learner},\"ts\":{},\"body\":\"", now_ms()).into_bytes();
         value.resize(size.saturating_sub(2).max(value.len()), b'a');
         value.extend_from_slice(b"\"}");
         ProducerRecord::new(topic, value).key(format!("learner-{learner}")).header("type", kind)
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -1,8 +1,6 @@
 //! The `oxbow perf` tools against a real broker: small runs, their JSON summaries, and refused arguments.
 
-mod common;
-
-use common::BrokerProcess;
+use oxbow_testkit::BrokerProcess;
 
 fn summary(broker: &BrokerProcess, args: &[&str]) -> serde_json::Value {
     let output = broker.cli(args, None);

@@ -1,4 +1,6 @@
-//! The `oxbow` command-line tool: topic administration, a line-based producer and a consumer.
+//! The `oxbow` command-line tool: topic administration, a line-based producer and a consumer, group and
+//! cluster views, and the `perf` load generators. A client of the protocol like any other: it uses only the
+//! `oxbow` client library, never the broker's code.
 //! Errors print one line on stderr and exit with status 1.
 
 mod cluster;
@@ -16,7 +18,7 @@ use oxbow::client::ClientConfig;
 
 #[derive(Parser)]
 #[command(name = "oxbow", version, about = "Oxbow command-line tool")]
-pub struct Cli {
+struct Cli {
     /// Broker to connect to first (comma-separated list allowed).
     #[arg(long, global = true, env = "OXBOW_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092")]
     bootstrap_server: String,
@@ -47,7 +49,7 @@ enum Command {
     Cluster(cluster::ClusterCommand),
 }
 
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OXBOW_LOG").unwrap_or_else(|_| "warn".into()))

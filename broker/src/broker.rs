@@ -1,0 +1,166 @@
+//! The broker root: starts every part (metadata quorum member, partition registry, group coordinator,
+//! replication, the TCP server) and stops them in order. Shutdown: hand leaderships over, stop accepting,
+//! let connections finish the requests they already read, then fsync and stop every partition.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::Cluster;
+use crate::config::BrokerConfig;
+use crate::group::offsets::OFFSETS_TOPIC;
+use crate::group::{GroupCoordinator, OffsetsLeadership};
+use crate::replication::{ReplicaManager, SetFollowed};
+use crate::server::{accept_loop, ServerContext};
+use crate::topic::Registry;
+
+/// A running broker.
+pub struct Broker {
+    local_addr: SocketAddr,
+    registry: Arc<Registry>,
+    cluster: Arc<Cluster>,
+    shutdown_tx: watch::Sender<bool>,
+    done_rx: mpsc::Receiver<()>,
+    accept_task: actix_rt::task::JoinHandle<()>,
+    reconcile_task: actix_rt::task::JoinHandle<()>,
+    arbiters: Vec<Arbiter>,
+    shutdown_timeout: Duration,
+}
+
+impl Broker {
+    /// Binds the listener, joins the controller quorum, recovers the local replicas the metadata lists and
+    /// starts accepting. Call inside an actix System.
+    pub async fn start(config: BrokerConfig) -> anyhow::Result<Broker> {
+        let config = Arc::new(config);
+        let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let advertised_host = config.advertised_host.clone().unwrap_or_else(|| local_addr.ip().to_string());
+        let cluster = Cluster::start(&config, advertised_host.clone(), local_addr.port()).await?;
+        let partition_arbiters: Vec<Arbiter> = (0..config.partition_threads()).map(|_| Arbiter::new()).collect();
+        let network_arbiters: Vec<Arbiter> = (0..config.network_threads).map(|_| Arbiter::new()).collect();
+        let registry = Arc::new(Registry::open(
+            config.clone(),
+            partition_arbiters.iter().map(Arbiter::handle).collect(),
+            cluster.clone(),
+        )?);
+        let coordinator = crate::group::start_coordinator(registry.clone(), &config);
+        let replicas = ReplicaManager::new(cluster.clone(), registry.clone()).start();
+        let context = Arc::new(ServerContext {
+            registry: registry.clone(),
+            coordinator: coordinator.clone(),
+            config: config.clone(),
+            advertised_host,
+            advertised_port: local_addr.port(),
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        let network: Vec<ArbiterHandle> = network_arbiters.iter().map(Arbiter::handle).collect();
+        let reconcile_task = actix_rt::spawn(reconcile_loop(
+            registry.clone(),
+            cluster.clone(),
+            replicas,
+            coordinator,
+            shutdown_rx.clone(),
+        ));
+        let accept_task = actix_rt::spawn(accept_loop(listener, context, network, shutdown_rx.clone(), done_tx));
+        cluster.spawn_tasks(shutdown_rx);
+        if cluster.voters() == [config.node_id] {
+            // Alone in the quorum: nothing else is needed to register, so be ready when start returns.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !cluster.lease.is_valid() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let mut arbiters = partition_arbiters;
+        arbiters.extend(network_arbiters);
+        Ok(Broker {
+            local_addr,
+            registry,
+            cluster,
+            shutdown_tx,
+            done_rx,
+            accept_task,
+            reconcile_task,
+            arbiters,
+            shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
+        })
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Graceful stop: no new connections or requests, in-flight requests finish (up to the shutdown
+    /// timeout), every partition is fsynced.
+    pub async fn shutdown(mut self) {
+        // Hand leaderships over first, while this broker still serves its followers' fetches.
+        self.cluster.leave(Duration::from_secs(3)).await;
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.accept_task.await;
+        // Every connection and request task holds a sender; recv returns None once all are gone.
+        if tokio::time::timeout(self.shutdown_timeout, self.done_rx.recv()).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within the shutdown timeout");
+        }
+        let _ = self.reconcile_task.await;
+        self.registry.shutdown().await;
+        if let Err(error) = self.cluster.raft.shutdown().await {
+            tracing::warn!(%error, "stopping the metadata quorum member failed");
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        for arbiter in self.arbiters {
+            let _ = arbiter.join();
+        }
+    }
+}
+
+/// Applies every metadata change: local replicas and their roles, the partitions to follow, and the offsets
+/// partitions whose groups this broker coordinates.
+async fn reconcile_loop(
+    registry: Arc<Registry>,
+    cluster: Arc<Cluster>,
+    replicas: Addr<ReplicaManager>,
+    coordinator: Addr<GroupCoordinator>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut metadata = cluster.subscribe();
+    let mut orphans_checked = false;
+    loop {
+        let state = metadata.borrow_and_update().clone();
+        let followed = registry.reconcile(&state).await;
+        // Bounded sends: the loop waits for room in the mailbox (an actor that stopped is shutting down).
+        let _ = replicas.send(SetFollowed(followed)).await;
+        if !orphans_checked && state.brokers.contains_key(&cluster.node_id) {
+            // Our own registration is applied, so the metadata is at least as new as our last run.
+            registry.remove_orphans(&state);
+            orphans_checked = true;
+        }
+        let led = match (state.topics.get(OFFSETS_TOPIC), registry.topic(OFFSETS_TOPIC)) {
+            (Some(topic_state), Some(topic)) => topic_state
+                .partitions
+                .iter()
+                .zip(&topic.local)
+                .enumerate()
+                .filter(|(_, (p, _))| p.leader == cluster.node_id)
+                .filter_map(|(idx, (p, handle))| handle.as_ref().map(|h| (idx as u32, p.leader_epoch, h.addr.clone())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let n_partitions = state.topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len() as u32);
+        let _ = coordinator.send(OffsetsLeadership { n_partitions, led }).await;
+        tokio::select! {
+            changed = metadata.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
