@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use actix::prelude::*;
-use oxbow_service::booking::{BookingRequested, LabDecision};
+use booking_events::{BookingRequested, LabDecision};
 use serde::Serialize;
 
 /// A booking as the API shows it.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use oxbow_service::booking::{CITIES, TEST_TYPES};
+use booking_events::{CITIES, TEST_TYPES};
 use serde::Deserialize;
 use time::macros::format_description;
 use time::Date;

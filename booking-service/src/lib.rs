@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::{web, App};
-use oxbow::client::{Cluster, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig};
+use booking_events::{self as booking, BookingRequested, LabDecision};
+use oxbow::client::{Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig};
 use oxbow::protocol::{offset_spec, Acks};
-use oxbow_service::booking::{self, BookingRequested, LabDecision};
 use oxbow_service::config::CommonConfig;
 use oxbow_service::http::Readiness;
 use serde::Deserialize;
@@ -52,17 +52,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
-    oxbow_service::telemetry::init_metrics();
     let bootstrap = config.common.broker.bootstrap.clone();
-    let broker = &config.common.broker;
-    booking::ensure_topics(
-        &bootstrap,
-        &[booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC],
-        broker.partitions,
-        broker.replication_factor,
-    )
-    .await?;
-    let cluster = Arc::new(Cluster::connect(oxbow::client::ClientConfig::new(bootstrap.clone())).await?);
+    let topics = [booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC];
+    // BookingService reads both topics without a group (its projection): no dead letters.
+    let cluster = oxbow_service::startup::connect(&config.common, &topics, &[]).await?;
     let mut producer_config = ProducerConfig::new(bootstrap.clone());
     producer_config.acks = Acks::All;
     producer_config.linger = Duration::from_millis(1);
@@ -94,9 +87,7 @@ pub async fn run(
             .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
             .configure(routes::configure)
     })?;
-    let addr = server.addr;
-    on_listening(addr);
-    tracing::info!(%addr, "booking-service listening");
+    oxbow_service::startup::announce("booking-service", server.addr, on_listening);
     while !*shutdown.borrow() {
         if shutdown.changed().await.is_err() {
             break;

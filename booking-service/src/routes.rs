@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use actix_web::error::{InternalError, JsonPayloadError};
 use actix_web::{web, HttpRequest, HttpResponse};
+use booking_events::{self as booking, BookingRequested, CITIES, TEST_TYPES};
 use oxbow::client::ProducerRecord;
-use oxbow_service::booking::{self, BookingRequested, CITIES, TEST_TYPES};
 use serde::Deserialize;
 
 use crate::bookings::{ByEmail, ByIdempotencyKey, Get, Requested};
@@ -107,11 +107,11 @@ async fn create_booking(
         city: valid.city,
         test_type: valid.test_type,
         date: valid.date,
-        requested_at_ms: booking::now_ms(),
+        requested_at_ms: oxbow_service::startup::now_ms(),
         idempotency_key: key,
     };
     let record = ProducerRecord::new(booking::BOOKINGS_TOPIC, booking::encode(&event)).key(event.booking_id.clone());
-    if let Err(error) = booking::publish(&state.producer, record).await {
+    if let Err(error) = oxbow_service::startup::publish(&state.producer, record).await {
         tracing::warn!(%error, "the booking event was not acknowledged");
         metrics::counter!("booking_requests_total", "outcome" => "unavailable").increment(1);
         return HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "5")).json(error_body(

@@ -8,15 +8,12 @@ pub mod domain;
 pub mod store;
 pub mod writer;
 
-use std::sync::Arc;
-
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse};
-use oxbow::client::Cluster;
-use oxbow_service::booking::{self, BookingRequested, LabDecision};
+use booking_events::{self as booking, BookingRequested, LabDecision};
 use oxbow_service::config::{CommonConfig, DatabaseConfig, GroupSettings};
 use oxbow_service::http::Readiness;
-use oxbow_service::subscription::{dead_letter_topic, Subscription, SubscriptionConfig};
+use oxbow_service::subscription::{Subscription, SubscriptionConfig};
 use serde::Deserialize;
 use sqlx::AnyPool;
 use tokio::sync::watch;
@@ -58,7 +55,6 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
-    oxbow_service::telemetry::init_metrics();
     let bootstrap = config.common.broker.bootstrap.clone();
     let (pool, backend) = oxbow_service::db::connect(
         &config.database.url,
@@ -70,13 +66,8 @@ pub async fn run(
     )
     .await?;
     tracing::info!(?backend, "database ready");
-    let broker = &config.common.broker;
     let topics = [booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC];
-    booking::ensure_topics(&bootstrap, &topics, broker.partitions, broker.replication_factor).await?;
-    let dead_letters: Vec<String> = topics.iter().map(|t| dead_letter_topic(t)).collect();
-    let dead_letters: Vec<&str> = dead_letters.iter().map(String::as_str).collect();
-    booking::ensure_topics(&bootstrap, &dead_letters, 1, broker.replication_factor).await?;
-    let cluster = Arc::new(Cluster::connect(oxbow::client::ClientConfig::new(bootstrap.clone())).await?);
+    let cluster = oxbow_service::startup::connect(&config.common, &topics, &topics).await?;
     let writer = Writer { pool: pool.clone() }.start();
 
     let readiness = Readiness::new().broker(cluster).database(pool.clone());
@@ -96,9 +87,7 @@ pub async fn run(
                     .route("/summary", web::get().to(summary)),
             )
     })?;
-    let addr = server.addr;
-    on_listening(addr);
-    tracing::info!(%addr, "data-service listening");
+    oxbow_service::startup::announce("data-service", server.addr, on_listening);
 
     let session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
     let mut bookings_config =

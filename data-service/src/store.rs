@@ -2,7 +2,7 @@
 //! in one transaction; a record below the stored next offset was applied already and is skipped. So a
 //! crash and redelivery neither loses nor duplicates a row.
 
-use oxbow_service::booking::{BookingRequested, LabDecision};
+use booking_events::{BookingRequested, LabDecision};
 use sqlx::{AnyPool, Row};
 
 /// Where a record came from.

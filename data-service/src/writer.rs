@@ -1,7 +1,7 @@
 //! The writer actor: stores bookings and lab decisions, exactly once per record.
 
 use actix::prelude::*;
-use oxbow_service::booking::{BookingRequested, LabDecision};
+use booking_events::{BookingRequested, LabDecision};
 use oxbow_service::subscription::{Delivery, HandlerError};
 use sqlx::AnyPool;
 

@@ -4,8 +4,8 @@
 //! published again (this repairs a crash between the database commit and the publish).
 
 use actix::prelude::*;
+use booking_events::{self as booking, BookingRequested};
 use oxbow::client::{Producer, ProducerRecord};
-use oxbow_service::booking::{self, BookingRequested};
 use oxbow_service::subscription::{Delivery, HandlerError};
 use sqlx::AnyPool;
 use std::sync::Arc;
@@ -36,7 +36,10 @@ impl Handler<Delivery<BookingRequested>> for Allocator {
                         tracing::info!(booking = %booking.booking_id, "already decided; publishing the decision again");
                         decision
                     }
-                    None => match store::allocate(&pool, &booking, booking::now_ms()).await.map_err(database)? {
+                    None => match store::allocate(&pool, &booking, oxbow_service::startup::now_ms())
+                        .await
+                        .map_err(database)?
+                    {
                         Some(decision) => decision,
                         None => store::existing_decision(&pool, &booking.booking_id)
                             .await
@@ -47,7 +50,7 @@ impl Handler<Delivery<BookingRequested>> for Allocator {
                 metrics::counter!("lab_decisions_total", "status" => decision.status.clone()).increment(1);
                 let record = ProducerRecord::new(booking::ASSIGNMENTS_TOPIC, booking::encode(&decision))
                     .key(decision.booking_id.clone());
-                booking::publish(&producer, record)
+                oxbow_service::startup::publish(&producer, record)
                     .await
                     .map_err(|error| HandlerError::retriable(format!("publishing the decision: {error}")))?;
                 Ok(())

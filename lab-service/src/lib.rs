@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse};
-use oxbow::client::{Cluster, Producer, ProducerConfig};
-use oxbow_service::booking::{self, BookingRequested};
+use booking_events::{self as booking, BookingRequested};
+use oxbow::client::{Producer, ProducerConfig};
 use oxbow_service::config::{CommonConfig, DatabaseConfig, GroupSettings};
 use oxbow_service::http::Readiness;
-use oxbow_service::subscription::{dead_letter_topic, Subscription, SubscriptionConfig};
+use oxbow_service::subscription::{Subscription, SubscriptionConfig};
 use serde::Deserialize;
 use sqlx::AnyPool;
 use tokio::sync::watch;
@@ -54,7 +54,6 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
-    oxbow_service::telemetry::init_metrics();
     let bootstrap = &config.common.broker.bootstrap;
     let (pool, backend) = oxbow_service::db::connect(
         &config.database.url,
@@ -66,12 +65,8 @@ pub async fn run(
     )
     .await?;
     tracing::info!(?backend, "database ready");
-    let broker = &config.common.broker;
     let topics = [booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC];
-    let dead_letters = dead_letter_topic(booking::BOOKINGS_TOPIC);
-    booking::ensure_topics(bootstrap, &topics, broker.partitions, broker.replication_factor).await?;
-    booking::ensure_topics(bootstrap, &[&dead_letters], 1, broker.replication_factor).await?;
-    let cluster = Arc::new(Cluster::connect(oxbow::client::ClientConfig::new(bootstrap.clone())).await?);
+    let cluster = oxbow_service::startup::connect(&config.common, &topics, &[booking::BOOKINGS_TOPIC]).await?;
     // Decisions are published one at a time: no linger, so each goes out at once.
     let mut producer_config = ProducerConfig::new(bootstrap.clone());
     producer_config.linger = std::time::Duration::ZERO;
@@ -86,9 +81,7 @@ pub async fn run(
             .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
             .route("/api/labs", web::get().to(list_labs))
     })?;
-    let addr = server.addr;
-    on_listening(addr);
-    tracing::info!(%addr, "lab-service listening");
+    oxbow_service::startup::announce("lab-service", server.addr, on_listening);
 
     let mut subscription_config = SubscriptionConfig::new(bootstrap, &config.group.id, &[booking::BOOKINGS_TOPIC]);
     subscription_config.session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);

@@ -2,7 +2,7 @@
 //! `lab_day_usage.used` (and a CHECK that it never passes `capacity`), and the `allocations` primary key
 //! allows one decision per booking, whichever instance makes it.
 
-use oxbow_service::booking::{BookingRequested, LabDecision, CONFIRMED, REJECTED};
+use booking_events::{BookingRequested, LabDecision, CONFIRMED, REJECTED};
 use sqlx::{AnyPool, Row};
 
 use crate::domain::{self, Candidate};

@@ -7,12 +7,12 @@
 //! - [`telemetry`]: human or JSON logs, and Prometheus metrics.
 //! - [`http`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`db`]: PostgreSQL, or an embedded SQLite file when no URL is configured, with migrations.
-//! - [`booking`]: the lab-booking events shared by the three services.
+//! - [`startup`]: the start-up steps every service shares (topics, dead-letter topics, cluster handle).
 
-pub mod booking;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod shutdown;
+pub mod startup;
 pub mod subscription;
 pub mod telemetry;

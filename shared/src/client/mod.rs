@@ -1,5 +1,6 @@
 //! The async Rust client: a pipelined connection, cluster metadata, `Producer`, `Consumer` and `Admin`.
 
+mod accumulator;
 mod admin;
 mod cluster;
 mod connection;

@@ -11,7 +11,7 @@
 //! the partition keeps its order; without idempotence a batch that fails for good while a later one
 //! succeeded leaves a gap, as with Kafka's `max.in.flight.requests.per.connection` above 1.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,13 +20,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 
+use super::accumulator::{Accumulator, Completion, ReadyBatch, RecordParts, TopicPartition};
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
-use crate::protocol::{partitioner, Acks, ApiKey, ErrorCode, NodeId};
+use crate::protocol::{Acks, ApiKey, ErrorCode, NodeId};
 
 /// Linger waits shorter than this sleep on a blocking thread rather than on tokio's millisecond timer.
 const PRECISE_WAIT_BELOW: Duration = Duration::from_millis(2);
@@ -137,26 +138,6 @@ pub struct Producer {
     sender_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-type TopicPartition = (String, u32);
-type Delivery = (Completion, i64);
-
-/// How a record's outcome reaches the application.
-enum Completion {
-    Future(oneshot::Sender<Result<RecordMetadata, ClientError>>),
-    Callback(Box<dyn FnOnce(Result<RecordMetadata, ClientError>) + Send>),
-}
-
-impl Completion {
-    fn deliver(self, result: Result<RecordMetadata, ClientError>) {
-        match self {
-            Completion::Future(sender) => {
-                let _ = sender.send(result);
-            }
-            Completion::Callback(callback) => callback(result),
-        }
-    }
-}
-
 struct Shared {
     cluster: Arc<Cluster>,
     config: ProducerConfig,
@@ -167,88 +148,6 @@ struct Shared {
     /// Signalled when no record is outstanding.
     idle: Notify,
     closed: AtomicBool,
-}
-
-#[derive(Default)]
-struct Accumulator {
-    /// The topics sent to: one map lookup per record finds everything `send` needs.
-    topics: HashMap<String, TopicState>,
-    ready: VecDeque<ReadyBatch>,
-    flights: HashMap<TopicPartition, Flight>,
-    outstanding_records: u64,
-    flush_requested: bool,
-    /// The idempotent producer's id and epoch, and the next sequence number of each partition.
-    producer: Option<(i64, i16)>,
-    sequences: HashMap<TopicPartition, i32>,
-}
-
-/// What `send` needs of a topic.
-#[derive(Default)]
-struct TopicState {
-    /// From cluster metadata, cached so that `send` does not touch it per record; 0: to be looked up.
-    n_partitions: u32,
-    /// The partition keyless records go to, until its batch is sealed.
-    sticky: Option<u32>,
-    /// The batch being filled, by partition.
-    open: Vec<Option<OpenBatch>>,
-}
-
-impl TopicState {
-    /// Moves a partition's open batch to `ready`; keyless records then stick to another partition.
-    fn seal(&mut self, topic: &str, partition: u32, ready: &mut VecDeque<ReadyBatch>) {
-        if let Some(open) = self.open.get_mut(partition as usize).and_then(Option::take) {
-            ready.push_back(open.into_ready((topic.to_string(), partition)));
-            if self.sticky == Some(partition) {
-                self.sticky = Some((partition + 1) % self.n_partitions.max(1));
-            }
-        }
-    }
-}
-
-/// A partition's batches between the queue and their answer.
-#[derive(Default)]
-struct Flight {
-    /// Batches sent (or waiting out a retry backoff) and not yet answered.
-    in_flight: usize,
-    /// First sequence numbers of the batches stamped under the current producer id and not yet
-    /// answered for good.
-    unacknowledged: BTreeSet<i32>,
-}
-
-struct OpenBatch {
-    builder: BatchBuilder,
-    created: Instant,
-    deliveries: Vec<Delivery>,
-    /// Buffer space of the batch's records, released when the batch completes.
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl OpenBatch {
-    fn into_ready(self, topic_partition: TopicPartition) -> ReadyBatch {
-        ReadyBatch {
-            topic_partition,
-            builder: Some(self.builder),
-            records: Bytes::new(),
-            deliveries: self.deliveries,
-            _permit: self.permit,
-            attempts: 0,
-            created: self.created,
-            stamp: None,
-        }
-    }
-}
-
-struct ReadyBatch {
-    topic_partition: TopicPartition,
-    /// Finished into `records` when first sent, with the producer id and sequence number of that moment.
-    builder: Option<BatchBuilder>,
-    records: Bytes,
-    deliveries: Vec<Delivery>,
-    _permit: Option<OwnedSemaphorePermit>,
-    attempts: u32,
-    created: Instant,
-    /// The producer id and first sequence number the batch was sent with (idempotent producer).
-    stamp: Option<(i64, i32)>,
 }
 
 impl Producer {
@@ -327,60 +226,31 @@ impl Producer {
             .map_err(|_| ClientError::Closed)?,
         };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let mut wake = false;
+        let parts = RecordParts {
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &record.headers,
+            timestamp,
+            record_bytes,
+        };
         loop {
             {
-                let mut guard = shared.state.lock().expect("producer lock");
-                let state = &mut *guard;
-                if let Some(topic_state) = state.topics.get_mut(&record.topic).filter(|t| t.n_partitions > 0) {
-                    let n_partitions = topic_state.n_partitions;
-                    let partition = match (record.partition, &record.key) {
-                        (Some(partition), _) if partition >= n_partitions => {
-                            return Err(ClientError::broker(
-                                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                                Some(format!(
-                                    "topic '{}' has {n_partitions} partitions, not {partition}",
-                                    record.topic
-                                )),
-                            ));
-                        }
-                        (Some(partition), _) => partition,
-                        (None, Some(key)) => partitioner::key_partition(key, n_partitions),
-                        (None, None) => *topic_state.sticky.get_or_insert_with(|| (now_ms() as u32) % n_partitions),
-                    };
-                    let topic = record.topic.as_str();
-                    let slot = partition as usize;
-                    let full = topic_state.open[slot].as_ref().is_some_and(|open| {
-                        open.builder.len_bytes() + record_bytes > shared.config.batch_bytes
-                            || !open.builder.accepts_timestamp(timestamp)
-                    });
-                    if full {
-                        topic_state.seal(topic, partition, &mut state.ready);
-                        wake = true;
+                let mut state = shared.state.lock().expect("producer lock");
+                let spread = || now_ms() as u32;
+                if let Some(partition) = state.partition_for(&record.topic, record.partition, parts.key, spread)? {
+                    let wake = state.append(
+                        (&record.topic, partition),
+                        &parts,
+                        completion,
+                        permit,
+                        shared.config.batch_bytes,
+                        Instant::now(),
+                    );
+                    drop(state);
+                    if wake {
+                        shared.wake.notify_one();
                     }
-                    let open = topic_state.open[slot].get_or_insert_with(|| {
-                        wake = true;
-                        OpenBatch {
-                            builder: BatchBuilder::new(
-                                shared.config.batch_bytes.max(record_bytes + BATCH_HEADER_BYTES),
-                            ),
-                            created: Instant::now(),
-                            deliveries: Vec::new(),
-                            permit: None,
-                        }
-                    });
-                    open.builder.append(timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers);
-                    open.deliveries.push((completion, timestamp));
-                    match &mut open.permit {
-                        Some(held) => held.merge(permit),
-                        None => open.permit = Some(permit),
-                    }
-                    if open.builder.len_bytes() >= shared.config.batch_bytes {
-                        topic_state.seal(topic, partition, &mut state.ready);
-                        wake = true;
-                    }
-                    state.outstanding_records += 1;
-                    break;
+                    return Ok(());
                 }
             }
             // Metadata may be briefly unavailable (a broker failover): wait, up to max_block.
@@ -400,20 +270,8 @@ impl Producer {
                     Some(format!("topic '{}' has no partitions", record.topic)),
                 ));
             }
-            let mut state = shared.state.lock().expect("producer lock");
-            let topic_state = state.topics.entry(record.topic.clone()).or_default();
-            topic_state.n_partitions = n_partitions;
-            if topic_state.open.len() < n_partitions as usize {
-                topic_state.open.resize_with(n_partitions as usize, || None);
-            }
-            if topic_state.sticky.is_some_and(|p| p >= n_partitions) {
-                topic_state.sticky = None;
-            }
+            shared.state.lock().expect("producer lock").set_partition_count(&record.topic, n_partitions);
         }
-        if wake {
-            shared.wake.notify_one();
-        }
-        Ok(())
     }
 
     /// Sends a record and waits for its acknowledgement.
@@ -429,10 +287,10 @@ impl Producer {
             idle.as_mut().enable();
             {
                 let mut state = self.shared.state.lock().expect("producer lock");
-                if state.outstanding_records == 0 {
+                if state.outstanding_records() == 0 {
                     return;
                 }
-                state.flush_requested = true;
+                state.request_flush();
             }
             self.shared.wake.notify_one();
             idle.await;
@@ -459,124 +317,16 @@ impl Drop for Producer {
     }
 }
 
-impl Accumulator {
-    /// Whether a partition can send another batch now: below its in-flight limit and nothing queued.
-    fn can_send(&self, topic_partition: &TopicPartition, max_in_flight: usize) -> bool {
-        self.flights.get(topic_partition).map_or(0, |f| f.in_flight) < max_in_flight
-            && !self.ready.iter().any(|batch| &batch.topic_partition == topic_partition)
-    }
-
-    /// Seals the lingered batches of partitions that can send (a blocked partition's batch keeps filling,
-    /// so batches grow with the load), then takes every queued batch its partition can send now, in
-    /// queue order. Returns them and when the next open batch's linger ends.
-    fn drain(&mut self, linger: Duration, max_in_flight: usize, hold: bool) -> (Vec<ReadyBatch>, Option<Instant>) {
-        let now = Instant::now();
-        let mut next_deadline: Option<Instant> = None;
-        let flush = self.flush_requested;
-        let mut expired = Vec::new();
-        for (topic, topic_state) in &self.topics {
-            for (partition, open) in topic_state.open.iter().enumerate() {
-                let Some(open) = open else { continue };
-                let deadline = open.created + linger;
-                if deadline <= now || flush {
-                    expired.push((topic.clone(), partition as u32));
-                } else {
-                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
-                }
-            }
-        }
-        for topic_partition in expired {
-            // A blocked partition is woken by its next answer (`finish`), and seals then. (Batches held
-            // for a producer id are sealed, to count their wait against retries and delivery timeout.)
-            if !hold && !self.can_send(&topic_partition, max_in_flight) {
-                continue;
-            }
-            let topic_state = self.topics.get_mut(&topic_partition.0).expect("listed above");
-            topic_state.seal(&topic_partition.0, topic_partition.1, &mut self.ready);
-        }
-        let mut taken = Vec::new();
-        if hold {
-            return (taken, next_deadline);
-        }
-        let mut kept = VecDeque::with_capacity(self.ready.len());
-        let mut blocked: Vec<TopicPartition> = Vec::new();
-        for mut batch in std::mem::take(&mut self.ready) {
-            let flight = self.flights.entry(batch.topic_partition.clone()).or_default();
-            // A retried batch goes out alone, once the partition's other batches have returned.
-            let sendable = flight.in_flight < max_in_flight && (batch.attempts == 0 || flight.in_flight == 0);
-            if !sendable || blocked.contains(&batch.topic_partition) {
-                blocked.push(batch.topic_partition.clone());
-                kept.push_back(batch);
-                continue;
-            }
-            flight.in_flight += 1;
-            if let Some(builder) = batch.builder.take() {
-                batch.records = match self.producer {
-                    Some((producer_id, producer_epoch)) => {
-                        let sequence = self.sequences.entry(batch.topic_partition.clone()).or_insert(0);
-                        let first = *sequence;
-                        *sequence = sequence.wrapping_add(builder.record_count() as i32);
-                        flight.unacknowledged.insert(first);
-                        batch.stamp = Some((producer_id, first));
-                        builder.finish_with_producer(producer_id, producer_epoch, first)
-                    }
-                    None => builder.finish(),
-                };
-            }
-            if batch.attempts > 0 {
-                blocked.push(batch.topic_partition.clone());
-            }
-            taken.push(batch);
-        }
-        self.ready = kept;
-        (taken, next_deadline)
-    }
-
-    /// Puts a batch back for a retry: before the partition's later batches (by sequence number when
-    /// stamped; unstamped batches are always later).
-    fn requeue(&mut self, batch: ReadyBatch) {
-        let position = self.ready.iter().position(|queued| {
-            queued.topic_partition == batch.topic_partition
-                && match (queued.stamp, batch.stamp) {
-                    (Some((_, queued_sequence)), Some((_, sequence))) => queued_sequence > sequence,
-                    _ => true,
-                }
-        });
-        match position {
-            Some(position) => self.ready.insert(position, batch),
-            None => self.ready.push_back(batch),
-        }
-    }
-
-    /// Whether an earlier batch of the same partition and producer id is still unanswered: then a batch
-    /// refused as out of order is waiting for it, not lost.
-    fn behind_unacknowledged(&self, batch: &ReadyBatch) -> bool {
-        let Some((producer_id, sequence)) = batch.stamp else { return false };
-        self.producer.is_some_and(|(current, _)| current == producer_id)
-            && self
-                .flights
-                .get(&batch.topic_partition)
-                .is_some_and(|flight| flight.unacknowledged.range(..sequence).next().is_some())
-    }
-}
-
 async fn sender_loop(shared: Arc<Shared>) {
     loop {
         let needs_producer_id = {
             let state = shared.state.lock().expect("producer lock");
-            shared.config.idempotence && state.producer.is_none() && state.outstanding_records > 0
+            shared.config.idempotence && state.producer().is_none() && state.outstanding_records() > 0
         };
         if needs_producer_id {
             if let Err(error) = init_producer_id(&shared).await {
                 // Batches waiting for an id count it as a failed attempt (so retries and delivery timeouts hold).
-                let waiting: Vec<ReadyBatch> = {
-                    let mut state = shared.state.lock().expect("producer lock");
-                    let waiting: Vec<ReadyBatch> = std::mem::take(&mut state.ready).into();
-                    for batch in &waiting {
-                        state.flights.entry(batch.topic_partition.clone()).or_default().in_flight += 1;
-                    }
-                    waiting
-                };
+                let waiting = shared.state.lock().expect("producer lock").take_queued();
                 for batch in waiting {
                     retry_or_fail(&shared, batch, error.clone());
                 }
@@ -586,15 +336,16 @@ async fn sender_loop(shared: Arc<Shared>) {
             let mut state = shared.state.lock().expect("producer lock");
             let closing = shared.closed.load(Ordering::Acquire);
             if closing {
-                state.flush_requested = true;
+                state.request_flush();
             }
             // Without a producer id yet, batches are sealed but wait (the next round asks for an id again).
-            let hold = shared.config.idempotence && state.producer.is_none();
-            let (batches, next_deadline) = state.drain(shared.config.linger, shared.config.max_in_flight, hold);
-            if hold && !state.ready.is_empty() {
+            let hold = shared.config.idempotence && state.producer().is_none();
+            let (batches, next_deadline) =
+                state.drain(Instant::now(), shared.config.linger, shared.config.max_in_flight, hold);
+            if hold && state.has_ready() {
                 continue;
             }
-            (batches, next_deadline, closing && state.outstanding_records == 0)
+            (batches, next_deadline, closing && state.outstanding_records() == 0)
         };
         if finished {
             return;
@@ -759,10 +510,7 @@ async fn init_producer_id(shared: &Shared) -> Result<(), ClientError> {
     match result {
         Ok(producer) => {
             tracing::debug!(producer_id = producer.0, "idempotent producer id");
-            let mut state = shared.state.lock().expect("producer lock");
-            state.producer = Some(producer);
-            state.sequences.clear();
-            state.flights.values_mut().for_each(|flight| flight.unacknowledged.clear());
+            shared.state.lock().expect("producer lock").set_producer(producer);
             Ok(())
         }
         Err(error) => {
@@ -777,12 +525,7 @@ fn fail(shared: &Shared, mut batch: ReadyBatch, error: ClientError) {
     tracing::warn!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, %error, "batch failed");
     if let Some((producer_id, _)) = batch.stamp {
         // The partition's sequence now has a gap: later batches go out under a new producer id.
-        let mut state = shared.state.lock().expect("producer lock");
-        if state.producer.is_some_and(|(current, _)| current == producer_id) {
-            state.producer = None;
-            state.sequences.clear();
-            state.flights.values_mut().for_each(|flight| flight.unacknowledged.clear());
-        }
+        shared.state.lock().expect("producer lock").forget_producer(producer_id);
     }
     let n_records = batch.deliveries.len() as u64;
     for (delivery, _) in std::mem::take(&mut batch.deliveries) {
@@ -793,19 +536,10 @@ fn fail(shared: &Shared, mut batch: ReadyBatch, error: ClientError) {
 
 /// Frees the batch's in-flight slot and counts its records done.
 fn finish(shared: &Shared, batch: &ReadyBatch, n_records: u64) {
-    let mut state = shared.state.lock().expect("producer lock");
-    if let Some(flight) = state.flights.get_mut(&batch.topic_partition) {
-        flight.in_flight -= 1;
-        if let Some((_, sequence)) = batch.stamp {
-            flight.unacknowledged.remove(&sequence);
-        }
-    }
-    state.outstanding_records -= n_records;
-    if state.outstanding_records == 0 {
-        state.flush_requested = false;
+    let idle = shared.state.lock().expect("producer lock").finished(batch, n_records);
+    if idle {
         shared.idle.notify_waiters();
     }
-    drop(state);
     shared.wake.notify_one();
 }
 
@@ -821,19 +555,12 @@ fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError
     batch.attempts += 1;
     tracing::debug!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, attempt = batch.attempts, %error, "retrying batch");
     shared.cluster.invalidate(&batch.topic_partition.0);
-    if let Some(topic_state) = shared.state.lock().expect("producer lock").topics.get_mut(&batch.topic_partition.0) {
-        topic_state.n_partitions = 0; // looked up again by the next send
-    }
+    shared.state.lock().expect("producer lock").invalidate(&batch.topic_partition.0);
     let shared = shared.clone();
     tokio::spawn(async move {
         tokio::time::sleep(shared.config.retry_backoff * batch.attempts.min(10)).await;
-        let mut state = shared.state.lock().expect("producer lock");
-        // The batch holds its in-flight slot during the backoff so that no later batch overtakes it.
-        if let Some(flight) = state.flights.get_mut(&batch.topic_partition) {
-            flight.in_flight -= 1;
-        }
-        state.requeue(batch);
-        drop(state);
+        // The batch held its in-flight slot during the backoff so that no later batch overtook it.
+        shared.state.lock().expect("producer lock").requeue(batch);
         shared.wake.notify_one();
     });
 }

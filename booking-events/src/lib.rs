@@ -1,5 +1,6 @@
-//! The lab-booking events, shared by BookingService, LabService and DataService. Values are MessagePack
-//! maps (`rmp_serde::to_vec_named`); keys are the booking id, so one booking's events stay in order.
+//! The lab-booking example's events, shared by BookingService, LabService and DataService (the example owns
+//! them; the `oxbow-service` framework knows nothing of bookings). Values are MessagePack maps
+//! (`rmp_serde::to_vec_named`); keys are the booking id, so one booking's events stay in order.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,37 +64,4 @@ pub const CITIES: &[&str] = &["Bengaluru", "Chennai", "Delhi", "Mumbai", "Pune"]
 /// Encodes an event as a record value.
 pub fn encode<T: Serialize>(event: &T) -> bytes::Bytes {
     bytes::Bytes::from(rmp_serde::to_vec_named(event).expect("events encode into memory"))
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Creates topics that are missing (an existing topic is fine).
-pub async fn ensure_topics(
-    bootstrap: &str,
-    topics: &[&str],
-    partitions: u32,
-    replication_factor: u16,
-) -> anyhow::Result<()> {
-    let admin = oxbow::client::Admin::connect(oxbow::client::ClientConfig::new(bootstrap)).await?;
-    for topic in topics {
-        match admin.create_topic(topic, partitions, replication_factor, Default::default()).await {
-            Ok(()) => tracing::info!(topic, "created topic"),
-            Err(error) if error.code() == Some(oxbow::protocol::ErrorCode::TOPIC_ALREADY_EXISTS) => {}
-            Err(error) => return Err(anyhow::anyhow!("creating topic {topic}: {error}")),
-        }
-    }
-    Ok(())
-}
-
-/// Sends a record and waits for its acknowledgement, counting it in `oxbow_records_out_total`.
-pub async fn publish(
-    producer: &oxbow::client::Producer,
-    record: oxbow::client::ProducerRecord,
-) -> Result<oxbow::client::RecordMetadata, oxbow::client::ClientError> {
-    let topic = record.topic.clone();
-    let metadata = producer.send_and_wait(record).await?;
-    metrics::counter!("oxbow_records_out_total", "topic" => topic).increment(1);
-    Ok(metadata)
 }
