@@ -1,0 +1,310 @@
+//! The active controller's duties, run by whichever broker leads the quorum: controller requests
+//! (heartbeats, topic changes, in-sync set changes, producer ids, controlled shutdown) written to the
+//! metadata log, requests forwarded to the leader from other brokers, and the periodic tick (fencing
+//! brokers whose heartbeats stopped, preferred-leader election).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use oxbow::protocol::api::internal::{ControllerRequest, InternalResponse};
+use oxbow::protocol::{CodedError, ErrorCode, NodeId};
+use serde::{Deserialize, Serialize};
+
+use super::metadata::{self, Command, CommandResult};
+use super::{network, Cluster};
+
+/// Requests to the active controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerCall {
+    Heartbeat {
+        node_id: NodeId,
+        host: String,
+        port: u16,
+        incarnation: u64,
+    },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        replication_factor: u16,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AlterConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    AlterIsr {
+        topic: String,
+        partition: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<NodeId>,
+    },
+    AllocateProducerId,
+    /// Controlled shutdown: fence the broker now so its partitions get new leaders before it stops.
+    Leave {
+        node_id: NodeId,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerReply {
+    /// Committed at this metadata log index.
+    Done {
+        index: u64,
+    },
+    ProducerId(i64),
+    NotController {
+        leader: Option<NodeId>,
+    },
+    Error(CodedError),
+}
+
+impl ControllerReply {
+    pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ControllerReply {
+        ControllerReply::Error(CodedError::new(code, message))
+    }
+}
+
+#[derive(Default)]
+pub(super) struct ControllerState {
+    /// The Raft term this broker last led in; a new term restarts every broker's liveness clock.
+    term: Option<u64>,
+    last_seen: HashMap<NodeId, Instant>,
+    last_preferred_check: Option<Instant>,
+}
+
+impl Cluster {
+    /// Sends a request to the active controller (this broker or another), following leader changes until
+    /// `timeout`.
+    pub async fn call_controller(
+        &self,
+        call: ControllerCall,
+        timeout: Duration,
+    ) -> Result<ControllerReply, CodedError> {
+        let deadline = Instant::now() + timeout;
+        let mut last_error = "no controller leader yet".to_string();
+        while Instant::now() < deadline {
+            let leader = self.controller_leader();
+            let attempt = async {
+                match leader {
+                    Some(leader) if leader == self.node_id => Ok(self.handle_controller(call.clone()).await),
+                    Some(leader) => self.forward(leader, &call, deadline).await,
+                    // A broker outside the quorum learns the leader only once it is a learner: until then a
+                    // voter relays its requests.
+                    None => match self.voters.iter().copied().find(|voter| *voter != self.node_id) {
+                        Some(voter) if !self.voters.contains(&self.node_id) => {
+                            self.forward(voter, &call, deadline).await
+                        }
+                        _ => Ok(ControllerReply::NotController { leader: None }),
+                    },
+                }
+            };
+            // A controller without a quorum cannot commit: never wait past the deadline for it.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let reply = match tokio::time::timeout(remaining, attempt).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(error)) => {
+                    last_error = error;
+                    ControllerReply::NotController { leader: None }
+                }
+                Err(_) => {
+                    last_error = "the controller did not commit in time (no quorum?)".into();
+                    ControllerReply::NotController { leader: None }
+                }
+            };
+            match reply {
+                ControllerReply::NotController { .. } => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                reply => return Ok(reply),
+            }
+        }
+        Err(CodedError::new(ErrorCode::NOT_CONTROLLER, format!("controller unavailable: {last_error}")))
+    }
+
+    pub(super) async fn forward(
+        &self,
+        leader: NodeId,
+        call: &ControllerCall,
+        deadline: Instant,
+    ) -> Result<ControllerReply, String> {
+        let addr = self.peers.address(leader).ok_or_else(|| format!("no address for controller {leader}"))?;
+        let payload = rmp_serde::to_vec_named(call).map_err(|e| e.to_string())?;
+        let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        let response: InternalResponse = self
+            .peers
+            .call(&addr, &ControllerRequest { payload }, timeout)
+            .await
+            .map_err(|error| format!("controller {leader} at {addr}: {error}"))?;
+        rmp_serde::from_slice(&response.payload).map_err(|e| e.to_string())
+    }
+
+    /// A controller request received from another broker.
+    pub async fn handle_controller_request(&self, payload: &[u8]) -> Result<Vec<u8>, CodedError> {
+        let call: ControllerCall = rmp_serde::from_slice(payload)
+            .map_err(|e| CodedError::new(ErrorCode::INVALID_REQUEST, format!("bad controller request: {e}")))?;
+        let reply = match self.controller_leader() {
+            // Relay once for a broker that does not know the leader (see `call_controller`).
+            Some(leader) if leader != self.node_id => {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let forwarded = self.forward(leader, &call, deadline).await;
+                forwarded.unwrap_or(ControllerReply::NotController { leader: Some(leader) })
+            }
+            _ => self.handle_controller(call).await,
+        };
+        rmp_serde::to_vec_named(&reply).map_err(|e| CodedError::new(ErrorCode::UNKNOWN_SERVER_ERROR, e.to_string()))
+    }
+
+    pub async fn handle_raft_request(&self, payload: &[u8]) -> Result<Vec<u8>, CodedError> {
+        network::handle(&self.raft, payload).await
+    }
+
+    pub(super) fn is_controller(&self) -> bool {
+        self.controller_leader() == Some(self.node_id)
+    }
+
+    pub(super) async fn write(&self, command: Command) -> ControllerReply {
+        match self.raft.client_write(command).await {
+            Ok(response) => match response.data {
+                CommandResult::Done => ControllerReply::Done { index: response.log_id.index },
+                CommandResult::ProducerId(id) => ControllerReply::ProducerId(id),
+                CommandResult::Rejected(error) => ControllerReply::Error(error),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                ControllerReply::NotController { leader: forward.leader_id.map(|id| id as NodeId) }
+            }
+            Err(error) => ControllerReply::error(ErrorCode::NOT_CONTROLLER, format!("metadata write failed: {error}")),
+        }
+    }
+
+    pub(super) async fn handle_controller(&self, call: ControllerCall) -> ControllerReply {
+        if !self.is_controller() {
+            return ControllerReply::NotController { leader: self.controller_leader() };
+        }
+        let unclean = self.settings.unclean_leader_election;
+        match call {
+            ControllerCall::Heartbeat { node_id, host, port, incarnation } => {
+                // Only a leader a quorum still follows may keep brokers alive.
+                if self.raft.ensure_linearizable().await.is_err() {
+                    return ControllerReply::NotController { leader: None };
+                }
+                self.controller.lock().expect("controller lock").last_seen.insert(node_id, Instant::now());
+                let member =
+                    self.raft.metrics().borrow().membership_config.nodes().any(|(id, _)| *id == node_id as u64);
+                if !member {
+                    // A broker outside the voters follows the metadata log as a Raft learner.
+                    tracing::info!(node_id, %host, port, "adding broker to the metadata quorum as a learner");
+                    let node = BasicNode { addr: format!("{host}:{port}") };
+                    if let Err(error) = self.raft.add_learner(node_id as u64, node, false).await {
+                        let message = format!("adding learner {node_id}: {error}");
+                        return ControllerReply::error(ErrorCode::NOT_CONTROLLER, message);
+                    }
+                }
+                let state = self.state();
+                let current = state.brokers.get(&node_id).is_some_and(|broker| {
+                    broker.incarnation == incarnation && !broker.fenced && broker.host == host && broker.port == port
+                });
+                if current {
+                    let index = self.raft.metrics().borrow().last_applied.map_or(0, |id| id.index);
+                    return ControllerReply::Done { index };
+                }
+                tracing::info!(node_id, %host, port, incarnation, "registering broker");
+                self.write(Command::RegisterBroker { node_id, host, port, incarnation, unclean }).await
+            }
+            ControllerCall::CreateTopic { name, partitions, replication_factor, configs } => {
+                let state = self.state();
+                if state.topics.contains_key(&name) {
+                    return ControllerReply::error(
+                        ErrorCode::TOPIC_ALREADY_EXISTS,
+                        format!("topic '{name}' already exists"),
+                    );
+                }
+                let live = state.live_brokers();
+                if replication_factor == 0 || replication_factor as usize > live.len() {
+                    return ControllerReply::error(
+                        ErrorCode::INVALID_REPLICATION_FACTOR,
+                        format!(
+                            "replication factor {replication_factor} is larger than the {} live broker{}",
+                            live.len(),
+                            if live.len() == 1 { "" } else { "s" }
+                        ),
+                    );
+                }
+                let shift = state.next_topic_id as usize;
+                let assignment = metadata::assign_replicas(&live, partitions, replication_factor as usize, shift);
+                self.write(Command::CreateTopic { name, assignment, configs }).await
+            }
+            ControllerCall::DeleteTopic { name } => self.write(Command::DeleteTopic { name }).await,
+            ControllerCall::AlterConfigs { name, configs } => {
+                self.write(Command::AlterTopicConfigs { name, configs }).await
+            }
+            ControllerCall::AlterIsr { topic, partition, leader_epoch, partition_epoch, isr } => {
+                self.write(Command::AlterIsr { topic, partition, leader_epoch, partition_epoch, isr }).await
+            }
+            ControllerCall::AllocateProducerId => self.write(Command::AllocateProducerId).await,
+            ControllerCall::Leave { node_id } => {
+                tracing::info!(node_id, "broker is shutting down: fencing it");
+                self.controller.lock().expect("controller lock").last_seen.remove(&node_id);
+                self.write(Command::FenceBroker { node_id, unclean }).await
+            }
+        }
+    }
+
+    /// The active controller's periodic duties: fence brokers whose heartbeats stopped, and move leadership
+    /// back to preferred replicas.
+    pub(super) async fn controller_tick(&self) {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.node_id as u64) {
+            self.controller.lock().expect("controller lock").term = None;
+            return;
+        }
+        let state = self.state();
+        let session = Duration::from_millis(self.settings.session_timeout_ms);
+        let now = Instant::now();
+        let (expired, check_preferred) = {
+            let mut controller = self.controller.lock().expect("controller lock");
+            if controller.term != Some(metrics.current_term) {
+                // A new controller has not heard from anyone yet: every broker gets a full session.
+                controller.term = Some(metrics.current_term);
+                controller.last_seen = state.brokers.keys().map(|id| (*id, now)).collect();
+                controller.last_preferred_check = Some(now);
+            }
+            let expired: Vec<NodeId> = state
+                .brokers
+                .iter()
+                .filter(|(_, broker)| !broker.fenced)
+                .filter(|(id, _)| controller.last_seen.get(id).is_none_or(|seen| now.duration_since(*seen) > session))
+                .map(|(id, _)| *id)
+                .collect();
+            let interval = Duration::from_millis(self.settings.leader_imbalance_check_interval_ms);
+            let check_preferred = self.settings.leader_imbalance_check_interval_ms > 0
+                && controller.last_preferred_check.is_none_or(|at| now.duration_since(at) >= interval);
+            if check_preferred {
+                controller.last_preferred_check = Some(now);
+            }
+            (expired, check_preferred)
+        };
+        for node_id in expired {
+            tracing::warn!(node_id, "broker missed its heartbeats: fencing it");
+            let unclean = self.settings.unclean_leader_election;
+            let _ = self.write(Command::FenceBroker { node_id, unclean }).await;
+        }
+        if check_preferred {
+            for (topic, topic_state) in &state.topics {
+                for (partition, p) in topic_state.partitions.iter().enumerate() {
+                    let preferred = p.replicas[0];
+                    if p.leader != preferred && p.isr.contains(&preferred) && state.broker_alive(preferred) {
+                        tracing::info!(%topic, partition, preferred, "moving leadership back to the preferred replica");
+                        let command = Command::ElectPreferred { topic: topic.clone(), partition: partition as u32 };
+                        let _ = self.write(command).await;
+                    }
+                }
+            }
+        }
+    }
+}

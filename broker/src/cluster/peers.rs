@@ -1,0 +1,65 @@
+//! How a broker reaches the others: the voters' configured addresses, the registered addresses of the rest,
+//! and one pooled connection per address.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use oxbow::client::{ClientError, Connection};
+use oxbow::protocol::api::Request;
+use oxbow::protocol::NodeId;
+use tokio::sync::watch;
+
+use super::metadata::ClusterState;
+
+/// Addresses of other brokers for broker-to-broker traffic, and pooled connections to them.
+pub struct Peers {
+    /// From `cluster.controllers`: how this broker reaches each voter.
+    pub(super) controllers: BTreeMap<NodeId, String>,
+    pub(super) state: watch::Receiver<Arc<ClusterState>>,
+    pub(super) connections: Mutex<HashMap<String, Connection>>,
+}
+
+impl Peers {
+    /// The configured address of a voter, else the address the broker registered.
+    pub fn address(&self, node: NodeId) -> Option<String> {
+        if let Some(addr) = self.controllers.get(&node) {
+            return Some(addr.clone());
+        }
+        self.state.borrow().brokers.get(&node).map(|broker| format!("{}:{}", broker.host, broker.port))
+    }
+
+    pub async fn call<R>(&self, addr: &str, request: &R, timeout: Duration) -> Result<R::Response, ClientError>
+    where
+        R: Request,
+        R::Response: serde::de::DeserializeOwned,
+    {
+        let connection = self.connection(addr, timeout).await?;
+        connection.call(request, timeout).await
+    }
+
+    pub async fn connection(&self, addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        if let Some(connection) = self.connections.lock().expect("peers lock").get(addr) {
+            if !connection.is_closed() {
+                return Ok(connection.clone());
+            }
+        }
+        let connection = Connection::connect(addr, "oxbow-broker", timeout.min(Duration::from_secs(2))).await?;
+        self.connections.lock().expect("peers lock").insert(addr.to_string(), connection.clone());
+        Ok(connection)
+    }
+}
+
+/// Parses `1@host:port,2@host:port`.
+pub fn parse_controllers(spec: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let mut voters = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        let (id, addr) = part.split_once('@').with_context(|| format!("controller '{part}' is not id@host:port"))?;
+        let id: NodeId = id.parse().with_context(|| format!("controller id in '{part}'"))?;
+        if id < 0 || voters.insert(id, addr.to_string()).is_some() {
+            anyhow::bail!("controller id {id} is negative or listed twice");
+        }
+    }
+    Ok(voters)
+}
