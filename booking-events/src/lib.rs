@@ -65,3 +65,34 @@ pub const CITIES: &[&str] = &["Bengaluru", "Chennai", "Delhi", "Mumbai", "Pune"]
 pub fn encode<T: Serialize>(event: &T) -> bytes::Bytes {
     bytes::Bytes::from(rmp_serde::to_vec_named(event).expect("events encode into memory"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_messagepack_maps_that_round_trip() {
+        let event = BookingRequested {
+            booking_id: "b-1".into(),
+            patient_name: "Asha Rao".into(),
+            email: "asha@example.com".into(),
+            city: "Pune".into(),
+            test_type: "thyroid".into(),
+            date: "2030-01-15".into(),
+            requested_at_ms: 1,
+            idempotency_key: None,
+        };
+        let bytes = encode(&event);
+        assert_eq!(bytes[0] & 0xf0, 0x80, "a map, so other languages read it by field name");
+        assert_eq!(rmp_serde::from_slice::<BookingRequested>(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn the_catalog_has_unique_ids_and_cities() {
+        let mut ids: Vec<_> = TEST_TYPES.iter().map(|t| t.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), TEST_TYPES.len());
+        assert!(CITIES.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+    }
+}

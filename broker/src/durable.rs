@@ -20,3 +20,19 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&temporary, dir.join(name))?;
     sync_dir(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_atomic_write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "vote", b"first").unwrap();
+        write_atomic(dir.path(), "vote", b"second").unwrap();
+        assert_eq!(fs::read(dir.path().join("vote")).unwrap(), b"second");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("vote")]);
+        assert!(sync_dir(&dir.path().join("missing")).is_err());
+    }
+}

@@ -634,3 +634,15 @@ impl Generator {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_are_parsed_as_the_cli_spells_them() {
+        assert_eq!(parse_acks("all").unwrap(), Acks::All);
+        assert_eq!(parse_acks("1").unwrap(), Acks::Leader);
+        assert!(parse_acks("two").unwrap_err().to_string().starts_with("--acks must be"));
+    }
+}

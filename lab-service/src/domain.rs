@@ -38,4 +38,20 @@ mod tests {
         ]);
         assert_eq!(order.iter().map(|c| c.lab_id).collect::<Vec<_>>(), [2, 1]);
     }
+
+    #[test]
+    fn equal_shares_go_to_the_lower_lab_id() {
+        let order = preference_order(vec![
+            Candidate { lab_id: 9, used: 2, capacity: 4 },
+            Candidate { lab_id: 4, used: 1, capacity: 2 },
+            Candidate { lab_id: 6, used: 0, capacity: 0 },
+        ]);
+        assert_eq!(order.iter().map(|c| c.lab_id).collect::<Vec<_>>(), [4, 9], "a lab of no capacity never takes one");
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        assert!(rejection_reason(0).contains("no lab"));
+        assert!(rejection_reason(2).contains("fully booked"));
+    }
 }

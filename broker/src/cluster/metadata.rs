@@ -408,4 +408,87 @@ mod tests {
         state.apply(Command::RegisterBroker { node_id: 1, host: "h".into(), port: 1, incarnation: 5, unclean: false });
         assert_eq!(state.partition("t", 0).unwrap().leader, 1);
     }
+
+    /// A metadata command from a random history (brokers 1-4, one topic of two partitions on brokers 1-3).
+    #[derive(Debug, Clone)]
+    enum Event {
+        Register { node_id: NodeId, restarted: bool },
+        Fence { node_id: NodeId },
+        AlterIsr { partition: u32, stale: bool, members: Vec<NodeId> },
+        ElectPreferred { partition: u32 },
+    }
+
+    fn event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1..=4i32, any::<bool>()).prop_map(|(node_id, restarted)| Event::Register { node_id, restarted }),
+            (1..=4i32).prop_map(|node_id| Event::Fence { node_id }),
+            (0..2u32, any::<bool>(), proptest::collection::vec(1..=4i32, 0..4))
+                .prop_map(|(partition, stale, members)| Event::AlterIsr { partition, stale, members }),
+            (0..2u32).prop_map(|partition| Event::ElectPreferred { partition }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Under any history of registrations, fencing, in-sync set changes and preferred elections (clean
+        /// elections only): a partition's leader is an unfenced in-sync replica or none, its in-sync set is a
+        /// non-empty set of its replicas, and its epochs never go back.
+        #[test]
+        fn partitions_keep_their_invariants_under_any_history(events in proptest::collection::vec(event(), 1..60)) {
+            let mut state = cluster(&[1, 2, 3]);
+            state.apply(Command::CreateTopic { name: "t".into(), assignment: assign_replicas(&[1, 2, 3], 2, 3, 0), configs: BTreeMap::new() });
+            let mut incarnations: BTreeMap<NodeId, u64> = BTreeMap::from([(1, 1), (2, 1), (3, 1)]);
+            for event in events {
+                let before = state.clone();
+                match event {
+                    Event::Register { node_id, restarted } => {
+                        let incarnation = incarnations.entry(node_id).or_insert(1);
+                        if restarted {
+                            *incarnation += 1;
+                        }
+                        let incarnation = *incarnation;
+                        state.apply(Command::RegisterBroker { node_id, host: "h".into(), port: 1, incarnation, unclean: false });
+                    }
+                    Event::Fence { node_id } => {
+                        state.apply(Command::FenceBroker { node_id, unclean: false });
+                    }
+                    Event::AlterIsr { partition, stale, members } => {
+                        let p = state.partition("t", partition).unwrap().clone();
+                        let mut isr: Vec<NodeId> = Vec::new();
+                        for node in std::iter::once(p.leader).chain(members) {
+                            if !isr.contains(&node) {
+                                isr.push(node);
+                            }
+                        }
+                        let command = Command::AlterIsr {
+                            topic: "t".into(),
+                            partition,
+                            leader_epoch: p.leader_epoch,
+                            partition_epoch: p.partition_epoch - i32::from(stale),
+                            isr,
+                        };
+                        if let CommandResult::Done = state.apply(command) {
+                            proptest::prop_assert!(!stale, "a stale in-sync set change was applied");
+                        }
+                    }
+                    Event::ElectPreferred { partition } => {
+                        state.apply(Command::ElectPreferred { topic: "t".into(), partition });
+                    }
+                }
+                for (idx, p) in state.topics["t"].partitions.iter().enumerate() {
+                    let old = &before.topics["t"].partitions[idx];
+                    proptest::prop_assert!(!p.isr.is_empty() && p.isr.iter().all(|n| p.replicas.contains(n)), "{p:?}");
+                    proptest::prop_assert!(p.leader == NO_LEADER || (p.isr.contains(&p.leader) && state.broker_alive(p.leader)), "{p:?}");
+                    proptest::prop_assert!(p.leader_epoch >= old.leader_epoch && p.partition_epoch >= old.partition_epoch);
+                    if p.leader != old.leader && p.leader != NO_LEADER {
+                        // A clean election: the new leader was in sync before.
+                        proptest::prop_assert!(old.isr.contains(&p.leader), "{old:?} -> {p:?}");
+                        proptest::prop_assert!(p.leader_epoch > old.leader_epoch, "a new leader without a new epoch");
+                    }
+                }
+            }
+        }
+    }
 }

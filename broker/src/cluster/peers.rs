@@ -63,3 +63,25 @@ pub fn parse_controllers(spec: &str) -> anyhow::Result<BTreeMap<NodeId, String>>
     }
     Ok(voters)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_parse_from_ids_and_addresses() {
+        let voters = parse_controllers("1@a:9092, 2@b:9093,3@c:9094,").unwrap();
+        assert_eq!(
+            voters.into_iter().collect::<Vec<_>>(),
+            vec![(1, "a:9092".to_string()), (2, "b:9093".to_string()), (3, "c:9094".to_string())]
+        );
+        assert!(parse_controllers("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_duplicate_and_negative_controllers_are_refused() {
+        for bad in ["a:9092", "x@a:9092", "1@a:1,1@b:2", "-1@a:1"] {
+            assert!(parse_controllers(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}

@@ -518,4 +518,22 @@ mod tests {
         let mut store = open(dir.path()).unwrap();
         assert_eq!(indexes(&mut store).await, vec![1, 2]);
     }
+
+    #[tokio::test]
+    async fn a_log_mostly_purged_is_rewritten_smaller_and_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path()).unwrap();
+        for index in 1..=1_500 {
+            store.append_to_log([blank(index)]).await.unwrap();
+        }
+        let before = std::fs::metadata(dir.path().join("log")).unwrap().len();
+        store.purge_logs_upto(LogId::new(CommittedLeaderId::new(1, 0), 1_490)).await.unwrap();
+        let after = std::fs::metadata(dir.path().join("log")).unwrap().len();
+        assert!(after < before / 10, "compacted from {before} to {after} bytes");
+        store.append_to_log([blank(1_501)]).await.unwrap();
+        drop(store);
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, (1_491..=1_501).collect::<Vec<_>>());
+        assert!(log_format::scan(&std::fs::read(dir.path().join("log")).unwrap()).unwrap().torn.is_none());
+    }
 }

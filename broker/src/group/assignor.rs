@@ -100,7 +100,8 @@ pub fn assign(
                 let keep: Vec<&TopicPartition> = member
                     .owned
                     .iter()
-                    .filter(|tp| all.contains(tp) && member.topics.contains(&tp.0))
+                    // A partition two members claim (a stale report) is kept by the first only.
+                    .filter(|tp| all.contains(tp) && member.topics.contains(&tp.0) && !taken.contains(*tp))
                     .take(cap)
                     .collect();
                 if keep.len() == base + 1 {
@@ -176,5 +177,20 @@ mod tests {
             .sum();
         assert_eq!(moved, 1, "one partition moves to the new member: {after:?}");
         assert_eq!(after["d"].len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Any members, any owned sets (even stale or overlapping ones), any of the three strategies: every
+        /// partition of the topic goes to exactly one member, balanced within one.
+        #[test]
+        fn any_group_is_partitioned_and_balanced(
+            strategy in 0..3u8,
+            owned in proptest::collection::vec(proptest::collection::vec(0..8u32, 0..4), 1..6),
+        ) {
+            let strategy = [Strategy::Range, Strategy::RoundRobin, Strategy::CooperativeSticky][strategy as usize];
+            let ids: Vec<String> = (0..owned.len()).map(|i| format!("m{i}")).collect();
+            let members: Vec<(&str, Vec<u32>)> = ids.iter().map(String::as_str).zip(owned).collect();
+            assert_partitioned(&run(strategy, &members));
+        }
     }
 }

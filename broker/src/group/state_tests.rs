@@ -86,6 +86,19 @@ fn a_static_member_coming_back_takes_over_and_fences_its_predecessor() {
 }
 
 #[test]
+fn a_static_member_back_with_other_topics_starts_a_new_generation() {
+    let now = Instant::now();
+    let mut group = GroupState::default();
+    group.join(request("", Some("pod-1"), &["a"]), now, || "old".into(), &partitions).unwrap();
+    group.sync("old", [], now).unwrap();
+    let generation = group.generation();
+    let joined = group.join(request("", Some("pod-1"), &["a", "b"]), now, || "new".into(), &partitions).unwrap();
+    assert_eq!(joined.generation, generation + 1);
+    let (_, assignment) = group.sync("new", group.members()["new"].owned.clone(), now).unwrap();
+    assert_eq!(assignment.len(), 5, "its old partitions and the new topic's");
+}
+
+#[test]
 fn a_known_member_changing_its_topics_starts_a_new_generation() {
     let now = Instant::now();
     let mut group = GroupState::default();

@@ -316,4 +316,32 @@ mod tests {
         assert_eq!(states.check(&header(8, 69, 1, 0)).unwrap_err().code, ErrorCode::UNKNOWN_PRODUCER_ID);
         assert_eq!(states.check(&header(8, 0, 1, 0)), Ok(SequenceCheck::Append));
     }
+
+    proptest::proptest! {
+        /// Epochs assigned at growing offsets are found again: each epoch ends where the next one starts (the
+        /// last at the log end), an epoch the log never had ends where the one below it does, and truncation
+        /// forgets exactly the epochs starting at or after the cut.
+        #[test]
+        fn the_epoch_cache_finds_every_epochs_end(steps in proptest::collection::vec((1..4i32, 0..20u64), 1..20), cut in 0..400u64) {
+            let mut cache = EpochCache::default();
+            let (mut epoch, mut offset) = (0, 0);
+            let mut starts = Vec::new();
+            for (epoch_step, offset_step) in steps {
+                epoch += epoch_step;
+                offset += offset_step;
+                cache.assign(epoch, offset);
+                cache.assign(epoch - 1, offset + 1); // an older epoch is ignored
+                starts.push((epoch, offset));
+            }
+            let log_end = offset + 10;
+            for (idx, (epoch, start)) in starts.iter().enumerate() {
+                let end = starts.get(idx + 1).map_or(log_end, |(_, next)| *next);
+                proptest::prop_assert_eq!(cache.end_offset_for(*epoch, log_end), Some((*epoch, end)));
+                proptest::prop_assert_eq!(cache.start_of(*epoch), Some(*start));
+            }
+            proptest::prop_assert_eq!(cache.end_offset_for(0, log_end), None);
+            cache.truncate_from(cut);
+            proptest::prop_assert_eq!(cache.latest_epoch(), starts.iter().rev().find(|(_, s)| *s < cut).map(|(e, _)| *e));
+        }
+    }
 }

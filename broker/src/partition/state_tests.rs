@@ -308,6 +308,19 @@ fn retried_idempotent_batches_are_recognised() {
 }
 
 #[test]
+fn a_retried_acks_all_append_waits_like_the_first() {
+    let (mut state, now) = leader(&[1, 2]);
+    let batch = idempotent(7, 0, 3);
+    state.appended([&batch], 0, 3);
+    // The retry of a stored batch is not stored again, but still answered only once replicated.
+    let (_, last) = state.check_sequences([&batch]).unwrap().expect("a duplicate");
+    state.wait_for_high_watermark(last, 1);
+    assert!(completions(&mut state).is_empty());
+    state.follower_fetch(&fetch(2, 3), now).unwrap();
+    assert_eq!(completions(&mut state), vec![(1, Ok(()))]);
+}
+
+#[test]
 fn failing_the_waiters_answers_each_once() {
     let (mut state, _) = leader(&[1, 2]);
     let last = append(&mut state, 2);

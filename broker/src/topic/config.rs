@@ -214,4 +214,39 @@ mod tests {
             assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
         }
     }
+
+    #[test]
+    fn every_key_refuses_values_out_of_its_range() {
+        let refused = [
+            ("segment.bytes", "100"),
+            ("segment.ms", "-5"),
+            ("flush.ms", "x"),
+            ("index.interval.bytes", "-1"),
+            ("max.message.bytes", "10"),
+            ("min.insync.replicas", "0"),
+            ("retention.bytes", "-2"),
+            ("delete.retention.ms", "-7"),
+        ];
+        for (key, value) in refused {
+            let error = TopicConfig::resolve(&defaults(), [(key.into(), value.into())].into(), 64 << 20)
+                .expect_err(&format!("{key}={value} was accepted"));
+            assert!(error.contains(&format!("'{key}'")), "{error}");
+        }
+    }
+
+    #[test]
+    fn max_message_bytes_must_leave_room_in_a_frame() {
+        let fits = [("max.message.bytes".into(), "1000".into())].into();
+        assert_eq!(TopicConfig::resolve(&defaults(), fits, 64 << 10).unwrap().max_message_bytes, 1000);
+        let over = [("max.message.bytes".into(), (64 << 10).to_string())].into();
+        assert!(TopicConfig::resolve(&defaults(), over, 64 << 10).is_err(), "a batch that no frame can carry");
+    }
+
+    #[test]
+    fn a_partition_runs_with_the_topics_effective_values() {
+        let overrides = [("flush.ms".into(), "0".into()), ("min.insync.replicas".into(), "2".into())].into();
+        let config = TopicConfig::resolve(&defaults(), overrides, 64 << 20).unwrap().partition_config();
+        assert_eq!((config.flush_ms, config.min_insync_replicas, config.write_behind_bytes), (0, 2, 4 << 20));
+        assert_eq!(config.log.segment_bytes, 1 << 30);
+    }
 }

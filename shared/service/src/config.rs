@@ -81,3 +81,28 @@ pub fn load<T: DeserializeOwned>(env_prefix: &str, defaults: &str, file: Option<
         .and_then(|config| config.try_deserialize())
         .with_context(|| format!("loading configuration (environment prefix {env_prefix}__)"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Example {
+        #[serde(flatten)]
+        common: CommonConfig,
+        group: GroupSettings,
+    }
+
+    const DEFAULTS: &str = "[http]\nlisten = \"127.0.0.1:1\"\n[group]\nid = \"g\"\nsession_timeout_ms = 6000\n";
+
+    #[test]
+    fn defaults_then_double_underscore_environment_overrides() {
+        let loaded: Example = load("OXBOWTESTCFG", DEFAULTS, None).unwrap();
+        assert_eq!((loaded.common.http.listen.as_str(), loaded.group.session_timeout_ms), ("127.0.0.1:1", 6000));
+        // A key with an underscore of its own survives the separator, and numbers parse.
+        std::env::set_var("OXBOWTESTCFG__GROUP__SESSION_TIMEOUT_MS", "9000");
+        let loaded: Example = load("OXBOWTESTCFG", DEFAULTS, None).unwrap();
+        std::env::remove_var("OXBOWTESTCFG__GROUP__SESSION_TIMEOUT_MS");
+        assert_eq!(loaded.group.session_timeout_ms, 9000);
+    }
+}

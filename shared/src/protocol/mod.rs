@@ -69,3 +69,27 @@ pub mod offset_spec {
     pub const LATEST: i64 = -1;
     pub const EARLIEST: i64 = -2;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_round_trip_on_the_wire_and_parse_as_spelled() {
+        for acks in [Acks::None, Acks::Leader, Acks::All] {
+            assert_eq!(Acks::from_wire(acks.to_wire()), Some(acks));
+        }
+        assert_eq!(Acks::from_wire(2), None);
+        assert_eq!(Acks::from_wire(-2), None);
+        assert_eq!("all".parse::<Acks>(), Ok(Acks::All));
+        assert_eq!("-1".parse::<Acks>(), Ok(Acks::All));
+        assert_eq!("0".parse::<Acks>(), Ok(Acks::None));
+        assert!("2".parse::<Acks>().unwrap_err().contains("'2'"));
+    }
+
+    #[test]
+    fn a_coded_error_shows_its_code_name_once() {
+        let error = CodedError::new(ErrorCode::NOT_ENOUGH_REPLICAS, "1 in-sync replica");
+        assert_eq!(error.to_string(), "NOT_ENOUGH_REPLICAS: 1 in-sync replica");
+    }
+}

@@ -102,3 +102,6 @@ pub(crate) mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod decode_tests;
