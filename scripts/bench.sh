@@ -4,7 +4,7 @@
 # Needs python3 (to read the tools' --json output). Takes a few minutes; uses a temporary data directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p oxbow-broker
+cargo build --release -p oxbow-broker -p oxbow-cli
 BIN=target/release
 DATA=$(mktemp -d)
 PORT=${BENCH_PORT:-9391}

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{poll, TestCluster, ONE_CLUSTER_AT_A_TIME};
+use common::{poll, wait_for, TestCluster, ONE_CLUSTER_AT_A_TIME};
 use oxbow::client::{
     Admin, ClientConfig, Cluster, Connection, Consumer, ConsumerConfig, GroupConfig, OffsetReset, ProducerConfig,
     ProducerRecord,
@@ -388,15 +388,13 @@ async fn a_follower_down_for_a_while_catches_up_and_rejoins() {
     admin.alter_topic_configs(TOPIC, strict, vec![]).await.unwrap();
     let leader_addr = cluster.brokers[cluster.index_of(leader)].addr.clone();
     let connection = Connection::connect(&leader_addr, "test", Duration::from_secs(2)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let code = raw_produce(&connection, "refused").await;
-        if code == Ok(ErrorCode::NOT_ENOUGH_REPLICAS) {
-            break;
+    wait_for("a NOT_ENOUGH_REPLICAS refusal", Duration::from_secs(10), || async {
+        match raw_produce(&connection, "refused").await {
+            Ok(ErrorCode::NOT_ENOUGH_REPLICAS) => Ok(()),
+            other => Err(format!("{other:?}")),
         }
-        assert!(Instant::now() < deadline, "expected NOT_ENOUGH_REPLICAS, got {code:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let relaxed = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
     admin.alter_topic_configs(TOPIC, relaxed, vec![]).await.unwrap();
     // Two in-sync replicas satisfy min.insync.replicas=2.
@@ -496,17 +494,19 @@ async fn consumer_groups_survive_a_coordinator_failover_without_losing_commits()
     produce_values(&bootstrap, "events", 300..600).await;
     let second = consumer_values_expected(&mut consumer, 300..600).await;
     assert_eq!(second.0, second.1, "the next 300 once each");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let consumer = tokio::sync::Mutex::new(consumer);
+    wait_for("a commit to the new coordinator", Duration::from_secs(60), || async {
+        let mut consumer = consumer.lock().await;
         match consumer.commit().await {
-            Ok(()) => break,
-            Err(error) if Instant::now() < deadline => {
-                println!("commit during failover: {error}");
+            Ok(()) => Ok(()),
+            Err(error) => {
                 let _ = consumer.poll(Duration::from_millis(100)).await;
+                Err(format!("commit during failover: {error}"))
             }
-            Err(error) => panic!("commit after failover: {error}"),
         }
-    }
+    })
+    .await;
+    let consumer = consumer.into_inner();
     consumer.close().await.unwrap();
 
     // A new member resumes exactly after the committed offsets.

@@ -95,22 +95,22 @@ fn spawn_member(mut consumer: Consumer, seen: Seen, stop: Arc<AtomicBool>) -> to
 
 /// Waits until the group is Stable with `n_members` members that together own every partition.
 async fn wait_stable(admin: &Admin, group: &str, n_members: usize) -> BTreeMap<String, BTreeSet<u32>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(description) = admin.describe_group(group).await {
-            let owners: BTreeMap<String, BTreeSet<u32>> = description
-                .members
-                .iter()
-                .map(|m| (m.member_id.clone(), m.assignment.iter().flat_map(|tp| tp.partitions.clone()).collect()))
-                .collect();
-            let owned: usize = owners.values().map(BTreeSet::len).sum();
-            if description.state == "Stable" && owners.len() == n_members && owned == N_PARTITIONS as usize {
-                return owners;
-            }
+    let what = format!("group {group} stable with {n_members} members");
+    common::wait_for(&what, Duration::from_secs(30), || async {
+        let description = admin.describe_group(group).await.map_err(|error| error.to_string())?;
+        let owners: BTreeMap<String, BTreeSet<u32>> = description
+            .members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.assignment.iter().flat_map(|tp| tp.partitions.clone()).collect()))
+            .collect();
+        let owned: usize = owners.values().map(BTreeSet::len).sum();
+        if description.state == "Stable" && owners.len() == n_members && owned == N_PARTITIONS as usize {
+            Ok(owners)
+        } else {
+            Err(format!("{} with {} members owning {owned} partitions", description.state, owners.len()))
         }
-        assert!(Instant::now() < deadline, "group {group} never became stable with {n_members} members");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,14 +477,15 @@ async fn commits_from_fenced_members_are_rejected() {
     let dynamic = connection.call(&join("", None, 600), timeout).await.unwrap();
     let synced = connection.call(&sync(&dynamic.member_id), timeout).await.unwrap();
     // It never heartbeats: within a few session timeouts its commits are refused.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let late = loop {
+    let late = common::wait_for("a refused commit", Duration::from_secs(10), || async {
         let response = connection.call(&commit(&dynamic.member_id, synced.generation_id), timeout).await.unwrap();
-        if response.error_code != ErrorCode::NONE || Instant::now() > deadline {
-            break response;
+        if response.error_code != ErrorCode::NONE {
+            Ok(response)
+        } else {
+            Err("accepted".to_string())
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(late.error_code, ErrorCode::UNKNOWN_MEMBER_ID);
     let committed = admin.describe_group("fenced").await.unwrap();
     assert_eq!(committed.offsets[0].committed_offset, 1, "only the accepted commit is stored");

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::BrokerProcess;
+use common::{poll, wait_for, BrokerProcess};
 use oxbow::client::{ClientError, Consumer, ConsumerConfig, OffsetReset, ProducerRecord};
 use oxbow::protocol::ErrorCode;
 
@@ -191,29 +191,25 @@ async fn compaction_keeps_the_newest_value_per_key_and_expires_tombstones() {
 
     let expected = load_updates(&broker, "profiles", 300, 5).await;
     let total = offsets(&broker, "profiles").await.1;
-    let deadline = Instant::now() + Duration::from_secs(60);
     // Within delete.retention.ms, readers still see the tombstones.
-    loop {
+    let records = wait_for("full compaction", Duration::from_secs(60), || async {
         let records = read_partition(&broker, "profiles").await;
         if check_compaction(&records, &expected, false) {
-            let tombstones = records.iter().filter(|r| r.2.is_none()).count();
-            assert_eq!(tombstones, 30, "the deletes are still visible");
-            assert!((records.len() as u64) < total / 3, "compaction dropped old values: {} of {total}", records.len());
-            break;
+            Ok(records)
+        } else {
+            Err(format!("{} records", records.len()))
         }
-        assert!(Instant::now() < deadline, "never fully compacted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    let tombstones = records.iter().filter(|r| r.2.is_none()).count();
+    assert_eq!(tombstones, 30, "the deletes are still visible");
+    assert!((records.len() as u64) < total / 3, "compaction dropped old values: {} of {total}", records.len());
     // After delete.retention.ms, the tombstones go too.
     admin.alter_topic_configs("profiles", configs(&[("delete.retention.ms", "1")]), vec![]).await.unwrap();
-    loop {
-        let records = read_partition(&broker, "profiles").await;
-        if check_compaction(&records, &expected, true) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "tombstones never expired");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll("the tombstones to expire", Duration::from_secs(60), || async {
+        check_compaction(&read_partition(&broker, "profiles").await, &expected, true)
+    })
+    .await;
     assert!(broker.log().contains("compacted closed segments"));
 }
 
@@ -252,11 +248,10 @@ async fn a_crash_at_any_step_of_compaction_loses_no_newest_value() {
         let records = read_partition(&broker, "state").await;
         check_compaction(&records, &expected, false);
         // And compaction completes.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !check_compaction(&read_partition(&broker, "state").await, &expected, true) {
-            assert!(Instant::now() < deadline, "{fault}: never compacted after the restart");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll(&format!("{fault}: compaction after the restart"), Duration::from_secs(60), || async {
+            check_compaction(&read_partition(&broker, "state").await, &expected, true)
+        })
+        .await;
         println!("{fault}: recovered and compacted");
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use sqlx::Row;
@@ -15,16 +15,16 @@ async fn check_postgres(pg: &Postgres, ids: &[String], data: &str) {
     let pool = pg.pool().await;
     let n = ids.len() as i64;
     // DataService catches up.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    oxbow_testkit::wait_for("DataService to store every decision", Duration::from_secs(90), || async {
         let stored: i64 =
             sqlx::query("SELECT COUNT(*) FROM analytics.assignments").fetch_one(&pool).await.unwrap().get(0);
         if stored >= n {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{stored} of {n} stored"))
         }
-        assert!(Instant::now() < deadline, "DataService stored {stored} of {n} decisions");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     let over: Vec<(i64, String, i64, i64)> = sqlx::query(
         "SELECT a.lab_id, a.date, COUNT(*), l.daily_capacity FROM lab.allocations a JOIN lab.labs l ON l.id = a.lab_id \
          WHERE a.status = 'confirmed' GROUP BY a.lab_id, a.date, l.daily_capacity HAVING COUNT(*) > l.daily_capacity",
@@ -166,18 +166,18 @@ async fn the_embedded_sqlite_default_runs_the_whole_flow() {
     }
     let ids = book_many(&booking.addr, 60, 0).await;
     let (confirmed, rejected) = wait_decided(&booking.addr, &ids, Duration::from_secs(60)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let summary = oxbow_testkit::wait_for("DataService to catch up", Duration::from_secs(60), || async {
         let (_, summary) = get_json(&data.addr, "/api/analytics/summary").await;
         if summary["decisions"].as_i64() == Some(60) {
-            assert_eq!(summary["bookings"].as_i64(), Some(60));
-            assert_eq!(summary["confirmed"].as_i64(), Some(confirmed as i64));
-            assert_eq!(summary["rejected"].as_i64(), Some(rejected as i64));
-            break;
+            Ok(summary)
+        } else {
+            Err(summary.to_string())
         }
-        assert!(Instant::now() < deadline, "DataService never caught up: {summary}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    assert_eq!(summary["bookings"].as_i64(), Some(60));
+    assert_eq!(summary["confirmed"].as_i64(), Some(confirmed as i64));
+    assert_eq!(summary["rejected"].as_i64(), Some(rejected as i64));
     assert!(dir.path().join("lab/lab-service.db").exists() && dir.path().join("data/data-service.db").exists());
     // Prometheus metrics: records in and out, handler latency, consumer lag.
     let (status, lab_metrics) = http(&lab.addr, "GET", "/metrics", &[], None).await;
@@ -280,14 +280,12 @@ async fn an_undecodable_record_goes_to_the_dead_letter_topic_and_consumption_con
     config.auto_offset_reset = oxbow::client::OffsetReset::Earliest;
     let mut consumer = oxbow::client::Consumer::connect(config).await.unwrap();
     consumer.assign_topic("bookings.dlq").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dead = loop {
-        let records = consumer.poll(Duration::from_millis(200)).await.unwrap();
-        if let Some(record) = records.into_iter().next() {
-            break record;
-        }
-        assert!(Instant::now() < deadline, "nothing in bookings.dlq");
-    };
+    let consumer = tokio::sync::Mutex::new(consumer);
+    let dead = oxbow_testkit::wait_for("a record in bookings.dlq", Duration::from_secs(20), || async {
+        let records = consumer.lock().await.poll(Duration::from_millis(200)).await.unwrap();
+        records.into_iter().next().ok_or_else(|| "nothing yet".to_string())
+    })
+    .await;
     assert_eq!(dead.key.as_deref(), Some(&b"poison"[..]));
     let header = |name: &str| {
         dead.headers

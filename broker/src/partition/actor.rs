@@ -122,7 +122,9 @@ impl PartitionActor {
                 }
             }
         }
-        self.offsets.send_replace(self.state.offsets());
+        // Wake the offsets' watchers (long-polling fetches) only when something changed.
+        let offsets = self.state.offsets();
+        self.offsets.send_if_modified(|published| std::mem::replace(published, offsets) != offsets);
     }
 
     fn position(&self) -> FollowerPosition {

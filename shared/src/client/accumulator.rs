@@ -2,6 +2,9 @@
 //! batches, each partition's batches in flight, and the idempotent producer's sequence numbers. No I/O, no
 //! clock reads, no tasks: the `Producer` passes the time in and performs the sends, waits and completions.
 //!
+//! The partition choice: `partition` if the record names one, else the key's hash (`protocol::partitioner`),
+//! else the topic's sticky partition for keyless records, which moves on when its batch is sealed.
+//!
 //! Invariants (asserted where the state changes, and checked by the property test after every step):
 //! - a partition never has more than `max_in_flight` batches in flight, and a retried batch goes out only
 //!   when none of its partition's other batches is in flight, so retries cannot be overtaken;
@@ -123,6 +126,15 @@ impl OpenBatch {
     }
 }
 
+/// What `append` did with a record.
+pub enum Appended {
+    /// In its partition's open batch; `wake`: the sender should look (a batch was sealed, or a new one
+    /// started its linger).
+    Stored { wake: bool },
+    /// The topic's partition count is not known yet: look it up (`set_partition_count`) and append again.
+    NeedsMetadata(Completion, OwnedSemaphorePermit),
+}
+
 /// A sealed batch, queued or on its way.
 pub struct ReadyBatch {
     pub topic_partition: TopicPartition,
@@ -174,9 +186,9 @@ impl Accumulator {
         }
     }
 
-    /// The partition a record goes to: `partition` if given, else by key hash, else the topic's sticky
-    /// partition (`spread()` picks the first one). `Ok(None)`: the topic's partition count is not known yet
-    /// (look it up, `set_partition_count`, and ask again).
+    /// The partition `append` would choose for a record (`Ok(None)`: the topic's partition count is not known
+    /// yet); for tests, which check the choice without appending.
+    #[cfg(test)]
     pub fn partition_for(
         &mut self,
         topic: &str,
@@ -185,33 +197,28 @@ impl Accumulator {
         spread: impl FnOnce() -> u32,
     ) -> Result<Option<u32>, ClientError> {
         let Some(topic_state) = self.topics.get_mut(topic).filter(|t| t.n_partitions > 0) else { return Ok(None) };
-        let n_partitions = topic_state.n_partitions;
-        Ok(Some(match (partition, key) {
-            (Some(partition), _) if partition >= n_partitions => {
-                return Err(ClientError::broker(
-                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(format!("topic '{topic}' has {n_partitions} partitions, not {partition}")),
-                ));
-            }
-            (Some(partition), _) => partition,
-            (None, Some(key)) => partitioner::key_partition(key, n_partitions),
-            (None, None) => *topic_state.sticky.get_or_insert_with(|| spread() % n_partitions),
-        }))
+        choose_partition(topic, topic_state, partition, key, spread).map(Some)
     }
 
-    /// Appends a record to the open batch of `partition` (from `partition_for`), sealing the batch when it
-    /// is full. `batch_bytes` is the batch size to aim for. Returns whether the sender should look (a batch
-    /// was sealed, or a new one started its linger).
+    /// Appends a record to its partition's open batch, sealing the batch when it is full. `batch_bytes` is the batch size to aim for; `now()` is
+    /// asked only when a new batch starts.
+    #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,
-        (topic, partition): (&str, u32),
+        topic: &str,
+        partition: Option<u32>,
         record: &RecordParts<'_>,
         completion: Completion,
         permit: OwnedSemaphorePermit,
         batch_bytes: usize,
-        now: Instant,
-    ) -> bool {
-        let topic_state = self.topics.get_mut(topic).expect("partition_for found the topic");
+        spread: impl FnOnce() -> u32,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Appended, ClientError> {
+        // One map lookup per record: the partition choice and the batch come from the same entry.
+        let Some(topic_state) = self.topics.get_mut(topic).filter(|t| t.n_partitions > 0) else {
+            return Ok(Appended::NeedsMetadata(completion, permit));
+        };
+        let partition = choose_partition(topic, topic_state, partition, record.key, spread)?;
         let slot = partition as usize;
         let mut wake = false;
         let full = topic_state.open[slot].as_ref().is_some_and(|open| {
@@ -226,7 +233,7 @@ impl Accumulator {
             wake = true;
             OpenBatch {
                 builder: BatchBuilder::new(batch_bytes.max(record.record_bytes + BATCH_HEADER_BYTES)),
-                created: now,
+                created: now(),
                 deliveries: Vec::new(),
                 permit: None,
             }
@@ -242,7 +249,7 @@ impl Accumulator {
             wake = true;
         }
         self.outstanding_records += 1;
-        wake
+        Ok(Appended::Stored { wake })
     }
 
     /// Whether a partition can send another batch now: below its in-flight limit and nothing queued.
@@ -413,6 +420,28 @@ impl Accumulator {
             flight.unacknowledged.clear();
         }
     }
+}
+
+/// The partition of a record of a topic whose partition count is known.
+fn choose_partition(
+    topic: &str,
+    topic_state: &mut TopicState,
+    partition: Option<u32>,
+    key: Option<&[u8]>,
+    spread: impl FnOnce() -> u32,
+) -> Result<u32, ClientError> {
+    let n_partitions = topic_state.n_partitions;
+    Ok(match (partition, key) {
+        (Some(partition), _) if partition >= n_partitions => {
+            return Err(ClientError::broker(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(format!("topic '{topic}' has {n_partitions} partitions, not {partition}")),
+            ));
+        }
+        (Some(partition), _) => partition,
+        (None, Some(key)) => partitioner::key_partition(key, n_partitions),
+        (None, None) => *topic_state.sticky.get_or_insert_with(|| spread() % n_partitions),
+    })
 }
 
 #[cfg(test)]

@@ -36,7 +36,11 @@ fn append(
     let parts = RecordParts { key: None, value: Some(&value), headers: &[], timestamp: 1_000, record_bytes };
     let answered = answered.clone();
     let completion = Completion::Callback(Box::new(move |result| answered.lock().unwrap().push((id, result.is_ok()))));
-    acc.append(topic_partition, &parts, completion, permit(record_bytes), BATCH_BYTES, now)
+    let (topic, partition) = topic_partition;
+    match acc.append(topic, Some(partition), &parts, completion, permit(record_bytes), BATCH_BYTES, || 0, || now) {
+        Ok(Appended::Stored { wake }) => wake,
+        _ => panic!("the topic is known and the partition exists"),
+    }
 }
 
 fn with_topic(n_partitions: u32) -> Accumulator {

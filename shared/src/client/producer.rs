@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 
-use super::accumulator::{Accumulator, Completion, ReadyBatch, RecordParts, TopicPartition};
+use super::accumulator::{Accumulator, Appended, Completion, ReadyBatch, RecordParts, TopicPartition};
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
@@ -233,24 +233,27 @@ impl Producer {
             timestamp,
             record_bytes,
         };
+        let (mut completion, mut permit) = (completion, permit);
         loop {
-            {
-                let mut state = shared.state.lock().expect("producer lock");
-                let spread = || now_ms() as u32;
-                if let Some(partition) = state.partition_for(&record.topic, record.partition, parts.key, spread)? {
-                    let wake = state.append(
-                        (&record.topic, partition),
-                        &parts,
-                        completion,
-                        permit,
-                        shared.config.batch_bytes,
-                        Instant::now(),
-                    );
-                    drop(state);
+            let appended = shared.state.lock().expect("producer lock").append(
+                &record.topic,
+                record.partition,
+                &parts,
+                completion,
+                permit,
+                shared.config.batch_bytes,
+                || now_ms() as u32,
+                Instant::now,
+            )?;
+            match appended {
+                Appended::Stored { wake } => {
                     if wake {
                         shared.wake.notify_one();
                     }
                     return Ok(());
+                }
+                Appended::NeedsMetadata(returned_completion, returned_permit) => {
+                    (completion, permit) = (returned_completion, returned_permit);
                 }
             }
             // Metadata may be briefly unavailable (a broker failover): wait, up to max_block.

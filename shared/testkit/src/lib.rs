@@ -261,7 +261,44 @@ pub async fn read_all(
     records
 }
 
-/// Polls `condition` until it holds or the deadline passes.
+/// The one polling helper: calls `attempt` every 50 ms until it returns `Ok(value)`, and returns the value;
+/// after `timeout` it panics with `what` and the last `Err` (what was seen instead). No test sleeps for a
+/// fixed time where it can wait for a condition like this.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => panic!("timed out after {timeout:?} waiting for {what}: {seen}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// `wait_for` with a yes/no condition.
+pub async fn poll<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for(what, timeout, || {
+        let checked = check();
+        async move {
+            if checked.await {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        }
+    })
+    .await
+}
+
+/// `poll` for a condition that needs no await; returns whether it held (for tests that assert themselves).
 pub async fn eventually<F: FnMut() -> bool>(deadline: Duration, mut condition: F) -> bool {
     let until = Instant::now() + deadline;
     while Instant::now() < until {
@@ -470,17 +507,5 @@ impl TestCluster {
 
     pub fn index_of(&self, node_id: i32) -> usize {
         (node_id - 1) as usize
-    }
-}
-
-pub async fn poll<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -242,23 +242,20 @@ pub async fn post_json(
 
 /// Polls until `/readyz` answers 200.
 pub async fn wait_ready(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(Ok(mut stream)) =
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
-        {
-            let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            if stream.write_all(request.as_bytes()).await.is_ok() {
-                let mut response = Vec::new();
-                let _ = stream.read_to_end(&mut response).await;
-                if response.starts_with(b"HTTP/1.1 200") {
-                    return;
-                }
-            }
+    oxbow_testkit::wait_for(&format!("{addr} to be ready"), Duration::from_secs(60), || async {
+        let connected = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await;
+        let Ok(Ok(mut stream)) = connected else { return Err("no connection".to_string()) };
+        let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(|error| error.to_string())?;
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response).await;
+        if response.starts_with(b"HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&response).lines().next().unwrap_or("no answer").to_string())
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{addr} never became ready");
+    })
+    .await
 }
 
 /// A valid booking form; the date is tomorrow.
@@ -301,24 +298,27 @@ pub async fn book_many(booking: &str, n: usize, offset: usize) -> Vec<String> {
 
 /// Polls each booking until it is confirmed or rejected; returns how many of each.
 pub async fn wait_decided(booking: &str, ids: &[String], deadline: Duration) -> (usize, usize) {
-    let until = Instant::now() + deadline;
-    let mut pending: Vec<&String> = ids.iter().collect();
-    let (mut confirmed, mut rejected) = (0, 0);
-    while !pending.is_empty() {
-        assert!(Instant::now() < until, "{} bookings still pending", pending.len());
+    let pending = std::sync::Mutex::new(ids.iter().collect::<Vec<&String>>());
+    let counts = std::sync::Mutex::new((0, 0));
+    oxbow_testkit::wait_for("every booking decided", deadline, || async {
+        let waiting: Vec<&String> = pending.lock().unwrap().clone();
         let mut still = Vec::new();
-        for id in pending {
+        for id in waiting {
             let (_, view) = get_json(booking, &format!("/api/bookings/{id}")).await;
             match view["status"].as_str() {
-                Some("confirmed") => confirmed += 1,
-                Some("rejected") => rejected += 1,
+                Some("confirmed") => counts.lock().unwrap().0 += 1,
+                Some("rejected") => counts.lock().unwrap().1 += 1,
                 _ => still.push(id),
             }
         }
-        pending = still;
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let n_pending = still.len();
+        *pending.lock().unwrap() = still;
+        if n_pending == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n_pending} bookings still pending"))
         }
-    }
-    (confirmed, rejected)
+    })
+    .await;
+    counts.into_inner().unwrap()
 }
