@@ -111,7 +111,10 @@ impl PartitionActor {
 
     /// Performs the state machine's effects and publishes the offsets: the end of every handler.
     fn settle(&mut self, ctx: &mut Context<Self>) {
-        debug_assert_eq!(self.state.log_end_offset(), self.log.log_end_offset(), "state and log agree");
+        debug_assert!(
+            self.offline.is_some() || self.state.log_end_offset() == self.log.log_end_offset(),
+            "the state machine and the log agree on the log end"
+        );
         for effect in self.state.poll_effects() {
             match effect {
                 Effect::Complete((reply, outcome), result) => {
@@ -122,9 +125,7 @@ impl PartitionActor {
                 }
             }
         }
-        // Wake the offsets' watchers (long-polling fetches) only when something changed.
-        let offsets = self.state.offsets();
-        self.offsets.send_if_modified(|published| std::mem::replace(published, offsets) != offsets);
+        self.offsets.send_replace(self.state.offsets());
     }
 
     fn position(&self) -> FollowerPosition {
@@ -521,7 +522,15 @@ impl Handler<TruncateDiverged> for PartitionActor {
             self.go_offline(format!("truncation failed: {error}"), ctx);
             return Err(LogError::Storage(error));
         }
-        let (epochs, producers) = read_replica_state(&self.log)?;
+        // The state machine must learn the new log end whatever happens next: if the log cannot be read back,
+        // the partition goes offline instead of running on a stale view.
+        let (epochs, producers) = match read_replica_state(&self.log) {
+            Ok(read) => read,
+            Err(error) => {
+                self.go_offline(format!("reading the log back after truncation failed: {error}"), ctx);
+                return Err(LogError::Storage(error));
+            }
+        };
         self.state.truncated(self.log.log_end_offset(), epochs, producers);
         self.settle(ctx);
         Ok(self.position())

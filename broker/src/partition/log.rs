@@ -48,6 +48,9 @@ pub struct LogOffsets {
     /// Records below this offset are visible to consumers.
     pub high_watermark: u64,
     pub log_end_offset: u64,
+    /// This replica leads the partition (only a leader answers offset questions: a follower's high
+    /// watermark lags the leader's, and after a restart it starts at the log start).
+    pub leader: bool,
     /// False on a replica that has not learnt its role yet, and on a new leader until its high watermark
     /// reaches the log end it had when elected: until then the high watermark may be lower than what was
     /// committed (it is not persisted), and "the latest offset" would be an understatement.

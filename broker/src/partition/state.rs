@@ -172,6 +172,7 @@ impl<W> ReplicaState<W> {
             log_start_offset: self.log_start_offset,
             high_watermark: self.high_watermark.max(self.log_start_offset),
             log_end_offset: self.log_end_offset,
+            leader: self.is_leader(),
             high_watermark_known: match &self.role {
                 Role::Leader(leader) => self.high_watermark >= leader.epoch_start_offset,
                 Role::Follower { .. } => true,

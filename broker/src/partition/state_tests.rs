@@ -101,7 +101,7 @@ fn a_new_replica_shows_nothing_new_until_it_knows_its_role() {
     );
     let offsets = state.offsets();
     assert_eq!((offsets.log_start_offset, offsets.high_watermark, offsets.log_end_offset), (5, 5, 20));
-    assert!(!offsets.high_watermark_known);
+    assert!(!offsets.high_watermark_known && !offsets.leader);
     assert_eq!(code(state.check_append(false, true).unwrap_err()), ErrorCode::NOT_LEADER_OR_FOLLOWER);
 }
 
@@ -163,7 +163,7 @@ fn losing_leadership_fails_the_waiting_appends() {
     assert_eq!(state.set_role(&role(2, 2, &[2, 3], 2), now), RoleChange::BecameFollower { was_leader: true });
     assert_eq!(completions(&mut state), vec![(9, Err(ErrorCode::NOT_LEADER_OR_FOLLOWER))]);
     assert_eq!(code(state.check_append(false, true).unwrap_err()), ErrorCode::NOT_LEADER_OR_FOLLOWER);
-    assert!(state.offsets().high_watermark_known, "a follower's high watermark is the leader's");
+    assert!(!state.offsets().leader, "a follower answers no offset questions");
 }
 
 #[test]

@@ -464,19 +464,26 @@ impl TestCluster {
         self.brokers.iter().map(|b| b.addr.clone()).collect::<Vec<_>>().join(",")
     }
 
-    /// Waits until `n` brokers are registered and unfenced.
+    /// Waits until `n` brokers are registered and unfenced, as every running broker sees it.
     pub async fn wait_live_brokers(&self, n: usize) {
-        let bootstrap = self.bootstrap();
-        poll("brokers to register", Duration::from_secs(30), || async {
-            for addr in bootstrap.split(',') {
-                let Ok(connection) = Connection::connect(addr, "test", Duration::from_secs(1)).await else { continue };
-                if let Ok(response) = connection.call(&DescribeClusterRequest {}, Duration::from_secs(2)).await {
-                    if response.brokers.iter().filter(|b| !b.fenced).count() >= n {
-                        return true;
-                    }
+        // Every running broker must see them: a request may reach any broker, and each checks against the
+        // metadata it has applied so far.
+        let running: Vec<String> = self.brokers.iter().filter(|b| b.pid().is_some()).map(|b| b.addr.clone()).collect();
+        wait_for(&format!("{n} live brokers seen by every running broker"), Duration::from_secs(30), || async {
+            for addr in &running {
+                let connection = Connection::connect(addr, "test", Duration::from_secs(1))
+                    .await
+                    .map_err(|error| format!("{addr}: {error}"))?;
+                let response = connection
+                    .call(&DescribeClusterRequest {}, Duration::from_secs(2))
+                    .await
+                    .map_err(|error| format!("{addr}: {error}"))?;
+                let live = response.brokers.iter().filter(|b| !b.fenced).count();
+                if live < n {
+                    return Err(format!("{addr} sees {live}"));
                 }
             }
-            false
+            Ok(())
         })
         .await;
     }

@@ -26,6 +26,10 @@ pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result
                 Some(handle) => {
                     let offsets = *handle.offsets.borrow();
                     match wanted.timestamp {
+                        // Only the leader knows the partition's offsets (a follower's high watermark lags).
+                        offset_spec::LATEST | offset_spec::EARLIEST if !offsets.leader => {
+                            response.error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER
+                        }
                         offset_spec::LATEST if !offsets.high_watermark_known => {
                             response.error_code = ErrorCode::OFFSET_NOT_AVAILABLE
                         }
