@@ -260,6 +260,26 @@ impl LeaderState {
     }
 }
 
+/// A batch header for tests: `records` records of producer `producer_id` from `sequence`, at `base_offset`.
+#[cfg(test)]
+pub(crate) fn test_header(producer_id: i64, sequence: i32, records: u32, base_offset: u64) -> BatchHeader {
+    BatchHeader {
+        base_offset,
+        batch_length: 0,
+        leader_epoch: 0,
+        magic: 1,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta: records - 1,
+        base_timestamp: 0,
+        max_timestamp: 0,
+        producer_id,
+        producer_epoch: 0,
+        base_sequence: sequence,
+        record_count: records,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,23 +302,7 @@ mod tests {
         assert_eq!(cache.latest_epoch(), Some(2));
     }
 
-    fn header(producer_id: i64, sequence: i32, records: u32, base_offset: u64) -> BatchHeader {
-        BatchHeader {
-            base_offset,
-            batch_length: 0,
-            leader_epoch: 0,
-            magic: 1,
-            crc: 0,
-            attributes: 0,
-            last_offset_delta: records - 1,
-            base_timestamp: 0,
-            max_timestamp: 0,
-            producer_id,
-            producer_epoch: 0,
-            base_sequence: sequence,
-            record_count: records,
-        }
-    }
+    use super::test_header as header;
 
     #[test]
     fn sequences_find_duplicates_and_gaps() {

@@ -9,29 +9,16 @@ use oxbow::protocol::{ErrorCode, NodeId};
 use proptest::prelude::*;
 
 use super::*;
+use crate::partition::replica::test_header;
 
 const SELF: NodeId = 1;
 
 fn header(records: u32) -> BatchHeader {
-    BatchHeader {
-        base_offset: 0,
-        batch_length: 0,
-        leader_epoch: 0,
-        magic: 1,
-        crc: 0,
-        attributes: 0,
-        last_offset_delta: records - 1,
-        base_timestamp: 0,
-        max_timestamp: 0,
-        producer_id: -1,
-        producer_epoch: 0,
-        base_sequence: -1,
-        record_count: records,
-    }
+    test_header(-1, -1, records, 0)
 }
 
 fn idempotent(producer_id: i64, sequence: i32, records: u32) -> BatchHeader {
-    BatchHeader { producer_id, base_sequence: sequence, ..header(records) }
+    test_header(producer_id, sequence, records, 0)
 }
 
 fn replica(durable_acks: bool) -> ReplicaState<u64> {
