@@ -125,13 +125,13 @@ impl BrokerConfig {
             .set_default("log.min_insync_replicas", 1)?
             .set_default("log.write_behind_bytes", 4 << 20)?
             .set_default("cluster.controllers", "")?
-            .set_default("cluster.heartbeat_interval_ms", 500)?
-            .set_default("cluster.session_timeout_ms", 6_000)?
+            .set_default("cluster.heartbeat_interval_ms", 250)?
+            .set_default("cluster.session_timeout_ms", 2_000)?
             .set_default("cluster.replica_lag_time_max_ms", 10_000)?
             .set_default("cluster.default_replication_factor", 1)?
             .set_default("cluster.leader_imbalance_check_interval_ms", 10_000)?
             .set_default("cluster.unclean_leader_election", false)?
-            .set_default("cluster.election_timeout_ms", 1_000)?;
+            .set_default("cluster.election_timeout_ms", 400)?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file));
         }

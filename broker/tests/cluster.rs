@@ -554,6 +554,15 @@ async fn a_broker_outside_the_quorum_joins_as_a_learner_and_hosts_replicas() {
     let values = consume_values(&mut consumer, 200).await;
     let expected: Vec<String> = (0..200).map(|i| format!("e-{i:04}")).collect();
     assert_eq!(values, expected);
+    // A quiet topic described through any broker shows each partition's offsets as its leader has them (a
+    // follower's high watermark lags a fetch behind).
+    for broker in &cluster.brokers {
+        let admin = Admin::connect(ClientConfig::new(broker.addr.clone())).await.unwrap();
+        let topic = admin.describe_topic("spread").await.unwrap();
+        let offsets: Vec<(u64, u64)> = topic.partitions.iter().map(|p| (p.high_watermark, p.log_end_offset)).collect();
+        assert_eq!(offsets.iter().map(|(hw, _)| hw).sum::<u64>(), 200, "through {}: {offsets:?}", broker.addr);
+        assert!(offsets.iter().all(|(hw, end)| hw == end), "through {}: {offsets:?}", broker.addr);
+    }
     let connection = Connection::connect(&cluster.brokers[3].addr, "test", Duration::from_secs(2)).await.unwrap();
     let cluster_view = connection.call(&DescribeClusterRequest {}, Duration::from_secs(5)).await.unwrap();
     assert_eq!(cluster_view.voters, vec![1, 2, 3], "the fourth broker is not a voter");

@@ -23,6 +23,9 @@ pub enum ControllerCall {
         host: String,
         port: u16,
         incarnation: u64,
+        /// Relayed by another broker (the connection it came on is not the heartbeating broker's own).
+        #[serde(default)]
+        relayed: bool,
     },
     CreateTopic {
         name: String,
@@ -76,6 +79,10 @@ pub(super) struct ControllerState {
     term: Option<u64>,
     last_seen: HashMap<NodeId, Instant>,
     last_preferred_check: Option<Instant>,
+    /// When this broker became the controller, and whether it has since checked which voters Raft cannot
+    /// reach (they are suspected at once rather than given a whole session).
+    term_started: Option<Instant>,
+    checked_unreachable: bool,
 }
 
 impl Cluster {
@@ -145,17 +152,31 @@ impl Cluster {
     }
 
     /// A controller request received from another broker.
-    pub async fn handle_controller_request(&self, payload: &[u8]) -> Result<Vec<u8>, CodedError> {
-        let call: ControllerCall = rmp_serde::from_slice(payload)
+    /// A controller request from another broker; `heartbeats_from` tags the connection with the broker
+    /// whose own heartbeats arrive on it (see `heartbeat_connection_closed`).
+    pub async fn handle_controller_request(
+        &self,
+        payload: &[u8],
+        heartbeats_from: &std::sync::atomic::AtomicI32,
+    ) -> Result<Vec<u8>, CodedError> {
+        let mut call: ControllerCall = rmp_serde::from_slice(payload)
             .map_err(|e| CodedError::new(ErrorCode::INVALID_REQUEST, format!("bad controller request: {e}")))?;
         let reply = match self.controller_leader() {
             // Relay once for a broker that does not know the leader (see `call_controller`).
             Some(leader) if leader != self.node_id => {
+                if let ControllerCall::Heartbeat { relayed, .. } = &mut call {
+                    *relayed = true;
+                }
                 let deadline = Instant::now() + Duration::from_secs(5);
                 let forwarded = self.forward(leader, &call, deadline).await;
                 forwarded.unwrap_or(ControllerReply::NotController { leader: Some(leader) })
             }
-            _ => self.handle_controller(call).await,
+            _ => {
+                if let ControllerCall::Heartbeat { node_id, relayed: false, .. } = &call {
+                    heartbeats_from.store(*node_id, std::sync::atomic::Ordering::Release);
+                }
+                self.handle_controller(call).await
+            }
         };
         rmp_serde::to_vec_named(&reply).map_err(|e| CodedError::new(ErrorCode::UNKNOWN_SERVER_ERROR, e.to_string()))
     }
@@ -188,7 +209,7 @@ impl Cluster {
         }
         let unclean = self.settings.unclean_leader_election;
         match call {
-            ControllerCall::Heartbeat { node_id, host, port, incarnation } => {
+            ControllerCall::Heartbeat { node_id, host, port, incarnation, .. } => {
                 // Only a leader a quorum still follows may keep brokers alive.
                 if self.raft.ensure_linearizable().await.is_err() {
                     return ControllerReply::NotController { leader: None };
@@ -255,6 +276,30 @@ impl Cluster {
         }
     }
 
+    /// The connection a broker's heartbeats came on closed (its process died, or the link broke). A live
+    /// broker heartbeats again on a new connection within a few heartbeat intervals; one that does not is
+    /// fenced then, instead of a whole session later. A paused broker keeps its connections open and is
+    /// fenced after its session as before.
+    pub fn heartbeat_connection_closed(&self, node_id: NodeId) {
+        if !self.is_controller() {
+            return;
+        }
+        let session = Duration::from_millis(self.settings.session_timeout_ms);
+        let grace = Duration::from_millis(self.settings.heartbeat_interval_ms * 3).max(Duration::from_millis(300));
+        let Some(suspect_from) = Instant::now().checked_sub(session.saturating_sub(grace)) else { return };
+        let mut controller = self.controller.lock().expect("controller lock");
+        if let Some(seen) = controller.last_seen.get_mut(&node_id) {
+            if *seen > suspect_from {
+                tracing::info!(
+                    node_id,
+                    ?grace,
+                    "a broker's heartbeat connection closed: fencing it unless it heartbeats again soon"
+                );
+                *seen = suspect_from;
+            }
+        }
+    }
+
     /// The active controller's periodic duties: fence brokers whose heartbeats stopped, and move leadership
     /// back to preferred replicas.
     pub(super) async fn controller_tick(&self) {
@@ -269,16 +314,53 @@ impl Cluster {
         let (expired, check_preferred) = {
             let mut controller = self.controller.lock().expect("controller lock");
             if controller.term != Some(metrics.current_term) {
-                // A new controller has not heard from anyone yet: every broker gets a full session.
+                // A new controller has not heard from anyone yet: every broker gets a full session...
                 controller.term = Some(metrics.current_term);
-                controller.last_seen = state.brokers.keys().map(|id| (*id, now)).collect();
+                // (Entries of brokers not in this metadata yet, put there by their heartbeats, stay.)
+                for id in state.brokers.keys() {
+                    controller.last_seen.insert(*id, now);
+                }
                 controller.last_preferred_check = Some(now);
+                controller.term_started = Some(now);
+                controller.checked_unreachable = false;
+            }
+            let grace = Duration::from_millis(self.settings.heartbeat_interval_ms * 3).max(Duration::from_millis(300));
+            let since_start = controller.term_started.map_or(Duration::ZERO, |at| now.duration_since(at));
+            if !controller.checked_unreachable && since_start >= grace {
+                // ...except the voters Raft has not reached since (say the old controller, killed or paused):
+                // they are fenced after one more grace period unless they heartbeat by then.
+                controller.checked_unreachable = true;
+                let unreachable: Vec<NodeId> = metrics
+                    .replication
+                    .iter()
+                    .flatten()
+                    .filter(|(node, matched)| matched.is_none() && **node != self.node_id as u64)
+                    .map(|(node, _)| *node as NodeId)
+                    .collect();
+                if let Some(suspect_from) = now.checked_sub(session.saturating_sub(grace)) {
+                    for node in unreachable {
+                        if let Some(seen) = controller.last_seen.get_mut(&node) {
+                            if *seen > suspect_from {
+                                tracing::info!(
+                                    node_id = node,
+                                    "the metadata quorum cannot reach this voter: fencing it unless it heartbeats soon"
+                                );
+                                *seen = suspect_from;
+                            }
+                        }
+                    }
+                }
+            }
+            // A registered broker this controller has no time for yet (its registration was applied after
+            // the term began) gets a whole session from now, like every broker at the start of a term.
+            for id in state.brokers.keys() {
+                controller.last_seen.entry(*id).or_insert(now);
             }
             let expired: Vec<NodeId> = state
                 .brokers
                 .iter()
                 .filter(|(_, broker)| !broker.fenced)
-                .filter(|(id, _)| controller.last_seen.get(id).is_none_or(|seen| now.duration_since(*seen) > session))
+                .filter(|(id, _)| controller.last_seen.get(id).is_some_and(|seen| now.duration_since(*seen) > session))
                 .map(|(id, _)| *id)
                 .collect();
             let interval = Duration::from_millis(self.settings.leader_imbalance_check_interval_ms);

@@ -26,7 +26,7 @@ use std::io::Cursor;
 
 use openraft::storage::Adaptor;
 use openraft::BasicNode;
-use oxbow::protocol::NodeId;
+use oxbow::protocol::{ErrorCode, NodeId};
 use tokio::sync::watch;
 
 use crate::config::{BrokerConfig, ClusterConfig};
@@ -199,6 +199,7 @@ impl Cluster {
             host: self.host.clone(),
             port: self.port,
             incarnation: self.incarnation,
+            relayed: false,
         };
         match self.call_controller(call, session / 2).await {
             Ok(ControllerReply::Done { index }) => {
@@ -258,14 +259,23 @@ impl crate::partition::ClusterLink for Cluster {
     fn alter_isr(
         self: Arc<Self>,
         change: crate::partition::IsrChange,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::partition::IsrAnswer> + Send>> {
+        use crate::partition::IsrAnswer;
         Box::pin(async move {
             let crate::partition::IsrChange { topic, partition, leader_epoch, partition_epoch, isr } = change;
             let call = ControllerCall::AlterIsr { topic, partition, leader_epoch, partition_epoch, isr };
             match self.call_controller(call, ISR_CHANGE_TIMEOUT).await {
-                Ok(ControllerReply::Done { .. }) => Ok(()),
-                Ok(other) => Err(format!("{other:?}")),
-                Err(error) => Err(error.to_string()),
+                Ok(ControllerReply::Done { .. }) => IsrAnswer::Accepted,
+                // The metadata state machine refused it in this partition epoch: never applied.
+                Ok(ControllerReply::Error(error))
+                    if matches!(error.code, ErrorCode::INVALID_REQUEST | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) =>
+                {
+                    IsrAnswer::Refused(error.to_string())
+                }
+                // A stale partition epoch (an earlier attempt may have been applied), a failed write, no
+                // controller, no answer: the outcome is unknown.
+                Ok(other) => IsrAnswer::Unknown(format!("{other:?}")),
+                Err(error) => IsrAnswer::Unknown(error.to_string()),
             }
         })
     }

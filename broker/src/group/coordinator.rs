@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::assignor::{Strategy, TopicPartition};
 use super::offsets::{self, Committed, OffsetCache};
 use super::state::{CommitSplit, GroupPhase, GroupState, JoinRequest};
-use crate::partition::{Append, PartitionActor};
+use crate::partition::{Append, ClusterLink, PartitionActor};
 use crate::topic::Registry;
 
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -64,8 +64,15 @@ impl GroupCoordinator {
         offsets::partition_for(group_id, self.n_offsets_partitions.max(1))
     }
 
-    /// Groups are served by the leader of their offsets partition, once it loaded the partition.
+    /// Groups are served by the leader of their offsets partition, once it loaded the partition, and only
+    /// while its lease holds (a restarted broker's metadata may still name it leader until it registers).
     fn check_owner(&self, group_id: &str) -> Result<&Addr<PartitionActor>, CodedError> {
+        if !self.registry.cluster().lease_valid() {
+            return Err(CodedError::new(
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                "this broker is not registered with the controller yet",
+            ));
+        }
         match self.owned.get(&self.offsets_partition(group_id)) {
             Some(owned) if owned.loaded => Ok(&owned.addr),
             Some(_) => {
@@ -105,14 +112,78 @@ impl GroupCoordinator {
             .ok_or_else(|| CodedError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{group_id}' has no members")))
     }
 
-    fn expire_sessions(&mut self) {
+    fn expire_sessions(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let partitions = Self::partition_counter(&self.registry);
+        let mut changed = Vec::new();
         for (group_id, group) in self.groups.iter_mut() {
             for member in group.expire(now, &partitions) {
                 tracing::info!(group = %group_id, %member, generation = group.generation(), "member removed: session timed out");
+                changed.push(group_id.clone());
             }
         }
+        changed.dedup();
+        for group_id in changed {
+            // Stored before the coordinator serves anything else, so snapshots land in order.
+            if let Ok(store) = self.store_group(&group_id) {
+                ctx.wait(store.into_actor(self).map(move |stored, _, _| {
+                    if let Err(error) = stored {
+                        tracing::warn!(group = %group_id, %error, "storing the group after an expiry failed");
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Stores a group's membership in its offsets partition (acks=all). Every change is stored before the
+    /// request that made it is answered, so the next coordinator continues from what members were told.
+    fn store_group(
+        &self,
+        group_id: &str,
+    ) -> Result<impl std::future::Future<Output = Result<(), CodedError>> + 'static, CodedError> {
+        let target = self.check_owner(group_id)?.clone();
+        let snapshot =
+            self.groups.get(group_id).map(GroupState::snapshot).unwrap_or_else(|| GroupState::default().snapshot());
+        let batch = offsets::encode_group(group_id, &snapshot, crate::now_ms());
+        Ok(async move {
+            append_all(target, batch)
+                .await
+                .map_err(|message| CodedError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, message))
+        })
+    }
+
+    /// Answers with `result` once the group is stored (or with why it could not be).
+    fn answer_after_storing<T: 'static>(
+        &mut self,
+        group_id: &str,
+        result: Result<T, CodedError>,
+    ) -> AtomicResponse<Self, Result<T, CodedError>> {
+        let value = match result {
+            Ok(value) => value,
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
+        let store = match self.store_group(group_id) {
+            Ok(store) => store,
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
+        AtomicResponse::new(Box::pin(store.into_actor(self).map(move |stored, _, _| stored.map(|()| value))))
+    }
+}
+
+/// Appends one batch to an offsets partition with acks=all.
+async fn append_all(
+    target: Addr<PartitionActor>,
+    batch: (oxbow::protocol::batch::BatchHeader, bytes::Bytes),
+) -> Result<(), String> {
+    let (reply, written) = oneshot::channel();
+    target
+        .send(Append { batches: vec![batch], acks_all: true, reply })
+        .await
+        .map_err(|_| "the offsets partition stopped".to_string())?;
+    match written.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("the offsets partition stopped".to_string()),
     }
 }
 
@@ -121,7 +192,7 @@ impl Actor for GroupCoordinator {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        ctx.run_interval(EXPIRY_CHECK_INTERVAL, |coordinator, _| coordinator.expire_sessions());
+        ctx.run_interval(EXPIRY_CHECK_INTERVAL, |coordinator, ctx| coordinator.expire_sessions(ctx));
     }
 }
 
@@ -145,9 +216,17 @@ pub struct JoinOutcome {
 }
 
 impl Handler<Join> for GroupCoordinator {
-    type Result = Result<JoinOutcome, CodedError>;
+    type Result = AtomicResponse<Self, Result<JoinOutcome, CodedError>>;
 
     fn handle(&mut self, join: Join, _ctx: &mut Self::Context) -> Self::Result {
+        let group_id = join.group_id.clone();
+        let joined = self.join(join);
+        self.answer_after_storing(&group_id, joined)
+    }
+}
+
+impl GroupCoordinator {
+    fn join(&mut self, join: Join) -> Result<JoinOutcome, CodedError> {
         validate_group_id(&join.group_id)?;
         self.check_owner(&join.group_id)?;
         let (min, max) = self.session_timeout_range_ms;
@@ -200,13 +279,16 @@ pub struct SyncOutcome {
 }
 
 impl Handler<Sync> for GroupCoordinator {
-    type Result = Result<SyncOutcome, CodedError>;
+    type Result = AtomicResponse<Self, Result<SyncOutcome, CodedError>>;
 
     fn handle(&mut self, sync: Sync, _ctx: &mut Self::Context) -> Self::Result {
-        self.check_owner(&sync.group_id)?;
-        let group = self.group_mut(&sync.group_id)?;
-        let (generation, assignment) = group.sync(&sync.member_id, sync.owned, Instant::now())?;
-        Ok(SyncOutcome { generation, assignment })
+        let synced = self.check_owner(&sync.group_id).map(|_| ()).and_then(|()| {
+            let group = self.group_mut(&sync.group_id)?;
+            let synced = group.sync(&sync.member_id, sync.owned, Instant::now())?;
+            Ok(SyncOutcome { generation: synced.generation, assignment: synced.assignment })
+        });
+        // Stored before the member learns its partitions: the next coordinator knows who holds what.
+        self.answer_after_storing(&sync.group_id, synced)
     }
 }
 
@@ -235,17 +317,19 @@ pub struct Leave {
 }
 
 impl Handler<Leave> for GroupCoordinator {
-    type Result = Result<(), CodedError>;
+    type Result = AtomicResponse<Self, Result<(), CodedError>>;
 
     fn handle(&mut self, leave: Leave, _ctx: &mut Self::Context) -> Self::Result {
-        self.check_owner(&leave.group_id)?;
-        let partitions = Self::partition_counter(&self.registry);
-        let group = self.groups.get_mut(&leave.group_id).ok_or_else(|| {
-            CodedError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{}' has no members", leave.group_id))
-        })?;
-        group.leave(&leave.member_id, &partitions)?;
-        tracing::info!(group = %leave.group_id, member = %leave.member_id, generation = group.generation(), "member left");
-        Ok(())
+        let left = self.check_owner(&leave.group_id).map(|_| ()).and_then(|()| {
+            let partitions = Self::partition_counter(&self.registry);
+            let group = self.groups.get_mut(&leave.group_id).ok_or_else(|| {
+                CodedError::new(ErrorCode::UNKNOWN_MEMBER_ID, format!("group '{}' has no members", leave.group_id))
+            })?;
+            group.leave(&leave.member_id, &partitions)?;
+            tracing::info!(group = %leave.group_id, member = %leave.member_id, generation = group.generation(), "member left");
+            Ok(())
+        });
+        self.answer_after_storing(&leave.group_id, left)
     }
 }
 
@@ -279,18 +363,7 @@ impl Handler<Commit> for GroupCoordinator {
         let records: Vec<_> = accepted.iter().map(|(tp, c)| (tp.clone(), Some(c.clone()))).collect();
         let batch = offsets::encode_commits(&commit.group_id, &records, crate::now_ms());
         let group_id = commit.group_id;
-        let write = async move {
-            let (reply, written) = oneshot::channel();
-            target
-                .send(Append { batches: vec![batch], acks_all: true, reply })
-                .await
-                .map_err(|_| "the offsets partition stopped".to_string())?;
-            match written.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("the offsets partition stopped".to_string()),
-            }
-        };
+        let write = append_all(target, batch);
         AtomicResponse::new(Box::pin(write.into_actor(self).map(move |written, coordinator, _| {
             match written {
                 Ok(()) => {
@@ -395,9 +468,13 @@ impl Handler<OffsetsLeadership> for GroupCoordinator {
                     return;
                 }
                 match loaded {
-                    Ok(cache) => {
-                        let n_groups = cache.len();
-                        coordinator.offsets.extend(cache);
+                    Ok(loaded) => {
+                        let n_groups = loaded.offsets.len().max(loaded.groups.len());
+                        coordinator.offsets.extend(loaded.offsets);
+                        let now = Instant::now();
+                        for (group_id, snapshot) in loaded.groups {
+                            coordinator.groups.insert(group_id, GroupState::restore(snapshot, now));
+                        }
                         owned.loaded = true;
                         tracing::info!(partition, groups = n_groups, "coordinating the groups of this offsets partition");
                     }

@@ -28,11 +28,11 @@ pub fn start_coordinator(registry: Arc<Registry>, config: &BrokerConfig) -> Addr
     GroupCoordinator::new(registry, (config.group_min_session_timeout_ms, config.group_max_session_timeout_ms)).start()
 }
 
-/// Reads every committed offset stored in one offsets partition (up to its log end: a new leader's high
-/// watermark may lag, but every acknowledged commit is in its log).
-pub async fn load_offsets(partition: &Addr<PartitionActor>) -> anyhow::Result<offsets::OffsetCache> {
+/// Reads every committed offset and group membership stored in one offsets partition (up to its log end: a
+/// new leader's high watermark may lag, but every acknowledged commit is in its log).
+pub async fn load_offsets(partition: &Addr<PartitionActor>) -> anyhow::Result<offsets::Loaded> {
     let bounds = partition.send(GetOffsets).await.context("reading the offsets partition")?;
-    let mut cache = offsets::OffsetCache::new();
+    let mut cache = offsets::Loaded::default();
     let mut offset = bounds.log_start_offset;
     while offset < bounds.log_end_offset {
         let read = partition

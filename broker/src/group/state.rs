@@ -11,11 +11,17 @@
 //!   was told to release stays its own until it syncs without it);
 //! - the generation never goes back;
 //! - a member's generation is never ahead of the group's.
+//!
+//! The membership survives a coordinator move: before a sync hands a member partitions, the coordinator
+//! stores the group's `snapshot` (members, what each holds and should hold, generations) in the group's
+//! offsets partition, and the next coordinator `restore`s it. A partition is therefore never handed out
+//! by a coordinator that does not know who holds it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use oxbow::protocol::{CodedError, ErrorCode};
+use serde::{Deserialize, Serialize};
 
 use super::assignor::{self, MemberSpec, Strategy, TopicPartition};
 use super::offsets::Committed;
@@ -76,6 +82,36 @@ pub struct Member {
     generation: i32,
 }
 
+/// A group as stored in its offsets partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    pub strategy: Option<String>,
+    pub generation: i32,
+    pub members: Vec<MemberSnapshot>,
+    pub fenced_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSnapshot {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub topics: BTreeSet<String>,
+    pub session_timeout_ms: u64,
+    pub owned: BTreeSet<TopicPartition>,
+    pub target: BTreeSet<TopicPartition>,
+    pub generation: i32,
+}
+
+/// A sync's answer: the group generation, what the member may hold now, and whether that hands it a
+/// partition it did not hold (the coordinator stores the group before answering).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    pub generation: i32,
+    pub assignment: Vec<TopicPartition>,
+    pub granted: bool,
+}
+
 /// A commit split into the partitions the member may commit and the refused ones with their errors.
 pub type CommitSplit = (Vec<(TopicPartition, Committed)>, Vec<(TopicPartition, ErrorCode)>);
 
@@ -109,6 +145,66 @@ impl GroupState {
         } else {
             GroupPhase::Stable
         }
+    }
+
+    /// The group as the next coordinator needs it.
+    pub fn snapshot(&self) -> GroupSnapshot {
+        GroupSnapshot {
+            strategy: self.strategy.map(|s| s.name().to_string()),
+            generation: self.generation,
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberSnapshot {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    topics: m.topics.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    owned: m.owned.clone(),
+                    target: m.target.clone(),
+                    generation: m.generation,
+                })
+                .collect(),
+            fenced_ids: self.fenced_ids.iter().cloned().collect(),
+        }
+    }
+
+    /// A group taken over from an earlier coordinator: every member gets a full session from `now`.
+    pub fn restore(snapshot: GroupSnapshot, now: Instant) -> GroupState {
+        let members = snapshot
+            .members
+            .into_iter()
+            .map(|m| {
+                let session_timeout = Duration::from_millis(m.session_timeout_ms);
+                let member = Member {
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    topics: m.topics,
+                    session_timeout,
+                    deadline: now + session_timeout,
+                    owned: m.owned,
+                    target: m.target,
+                    generation: m.generation.min(snapshot.generation),
+                };
+                (m.member_id, member)
+            })
+            .collect();
+        let mut state = GroupState {
+            strategy: snapshot.strategy.as_deref().and_then(Strategy::parse),
+            generation: snapshot.generation,
+            members,
+            fenced_ids: snapshot.fenced_ids.into_iter().collect(),
+        };
+        // A snapshot is only ever written from a state that kept the invariants; one that breaks them (a
+        // damaged record) is dropped for an empty group rather than trusted.
+        let mut held = BTreeSet::new();
+        let consistent = state.members.values().flat_map(|m| m.owned.iter()).all(|tp| held.insert(tp.clone()));
+        if !consistent {
+            state = GroupState { generation: state.generation + 1, ..GroupState::default() };
+        }
+        state.check_invariants();
+        state
     }
 
     /// A member joins (`new_member_id` names a new one) or a known member re-joins, perhaps with new topics.
@@ -187,7 +283,7 @@ impl GroupState {
         member_id: &str,
         owned: impl IntoIterator<Item = TopicPartition>,
         now: Instant,
-    ) -> Result<(i32, Vec<TopicPartition>), CodedError> {
+    ) -> Result<Synced, CodedError> {
         self.check_member(member_id)?;
         let held_by_others: BTreeSet<TopicPartition> =
             self.members.iter().filter(|(id, _)| *id != member_id).flat_map(|(_, m)| m.owned.iter().cloned()).collect();
@@ -200,10 +296,11 @@ impl GroupState {
         let assignment: BTreeSet<TopicPartition> =
             member.owned.intersection(&member.target).chain(free.iter()).cloned().collect();
         // Until the member syncs again without them, partitions it must give up still count as its own.
+        let granted = !free.is_subset(&member.owned);
         member.owned.extend(free);
         member.generation = generation;
         self.check_invariants();
-        Ok((generation, assignment.into_iter().collect()))
+        Ok(Synced { generation, assignment: assignment.into_iter().collect(), granted })
     }
 
     /// Extends a member's session; `true` when it should sync (its assignment can change).

@@ -49,22 +49,22 @@ fn partitions_move_only_after_their_holder_lets_go() {
     let now = Instant::now();
     let mut group = GroupState::default();
     assert_eq!(join(&mut group, "m1", &["a"], now).generation, 1);
-    let (_, first) = group.sync("m1", [], now).unwrap();
+    let (_, first) = group.sync("m1", [], now).map(|s| (s.generation, s.assignment)).unwrap();
     assert_eq!(first, tps(&[("a", 0), ("a", 1), ("a", 2)]));
     assert_eq!(group.phase(), GroupPhase::Stable);
 
     assert_eq!(join(&mut group, "m2", &["a"], now).generation, 2);
     assert_eq!(group.phase(), GroupPhase::Reconciling);
     // m2 gets nothing m1 still holds.
-    let (_, second) = group.sync("m2", [], now).unwrap();
+    let (_, second) = group.sync("m2", [], now).map(|s| (s.generation, s.assignment)).unwrap();
     assert!(second.is_empty(), "{second:?}");
     assert!(group.heartbeat("m1", now).unwrap(), "m1 must give something up");
-    let (_, kept) = group.sync("m1", first.clone(), now).unwrap();
+    let (_, kept) = group.sync("m1", first.clone(), now).map(|s| (s.generation, s.assignment)).unwrap();
     assert_eq!(kept.len(), 2, "{kept:?}");
     // m1 syncs again without what it gave up; only then does m2 get it.
-    group.sync("m1", kept.clone(), now).unwrap();
+    group.sync("m1", kept.clone(), now).map(|s| (s.generation, s.assignment)).unwrap();
     assert!(group.heartbeat("m2", now).unwrap(), "m2 may gain a partition");
-    let (_, second) = group.sync("m2", [], now).unwrap();
+    let (_, second) = group.sync("m2", [], now).map(|s| (s.generation, s.assignment)).unwrap();
     let all: BTreeSet<_> = kept.iter().chain(second.iter()).cloned().collect();
     assert_eq!(all.len(), 3);
     assert_eq!(group.phase(), GroupPhase::Stable);
@@ -76,13 +76,16 @@ fn a_static_member_coming_back_takes_over_and_fences_its_predecessor() {
     let now = Instant::now();
     let mut group = GroupState::default();
     group.join(request("", Some("pod-1"), &["a"]), now, || "old".into(), &partitions).unwrap();
-    let (_, held) = group.sync("old", [], now).unwrap();
+    let (_, held) = group.sync("old", [], now).map(|s| (s.generation, s.assignment)).unwrap();
     let generation = group.generation();
     let joined = group.join(request("", Some("pod-1"), &["a"]), now, || "new".into(), &partitions).unwrap();
     assert_eq!(joined.generation, generation, "no rebalance");
     assert_eq!(group.members()["new"].owned.iter().cloned().collect::<Vec<_>>(), held);
     assert_eq!(group.heartbeat("old", now).unwrap_err().code, ErrorCode::FENCED_INSTANCE_ID);
-    assert_eq!(group.sync("old", [], now).unwrap_err().code, ErrorCode::FENCED_INSTANCE_ID);
+    assert_eq!(
+        group.sync("old", [], now).map(|s| (s.generation, s.assignment)).unwrap_err().code,
+        ErrorCode::FENCED_INSTANCE_ID
+    );
 }
 
 #[test]
@@ -90,11 +93,12 @@ fn a_static_member_back_with_other_topics_starts_a_new_generation() {
     let now = Instant::now();
     let mut group = GroupState::default();
     group.join(request("", Some("pod-1"), &["a"]), now, || "old".into(), &partitions).unwrap();
-    group.sync("old", [], now).unwrap();
+    group.sync("old", [], now).map(|s| (s.generation, s.assignment)).unwrap();
     let generation = group.generation();
     let joined = group.join(request("", Some("pod-1"), &["a", "b"]), now, || "new".into(), &partitions).unwrap();
     assert_eq!(joined.generation, generation + 1);
-    let (_, assignment) = group.sync("new", group.members()["new"].owned.clone(), now).unwrap();
+    let (_, assignment) =
+        group.sync("new", group.members()["new"].owned.clone(), now).map(|s| (s.generation, s.assignment)).unwrap();
     assert_eq!(assignment.len(), 5, "its old partitions and the new topic's");
 }
 
@@ -107,7 +111,7 @@ fn a_known_member_changing_its_topics_starts_a_new_generation() {
     assert_eq!(same.generation, 1);
     let changed = group.join(request("m1", None, &["a", "b"]), now, || unreachable!(), &partitions).unwrap();
     assert_eq!(changed.generation, 2);
-    let (_, assignment) = group.sync("m1", [], now).unwrap();
+    let (_, assignment) = group.sync("m1", [], now).map(|s| (s.generation, s.assignment)).unwrap();
     assert_eq!(assignment.len(), 5);
     let unknown = group.join(request("ghost", None, &["a"]), now, || unreachable!(), &partitions).unwrap_err();
     assert_eq!(unknown.code, ErrorCode::UNKNOWN_MEMBER_ID);
@@ -134,12 +138,31 @@ fn sessions_expire_and_the_rest_rebalance() {
     let mut group = GroupState::default();
     join(&mut group, "m1", &["a"], now);
     join(&mut group, "m2", &["a"], now + Duration::from_millis(500));
-    group.sync("m1", [], now).unwrap();
+    group.sync("m1", [], now).map(|s| (s.generation, s.assignment)).unwrap();
     assert!(group.expire(now + Duration::from_millis(999), &partitions).is_empty());
     assert_eq!(group.expire(now + SESSION, &partitions), vec!["m1".to_string()]);
-    let (_, assignment) = group.sync("m2", [], now + SESSION).unwrap();
+    let (_, assignment) = group.sync("m2", [], now + SESSION).map(|s| (s.generation, s.assignment)).unwrap();
     assert_eq!(assignment.len(), 3, "m1's partitions are free once it is gone");
     assert_eq!(group.heartbeat("m1", now).unwrap_err().code, ErrorCode::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn a_restored_group_keeps_its_members_holdings_and_generation() {
+    let now = Instant::now();
+    let mut group = GroupState::default();
+    join(&mut group, "m1", &["a"], now);
+    let held = group.sync("m1", [], now).unwrap().assignment;
+    join(&mut group, "m2", &["a"], now);
+    let later = now + SESSION / 2;
+    let mut restored = GroupState::restore(group.snapshot(), later);
+    assert_eq!(restored.generation(), group.generation());
+    assert_eq!(restored.members()["m1"].owned, held.iter().cloned().collect());
+    // m2 gets nothing m1 still holds; m1 keeps its session from the restore on.
+    let m2 = restored.sync("m2", [], later).unwrap();
+    assert!(m2.assignment.iter().all(|tp| !held.contains(tp)));
+    assert!(restored.expire(now + SESSION, &partitions).is_empty(), "sessions restart at the restore");
+    let generation = restored.members()["m1"].generation;
+    assert!(restored.check_commit("m1", generation, &[(held[0].clone(), committed())]).is_ok());
 }
 
 #[test]
@@ -147,7 +170,7 @@ fn commits_are_checked_against_the_generation_and_the_holdings() {
     let now = Instant::now();
     let mut group = GroupState::default();
     join(&mut group, "m1", &["a"], now);
-    let (generation, held) = group.sync("m1", [], now).unwrap();
+    let (generation, held) = group.sync("m1", [], now).map(|s| (s.generation, s.assignment)).unwrap();
     let offsets = vec![(held[0].clone(), committed()), (("b".to_string(), 0), committed())];
     let (accepted, refused) = group.check_commit("m1", generation, &offsets).unwrap();
     assert_eq!(accepted.len(), 1);
@@ -159,11 +182,29 @@ fn commits_are_checked_against_the_generation_and_the_holdings() {
 /// One member's (or the clock's) event.
 #[derive(Debug, Clone)]
 enum Event {
-    Join { slot: usize, static_member: bool, topics: u8 },
-    Sync { slot: usize },
-    Heartbeat { slot: usize },
-    Leave { slot: usize },
-    Tick { ms: u64 },
+    Join {
+        slot: usize,
+        static_member: bool,
+        topics: u8,
+    },
+    Sync {
+        slot: usize,
+    },
+    /// The coordinator applies the sync but cannot store the group: the member gets an error.
+    SyncNotStored {
+        slot: usize,
+    },
+    Heartbeat {
+        slot: usize,
+    },
+    Leave {
+        slot: usize,
+    },
+    Tick {
+        ms: u64,
+    },
+    /// Another broker takes over the group from what was stored.
+    CoordinatorMoves,
 }
 
 fn event() -> impl proptest::strategy::Strategy<Value = Event> {
@@ -176,6 +217,8 @@ fn event() -> impl proptest::strategy::Strategy<Value = Event> {
         (0..4usize).prop_map(|slot| Event::Sync { slot }),
         (0..4usize).prop_map(|slot| Event::Sync { slot }),
         (0..4usize).prop_map(|slot| Event::Heartbeat { slot }),
+        (0..4usize).prop_map(|slot| Event::SyncNotStored { slot }),
+        proptest::strategy::Just(Event::CoordinatorMoves),
         (0..4usize).prop_map(|slot| Event::Leave { slot }),
         (0..600u64).prop_map(|ms| Event::Tick { ms }),
     ]
@@ -194,7 +237,10 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
     let mut now = Instant::now();
     let mut n_joins = 0;
     let mut generation = group.generation();
+    // What the coordinator stored last: every change is stored before it is answered.
+    let mut stored = group.snapshot();
     for event in events {
+        let mut store = true;
         match event {
             Event::Join { slot, static_member, topics } => {
                 let topics: Vec<&str> =
@@ -224,9 +270,25 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             }
             Event::Sync { slot } => {
                 if let Some(member_id) = clients[slot].member_id.clone() {
-                    match group.sync(&member_id, clients[slot].holds.clone(), now) {
+                    match group.sync(&member_id, clients[slot].holds.clone(), now).map(|s| (s.generation, s.assignment))
+                    {
                         Ok((_, assignment)) => clients[slot].holds = assignment,
                         Err(_) => clients[slot] = Client::default(),
+                    }
+                }
+            }
+            Event::SyncNotStored { slot } => {
+                if let Some(member_id) = clients[slot].member_id.clone() {
+                    let _ = group.sync(&member_id, clients[slot].holds.clone(), now);
+                    store = false;
+                }
+            }
+            Event::CoordinatorMoves => {
+                group = GroupState::restore(stored.clone(), now);
+                // Members the new coordinator does not know learn it on their next call and stop.
+                for client in clients.iter_mut() {
+                    if client.member_id.as_ref().is_some_and(|id| !group.members().contains_key(id)) {
+                        *client = Client::default();
                     }
                 }
             }
@@ -252,6 +314,9 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                 }
             }
         }
+        if store {
+            stored = group.snapshot();
+        }
         prop_assert!(group.generation() >= generation, "the generation went back");
         generation = group.generation();
         // No partition consumed by two live members at once.
@@ -266,7 +331,8 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
     for _ in 0..3 {
         for client in clients.iter_mut() {
             if let Some(member_id) = client.member_id.clone() {
-                let (_, assignment) = group.sync(&member_id, client.holds.clone(), now).expect("a live member syncs");
+                let assignment =
+                    group.sync(&member_id, client.holds.clone(), now).expect("a live member syncs").assignment;
                 client.holds = assignment;
             }
         }

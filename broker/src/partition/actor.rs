@@ -22,7 +22,7 @@ use super::log::{Log, LogError, LogOffsets};
 use super::messages::*;
 use super::replica::{EpochCache, ProducerStates};
 use super::state::{Effect, FetchFrom, FetchPlan, ReplicaState, RoleChange};
-use super::{ClusterLink, IsrChange, PartitionConfig};
+use super::{ClusterLink, IsrAnswer, IsrChange, PartitionConfig};
 
 /// Mailbox size: beyond it senders wait, which pushes back on the connection and then the client.
 pub const MAILBOX_CAPACITY: usize = 256;
@@ -143,16 +143,28 @@ impl PartitionActor {
             IsrChange { topic: self.topic.clone(), partition: self.partition, leader_epoch, partition_epoch, isr };
         let answer = self.cluster.clone().alter_isr(change);
         ctx.spawn(answer.into_actor(self).map(move |answer, actor, ctx| {
-            if let Err(reason) = &answer {
-                tracing::info!(topic = %actor.topic, partition = actor.partition, %reason, "in-sync set change not accepted");
+            match &answer {
+                IsrAnswer::Accepted => {}
+                IsrAnswer::Refused(reason) => {
+                    tracing::info!(topic = %actor.topic, partition = actor.partition, %reason, "in-sync set change refused")
+                }
+                IsrAnswer::Unknown(reason) => {
+                    tracing::info!(topic = %actor.topic, partition = actor.partition, %reason, "in-sync set change unanswered: counting it until the metadata tells")
+                }
             }
-            actor.state.isr_change_answered(answer.is_ok(), partition_epoch);
+            actor.state.isr_change_answered(&answer, partition_epoch);
             actor.settle(ctx);
         }));
     }
 
     /// Leader: drops followers that have not caught up within `replica.lag.time.max.ms`.
     fn check_isr_lag(&mut self, ctx: &mut Context<Self>) {
+        if self.state.is_leader() && !self.cluster.lease_valid() {
+            // Cut off from the controller for a session: another broker may lead now. Appends waiting for
+            // the in-sync set are answered at once (their outcome is unknown to the producer) instead of at
+            // their request timeout, so producers find the new leader sooner.
+            self.state.fail_waiters(ErrorCode::NOT_LEADER_OR_FOLLOWER, "this broker's lease on leadership lapsed");
+        }
         let lagging = self.state.check_isr_lag(Instant::now(), self.cluster.replica_lag_time_max());
         if !lagging.is_empty() {
             tracing::warn!(topic = %self.topic, partition = self.partition, ?lagging, "followers fell behind");
@@ -357,7 +369,9 @@ impl Actor for PartitionActor {
         self.schedule_flush(ctx);
         ctx.run_interval(self.timers.retention_check_interval, |actor, ctx| actor.apply_retention(ctx));
         ctx.run_interval(self.timers.cleaner_interval, |actor, ctx| actor.start_cleaning(ctx));
-        let lag_check = (self.cluster.replica_lag_time_max() / 4).max(Duration::from_millis(50));
+        // Also how soon a leader whose lease lapsed answers its waiting appends.
+        let lag_check =
+            (self.cluster.replica_lag_time_max() / 4).clamp(Duration::from_millis(50), Duration::from_millis(250));
         ctx.run_interval(lag_check, |actor, ctx| actor.check_isr_lag(ctx));
     }
 }

@@ -318,7 +318,7 @@ impl Log {
         // Start in the segment that may hold `offset`; move on across gaps (for example a quarantined tail).
         let first_base = self.segments.range(..=offset).next_back().map_or(self.log_start_offset, |(base, _)| *base);
         for segment in self.segments.range(first_base..).map(|(_, segment)| segment) {
-            if let Some(bytes) = segment.read(offset, max_bytes)? {
+            if let Some(bytes) = segment.read(offset, max_bytes, limit)? {
                 return Ok(bytes);
             }
         }
@@ -453,6 +453,26 @@ mod tests {
         let log = Log::open(dir.path(), config()).unwrap();
         assert_eq!(read_all(&log), before);
         assert!(matches!(log.read(41, 10, 40), Err(LogError::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
+    fn a_read_never_returns_a_batch_at_or_past_its_limit() {
+        // Consumers read up to the high watermark: records above it may not be on every in-sync replica
+        // yet, and a new leader may not have them (a dirty read). A large max_bytes must not reach past it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { segment_bytes: 1 << 20, ..config() }).unwrap();
+        for round in 0..5 {
+            let value = format!("v{round}");
+            log.append(&[batch(&[&value, &value])], 0, 0).unwrap();
+        }
+        for limit in [0u64, 2, 4, 6, 10] {
+            let bytes = log.read(0, 1 << 20, limit).unwrap();
+            let records = batch::decode_records(&bytes, 0).unwrap();
+            assert_eq!(records.len() as u64, limit, "limit {limit}");
+        }
+        let bytes = log.read(4, 1 << 20, 8).unwrap();
+        let offsets: Vec<u64> = batch::decode_records(&bytes, 4).unwrap().iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![4, 5, 6, 7]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use messages::{
     Append, AppendOutcome, AppendReplicated, FollowerFetch, FollowerPosition, FollowerRead, GetOffsets, GetPosition,
     ListOffset, PartitionTimers, Read, ReadOutcome, ResetTo, SetRole, Shutdown, TruncateDiverged, UpdateConfig,
 };
-pub use state::PartitionRole;
+pub use state::{IsrAnswer, PartitionRole};
 
 /// What a partition actor needs of the cluster, and nothing more (the broker's `Cluster` implements it).
 pub trait ClusterLink: Send + Sync + 'static {
@@ -31,11 +31,8 @@ pub trait ClusterLink: Send + Sync + 'static {
     fn lease_valid(&self) -> bool;
     /// How long an in-sync follower may go without catching up before the leader drops it.
     fn replica_lag_time_max(&self) -> Duration;
-    /// Asks the controller to change a partition's in-sync set: `Ok` once accepted, or why not.
-    fn alter_isr(
-        self: std::sync::Arc<Self>,
-        change: IsrChange,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+    /// Asks the controller to change a partition's in-sync set: accepted, refused (never applied), or unknown.
+    fn alter_isr(self: std::sync::Arc<Self>, change: IsrChange) -> Pin<Box<dyn Future<Output = IsrAnswer> + Send>>;
 }
 
 /// An in-sync set change a leader proposes to the controller.

@@ -185,6 +185,8 @@ pub struct LeaderState {
     /// An in-sync set change sent to the controller and not yet seen in the metadata. Until then the high
     /// watermark counts the union of both sets (the larger one), never the smaller.
     pub pending_isr: Option<Vec<NodeId>>,
+    /// The controller's answer to `pending_isr` was lost: propose it again.
+    pub resend_pending: bool,
     /// The log end when this replica became leader. Until the high watermark reaches it, the leader does not
     /// know how much of its log was committed (a restarted or newly elected leader starts low), so it does not
     /// answer "latest offset" questions.
@@ -213,7 +215,15 @@ impl LeaderState {
                 )
             })
             .collect();
-        LeaderState { replicas, isr, partition_epoch, followers, pending_isr: None, epoch_start_offset }
+        LeaderState {
+            replicas,
+            isr,
+            partition_epoch,
+            followers,
+            pending_isr: None,
+            resend_pending: false,
+            epoch_start_offset,
+        }
     }
 
     /// The members whose log end bounds the high watermark.

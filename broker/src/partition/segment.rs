@@ -205,7 +205,9 @@ impl Segment {
 
     /// Reads whole batches starting with the one holding `offset`, at most `max_bytes` (but at least the
     /// first batch). Returns `None` when no batch here holds `offset` or a later one.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> io::Result<Option<Bytes>> {
+    /// Whole batches from the one holding `offset`, about `max_bytes` of them (the first batch whole in any
+    /// case), none at or past `limit` (a batch whose last offset is `limit` or more is left out).
+    pub fn read(&self, offset: u64, max_bytes: usize, limit: u64) -> io::Result<Option<Bytes>> {
         let Some(position) = self.find_position(offset)? else { return Ok(None) };
         let mut peek = [0u8; BATCH_PREFIX_PEEK_BYTES];
         self.log.read_exact_at(&mut peek, position)?;
@@ -214,10 +216,12 @@ impl Segment {
         let wanted = (max_bytes.max(first_bytes) as u64).min(available) as usize;
         let mut buf = BytesMut::zeroed(wanted);
         self.log.read_exact_at(&mut buf, position)?;
-        // Keep whole batches only.
-        let (_, whole) =
+        // Keep whole batches only, and none that reaches the limit (the high watermark, for consumers).
+        let (batches, _) =
             batch::split_batches(&buf).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-        buf.truncate(whole);
+        let keep =
+            batches.iter().take_while(|(header, _)| header.last_offset() < limit).last().map_or(0, |(_, r)| r.end);
+        buf.truncate(keep);
         Ok(Some(buf.freeze()))
     }
 

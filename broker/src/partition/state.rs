@@ -48,6 +48,18 @@ pub enum Effect<W> {
     ProposeIsr { isr: Vec<NodeId>, leader_epoch: i32, partition_epoch: i32 },
 }
 
+/// The controller's answer to an in-sync set proposal, as far as the leader can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IsrAnswer {
+    /// Committed: the metadata will show it.
+    Accepted,
+    /// Refused by the metadata state machine in the proposal's partition epoch: never applied.
+    Refused(String),
+    /// No answer, or the controller moved on (a lost reply, a controller failover, a newer partition epoch):
+    /// the change may have been committed. The proposal keeps counting until the metadata tells.
+    Unknown(String),
+}
+
 /// How the role changed with a `set_role`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoleChange {
@@ -211,6 +223,7 @@ impl<W> ReplicaState<W> {
                 Role::Leader(leader) if role.leader_epoch == self.leader_epoch => {
                     if role.partition_epoch > leader.partition_epoch {
                         leader.pending_isr = None;
+                        leader.resend_pending = false;
                     }
                     leader.isr = role.isr.clone();
                     leader.replicas = role.replicas.clone();
@@ -407,7 +420,12 @@ impl<W> ReplicaState<W> {
     pub fn check_isr_lag(&mut self, now: Instant, lag_max: Duration) -> Vec<NodeId> {
         let (leader_epoch, node_id) = (self.leader_epoch, self.node_id);
         let Role::Leader(leader) = &mut self.role else { return Vec::new() };
-        if leader.pending_isr.is_some() {
+        if let Some(pending) = &leader.pending_isr {
+            if std::mem::take(&mut leader.resend_pending) {
+                let isr = pending.clone();
+                let partition_epoch = leader.partition_epoch;
+                self.effects.push(Effect::ProposeIsr { isr, leader_epoch, partition_epoch });
+            }
             return Vec::new();
         }
         let lagging: Vec<NodeId> = leader
@@ -426,12 +444,18 @@ impl<W> ReplicaState<W> {
         lagging
     }
 
-    /// The controller answered the in-sync set change proposed in `partition_epoch`. Accepted: both sets count
-    /// until the metadata shows the new one (`set_role` clears it); refused: the proposal is dropped.
-    pub fn isr_change_answered(&mut self, accepted: bool, partition_epoch: i32) {
+    /// The controller answered the in-sync set change proposed in `partition_epoch`. Accepted, or unknown: both
+    /// sets count until the metadata shows the outcome (`set_role` clears it), since the controller may have
+    /// committed the change and may elect from it; an unknown answer is proposed again at the next lag check.
+    /// Refused (never applied): the proposal is dropped.
+    pub fn isr_change_answered(&mut self, answer: &IsrAnswer, partition_epoch: i32) {
         if let Role::Leader(leader) = &mut self.role {
-            if !accepted && leader.partition_epoch == partition_epoch {
-                leader.pending_isr = None;
+            if leader.partition_epoch == partition_epoch && leader.pending_isr.is_some() {
+                match answer {
+                    IsrAnswer::Accepted => {}
+                    IsrAnswer::Refused(_) => leader.pending_isr = None,
+                    IsrAnswer::Unknown(_) => leader.resend_pending = true,
+                }
             }
         }
         self.advance_high_watermark();

@@ -212,11 +212,11 @@ fn a_caught_up_follower_is_proposed_for_the_in_sync_set_once() {
     state.follower_fetch(&fetch(3, 4), now).unwrap();
     assert!(proposals(&mut state).is_empty(), "one proposal at a time");
     // Refused: the next fetch proposes again.
-    state.isr_change_answered(false, 1);
+    state.isr_change_answered(&IsrAnswer::Refused("invalid".into()), 1);
     state.follower_fetch(&fetch(3, 4), now).unwrap();
     assert_eq!(proposals(&mut state), vec![vec![1, 2, 3]]);
     // Accepted and applied.
-    state.isr_change_answered(true, 1);
+    state.isr_change_answered(&IsrAnswer::Accepted, 1);
     state.set_role(&role(SELF, 1, &[1, 2, 3], 2), now);
     state.follower_fetch(&fetch(3, 4), now).unwrap();
     assert!(proposals(&mut state).is_empty());
@@ -232,6 +232,30 @@ fn a_pending_addition_holds_the_high_watermark_back() {
     append(&mut state, 4);
     state.follower_fetch(&fetch(2, 8), now).unwrap();
     assert_eq!(state.high_watermark(), 4, "broker 3 may be in the in-sync set already");
+}
+
+#[test]
+fn an_unanswered_addition_keeps_counting_and_is_proposed_again() {
+    // The controller may have committed the addition although its answer was lost (say the controller moved):
+    // it may then elect broker 3, so records broker 3 lacks must stay invisible until the metadata tells.
+    let (mut state, now) = leader(&[1, 2]);
+    append(&mut state, 4);
+    state.follower_fetch(&fetch(2, 4), now).unwrap();
+    state.follower_fetch(&fetch(3, 4), now).unwrap();
+    assert_eq!(proposals(&mut state), vec![vec![1, 2, 3]]);
+    state.isr_change_answered(&IsrAnswer::Unknown("timed out".into()), 1);
+    append(&mut state, 4);
+    state.follower_fetch(&fetch(2, 8), now).unwrap();
+    assert_eq!(state.high_watermark(), 4, "broker 3 may be in the in-sync set");
+    assert!(proposals(&mut state).is_empty(), "no second proposal before the lag check");
+    state.check_isr_lag(now, Duration::from_secs(10));
+    assert_eq!(proposals(&mut state), vec![vec![1, 2, 3]], "proposed again");
+    state.check_isr_lag(now, Duration::from_secs(10));
+    assert!(proposals(&mut state).is_empty(), "once per unknown answer");
+    // The metadata shows the addition: broker 3 counts as a member from now on.
+    state.set_role(&role(SELF, 1, &[1, 2, 3], 2), now);
+    state.follower_fetch(&fetch(3, 8), now).unwrap();
+    assert_eq!(state.high_watermark(), 8);
 }
 
 #[test]
@@ -342,6 +366,12 @@ enum LeaderEvent {
     AnswerIsr {
         accepted: bool,
     },
+    /// The controller commits the pending proposal but its answer is lost (the leader hears "unknown"); the
+    /// metadata reaches the leader later (`MetadataArrives`). Meanwhile the controller may elect from it.
+    AnswerLost {
+        applied: bool,
+    },
+    MetadataArrives,
     /// The metadata shrinks the in-sync set on its own (say the controller fenced a broker).
     FenceFollower {
         follower: NodeId,
@@ -360,6 +390,8 @@ fn leader_event() -> impl Strategy<Value = LeaderEvent> {
         (0..400u64).prop_map(|ms| LeaderEvent::Tick { ms }),
         Just(LeaderEvent::CheckLag),
         any::<bool>().prop_map(|accepted| LeaderEvent::AnswerIsr { accepted }),
+        any::<bool>().prop_map(|applied| LeaderEvent::AnswerLost { applied }),
+        Just(LeaderEvent::MetadataArrives),
         (2..=3i32).prop_map(|follower| LeaderEvent::FenceFollower { follower }),
         any::<bool>().prop_map(|durable_acks| LeaderEvent::Configure { durable_acks }),
     ]
@@ -371,6 +403,9 @@ struct LeaderModel {
     isr: Vec<NodeId>,
     partition_epoch: i32,
     pending: Option<Vec<NodeId>>,
+    /// An in-sync set the controller committed that the leader has not seen yet (its partition epoch is
+    /// `partition_epoch + 1`).
+    committed_unseen: Option<Vec<NodeId>>,
     /// Each follower's log end as its last fetch said.
     reported: BTreeMap<NodeId, u64>,
     durable_acks: bool,
@@ -387,6 +422,7 @@ impl LeaderModel {
         let own = if self.durable_acks { self.flushed } else { log_end };
         let mut members: BTreeSet<NodeId> = self.isr.iter().copied().collect();
         members.extend(self.pending.iter().flatten().copied());
+        members.extend(self.committed_unseen.iter().flatten().copied());
         members
             .iter()
             .map(|node| if *node == SELF { own } else { self.reported.get(node).copied().unwrap_or(0) })
@@ -407,7 +443,10 @@ impl LeaderModel {
                     }
                 }
                 Effect::ProposeIsr { isr, partition_epoch, .. } => {
-                    prop_assert!(self.pending.is_none(), "a second proposal while one is pending");
+                    prop_assert!(
+                        self.pending.is_none() || self.pending.as_ref() == Some(&isr),
+                        "a second, different proposal while one is pending"
+                    );
                     prop_assert_eq!(partition_epoch, self.partition_epoch);
                     self.pending = Some(isr);
                 }
@@ -425,6 +464,7 @@ fn run_leader(events: Vec<LeaderEvent>) -> Result<(), TestCaseError> {
         isr: vec![1, 2, 3],
         partition_epoch: 1,
         pending: None,
+        committed_unseen: None,
         reported: BTreeMap::new(),
         durable_acks: false,
         flushed: 0,
@@ -465,9 +505,30 @@ fn run_leader(events: Vec<LeaderEvent>) -> Result<(), TestCaseError> {
             LeaderEvent::CheckLag => {
                 state.check_isr_lag(model.now, lag_max);
             }
+            LeaderEvent::AnswerLost { applied } => {
+                if model.committed_unseen.is_none() {
+                    if let Some(pending) = model.pending.clone() {
+                        state.isr_change_answered(&IsrAnswer::Unknown("lost".into()), model.partition_epoch);
+                        if applied {
+                            model.committed_unseen = Some(pending);
+                        }
+                    }
+                }
+            }
+            LeaderEvent::MetadataArrives => {
+                if let Some(isr) = model.committed_unseen.take() {
+                    model.partition_epoch += 1;
+                    model.isr = isr;
+                    model.pending = None;
+                    state.set_role(&role(SELF, 1, &model.isr, model.partition_epoch), model.now);
+                }
+            }
             LeaderEvent::AnswerIsr { accepted } => {
-                if let Some(pending) = model.pending.take() {
-                    state.isr_change_answered(accepted, model.partition_epoch);
+                if model.committed_unseen.is_some() {
+                    // The controller moved on: a retried proposal is refused as stale, which is "unknown" too.
+                } else if let Some(pending) = model.pending.take() {
+                    let answer = if accepted { IsrAnswer::Accepted } else { IsrAnswer::Refused("no".into()) };
+                    state.isr_change_answered(&answer, model.partition_epoch);
                     if accepted {
                         // The pending set keeps counting until the metadata shows the change.
                         model.pending = Some(pending.clone());
@@ -480,7 +541,7 @@ fn run_leader(events: Vec<LeaderEvent>) -> Result<(), TestCaseError> {
                 }
             }
             LeaderEvent::FenceFollower { follower } => {
-                if model.isr.contains(&follower) {
+                if model.isr.contains(&follower) && model.committed_unseen.is_none() {
                     model.partition_epoch += 1;
                     model.isr.retain(|node| *node != follower);
                     model.pending = None;

@@ -32,7 +32,14 @@ pub async fn serve(
     let (responses_tx, responses_rx) = mpsc::channel::<BytesMut>(in_flight_max);
     let writer_task = actix_rt::spawn(write_responses(writer, responses_rx, peer));
     let in_flight = Arc::new(Semaphore::new(in_flight_max));
-    let scope = RequestScope { context, responses: responses_tx, shutdown: shutdown.clone(), _done: done };
+    let heartbeats_from = Arc::new(std::sync::atomic::AtomicI32::new(-1));
+    let scope = RequestScope {
+        context: context.clone(),
+        responses: responses_tx,
+        shutdown: shutdown.clone(),
+        _done: done,
+        heartbeats_from: heartbeats_from.clone(),
+    };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     tracing::debug!(%peer, "connection opened");
     'connection: loop {
@@ -78,6 +85,10 @@ pub async fn serve(
     }
     // Request tasks hold clones of the sender; the writer ends after the last response.
     drop(scope);
+    let node = heartbeats_from.load(std::sync::atomic::Ordering::Acquire);
+    if node >= 0 && !*shutdown.borrow() {
+        context.registry.cluster().heartbeat_connection_closed(node);
+    }
     let _ = writer_task.await;
     tracing::debug!(%peer, "connection closed");
 }

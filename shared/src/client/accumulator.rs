@@ -6,8 +6,9 @@
 //! else the topic's sticky partition for keyless records, which moves on when its batch is sealed.
 //!
 //! Invariants (asserted where the state changes, and checked by the property test after every step):
-//! - a partition never has more than `max_in_flight` batches in flight, and a retried batch goes out only
-//!   when none of its partition's other batches is in flight, so retries cannot be overtaken;
+//! - a partition never has more than `max_in_flight` batches in flight, a retried batch goes out only
+//!   when none of its partition's other batches is in flight, and no new batch goes out while one is being
+//!   retried (backoff included), so retries cannot be overtaken;
 //! - under one producer id a partition's sequence numbers are handed out in queue order without gaps, and
 //!   no batch is stamped with a new producer id while a batch of an earlier id is unanswered;
 //! - a record is in exactly one batch until it is answered (none lost, none sent twice at once).
@@ -97,6 +98,11 @@ struct Flight {
     /// First sequence numbers of the batches stamped under the current producer id and not yet
     /// answered for good.
     unacknowledged: BTreeSet<i32>,
+    /// Batches being retried (backing off, queued again, or resent) and not yet answered for good. While there
+    /// are any, no new batch of the partition is sent: a batch waiting out its backoff may be stored already,
+    /// and later batches must neither be stored before it nor push it out of the broker's window of recent
+    /// batches (where a duplicate is recognised with its offsets).
+    retrying: usize,
     /// Batches stamped under an earlier producer id and not yet answered for good (in flight, backing off
     /// or queued for a retry). Until they are, no batch of the partition is stamped with the new id: one of
     /// them may still be stored, and a new-id batch must not be stored before it.
@@ -122,6 +128,7 @@ impl OpenBatch {
             attempts: 0,
             created: self.created,
             stamp: None,
+            maybe_stored: false,
         }
     }
 }
@@ -147,6 +154,9 @@ pub struct ReadyBatch {
     pub created: Instant,
     /// The producer id and first sequence number the batch was sent with (idempotent producer).
     pub stamp: Option<(i64, i32)>,
+    /// An attempt reached (or may have reached) the broker and got no answer: if the batch fails for good,
+    /// its outcome is unknown, not a failure.
+    pub maybe_stored: bool,
 }
 
 impl Accumulator {
@@ -301,9 +311,11 @@ impl Accumulator {
         for mut batch in std::mem::take(&mut self.ready) {
             let flight = self.flights.entry(batch.topic_partition.clone()).or_default();
             // A retried batch goes out alone, once the partition's other batches have returned; a new batch
-            // waits until the batches of an earlier producer id are answered.
+            // waits until the partition's retried batches and the batches of an earlier producer id are
+            // answered.
             let sendable = flight.in_flight < max_in_flight
                 && (batch.attempts == 0 || flight.in_flight == 0)
+                && (batch.attempts > 0 || flight.retrying == 0)
                 && (batch.builder.is_none() || self.producer.is_none() || flight.earlier_id_batches == 0);
             if !sendable || blocked.contains(&batch.topic_partition) {
                 blocked.push(batch.topic_partition.clone());
@@ -342,6 +354,14 @@ impl Accumulator {
             self.flights.entry(batch.topic_partition.clone()).or_default().in_flight += 1;
         }
         queued
+    }
+
+    /// A batch failed an attempt and will be retried after a backoff: until it is answered for good, the
+    /// partition sends no new batch.
+    pub fn retry_started(&mut self, batch: &ReadyBatch) {
+        if batch.attempts == 0 {
+            self.flights.entry(batch.topic_partition.clone()).or_default().retrying += 1;
+        }
     }
 
     /// A batch waited out its retry backoff: it leaves its in-flight slot (held during the backoff so that
@@ -396,6 +416,9 @@ impl Accumulator {
         let current = self.producer.map(|(id, _)| id);
         if let Some(flight) = self.flights.get_mut(&batch.topic_partition) {
             flight.in_flight -= 1;
+            if batch.attempts > 0 {
+                flight.retrying -= 1;
+            }
             match batch.stamp {
                 Some((producer_id, sequence)) if Some(producer_id) == current => {
                     flight.unacknowledged.remove(&sequence);

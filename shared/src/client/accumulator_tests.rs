@@ -188,6 +188,7 @@ fn a_retried_batch_goes_back_in_its_place_and_out_alone() {
     let mut taken = taken.into_iter();
     let mut first = taken.next().unwrap();
     let rest: Vec<_> = taken.collect();
+    acc.retry_started(&first);
     first.attempts += 1;
     acc.requeue(first);
     let (none, _) = acc.drain(now + LINGER, LINGER, 5, false);
@@ -213,6 +214,7 @@ fn batches_waiting_for_a_producer_id_are_held_then_counted_in_flight() {
     assert_eq!(queued.len(), 1);
     assert!(!acc.has_ready());
     let mut batch = queued.into_iter().next().unwrap();
+    acc.retry_started(&batch);
     batch.attempts += 1;
     acc.requeue(batch);
     acc.set_producer((3, 0));
@@ -223,11 +225,27 @@ fn batches_waiting_for_a_producer_id_are_held_then_counted_in_flight() {
 /// One step of a producer's life.
 #[derive(Debug, Clone)]
 enum Step {
-    Append { partition: u32, value_bytes: usize },
-    Drain { advance_ms: u64 },
-    Ack { pick: usize },
-    Retry { pick: usize },
-    FailForGood { pick: usize },
+    Append {
+        partition: u32,
+        value_bytes: usize,
+    },
+    Drain {
+        advance_ms: u64,
+    },
+    Ack {
+        pick: usize,
+    },
+    /// An answer that calls for a retry: the batch waits out its backoff...
+    Retry {
+        pick: usize,
+    },
+    /// ...then goes back into the queue.
+    BackoffEnds {
+        pick: usize,
+    },
+    FailForGood {
+        pick: usize,
+    },
     NewProducerId,
     Flush,
 }
@@ -238,6 +256,7 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         3 => (0..10u64).prop_map(|advance_ms| Step::Drain { advance_ms }),
         2 => (0..8usize).prop_map(|pick| Step::Ack { pick }),
         1 => (0..8usize).prop_map(|pick| Step::Retry { pick }),
+        2 => (0..8usize).prop_map(|pick| Step::BackoffEnds { pick }),
         1 => (0..8usize).prop_map(|pick| Step::FailForGood { pick }),
         1 => Just(Step::NewProducerId),
         1 => Just(Step::Flush),
@@ -257,6 +276,8 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut next_sequence: HashMap<(i64, u32), i32> = HashMap::new();
     // Batches requeued for a retry and not yet sent again: (partition, stamp).
     let mut requeued: Vec<(u32, (i64, i32))> = Vec::new();
+    // Batches waiting out a retry backoff.
+    let mut backing_off: Vec<ReadyBatch> = Vec::new();
     let mut appended = 0u64;
     for step in steps {
         match step {
@@ -282,6 +303,13 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         prop_assert!(at.is_some(), "a retried batch that was not requeued");
                         requeued.remove(at.unwrap());
                     } else {
+                        let retried_outstanding = backing_off.iter().any(|b| b.topic_partition.1 == partition)
+                            || requeued.iter().any(|r| r.0 == partition)
+                            || in_flight.iter().any(|b| b.topic_partition.1 == partition && b.attempts > 0);
+                        prop_assert!(
+                            !retried_outstanding,
+                            "a new batch went out while one of its partition was being retried"
+                        );
                         let expected = next_sequence.entry((stamp.0, partition)).or_insert(0);
                         prop_assert_eq!(stamp.1, *expected, "sequence numbers skip or repeat");
                         *expected += batch.deliveries.len() as i32;
@@ -307,7 +335,12 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::Retry { pick } if !in_flight.is_empty() => {
                 let mut batch = in_flight.remove(pick % in_flight.len());
+                acc.retry_started(&batch);
                 batch.attempts += 1;
+                backing_off.push(batch);
+            }
+            Step::BackoffEnds { pick } if !backing_off.is_empty() => {
+                let batch = backing_off.remove(pick % backing_off.len());
                 requeued.push((batch.topic_partition.1, batch.stamp.expect("stamped")));
                 acc.requeue(batch);
             }
@@ -331,6 +364,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     // Wind down: a producer id, a flush, and every batch answered.
     if acc.producer().is_none() {
         acc.set_producer((next_producer_id, 0));
+    }
+    for batch in std::mem::take(&mut backing_off) {
+        acc.requeue(batch);
     }
     for _ in 0..1_000 {
         if acc.outstanding_records() == 0 {

@@ -58,11 +58,36 @@ impl Admin {
         Ok(names)
     }
 
-    /// Descriptions of the named topics (all when `None`); unknown topics carry their error code.
+    /// Descriptions of the named topics (all when `None`); unknown topics carry their error code. Each
+    /// partition's offsets are its leader's (a follower's high watermark lags): the leaders are asked too.
     pub async fn describe_topics(&self, names: Option<Vec<String>>) -> Result<Vec<TopicDescription>, ClientError> {
+        let timeout = self.cluster.config().request_timeout;
         let connection = self.cluster.any_connection().await?;
-        let response = connection.call(&DescribeTopicsRequest { names }, self.cluster.config().request_timeout).await?;
-        Ok(response.topics)
+        let mut topics = connection.call(&DescribeTopicsRequest { names }, timeout).await?.topics;
+        let found: Vec<String> =
+            topics.iter().filter(|t| t.error_code == ErrorCode::NONE).map(|t| t.name.clone()).collect();
+        let leaders: std::collections::BTreeSet<crate::protocol::NodeId> =
+            topics.iter().flat_map(|t| &t.partitions).map(|p| p.leader).filter(|leader| *leader >= 0).collect();
+        for leader in leaders {
+            let answer = match self.cluster.connection_to_node(leader).await {
+                Ok(connection) => connection.call(&DescribeTopicsRequest { names: Some(found.clone()) }, timeout).await,
+                Err(error) => Err(error),
+            };
+            let Ok(answer) = answer else { continue };
+            for theirs in answer.topics {
+                let Some(ours) = topics.iter_mut().find(|t| t.name == theirs.name) else { continue };
+                for p in theirs.partitions.into_iter().filter(|p| p.leader == leader) {
+                    if let Some(mine) =
+                        ours.partitions.iter_mut().find(|m| m.partition == p.partition && m.leader == leader)
+                    {
+                        mine.log_start_offset = p.log_start_offset;
+                        mine.high_watermark = p.high_watermark;
+                        mine.log_end_offset = p.log_end_offset;
+                    }
+                }
+            }
+        }
+        Ok(topics)
     }
 
     /// One topic's description, or its error.

@@ -164,12 +164,26 @@ pub struct PendingResponse {
 impl PendingResponse {
     /// Waits for the response body (after checking the header's error code).
     pub async fn wait(self, timeout: Duration) -> Result<Bytes, ClientError> {
-        let payload = match tokio::time::timeout(timeout, self.reply).await {
+        self.wait_unless(timeout, std::future::pending::<ClientError>()).await
+    }
+
+    /// `wait`, unless `give_up` resolves first: then the response is no longer awaited (a late one is
+    /// dropped) and its error is returned.
+    pub async fn wait_unless(
+        self,
+        timeout: Duration,
+        give_up: impl std::future::Future<Output = ClientError>,
+    ) -> Result<Bytes, ClientError> {
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(timeout, self.reply) => outcome.map_err(|_| ClientError::Timeout(timeout)),
+            error = give_up => Err(error),
+        };
+        let payload = match outcome {
             Ok(Ok(result)) => result?,
             Ok(Err(_)) => return Err(self.connection.lost("reader stopped")),
-            Err(_) => {
+            Err(error) => {
                 self.connection.pending.lock().expect("pending lock").replies.remove(&self.correlation_id);
-                return Err(ClientError::Timeout(timeout));
+                return Err(error);
             }
         };
         let (header, body) =

@@ -359,6 +359,19 @@ impl Consumer {
 
     async fn poll_once(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         self.maintain_group().await?;
+        if let Some(group) = &self.group {
+            // Cut off from the coordinator for a whole session: it may have removed this member and handed
+            // its partitions to another, so nothing is read until the coordinator answers again.
+            let unconfirmed = group.shared.lock().expect("membership lock").confirmed_at.elapsed();
+            if unconfirmed > group.config.session_timeout {
+                tracing::warn!(
+                    ?unconfirmed,
+                    "the coordinator has not confirmed this member for a session: not reading"
+                );
+                tokio::time::sleep(timeout.min(Duration::from_millis(100))).await;
+                return Ok(Vec::new());
+            }
+        }
         if self.positions.is_empty() {
             // A group member without partitions yet checks back soon for its assignment.
             let wait = if self.group.is_some() { timeout.min(Duration::from_millis(100)) } else { timeout };

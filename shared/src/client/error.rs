@@ -24,6 +24,11 @@ pub enum ClientError {
     BufferFull(Duration),
     #[error("the producer is closed")]
     Closed,
+    /// A send whose request reached (or may have reached) the broker without an answer, and whose retries
+    /// could not settle it: the records may or may not be stored. Read the partition to find out; with
+    /// idempotence a resend under a new producer id may store them twice.
+    #[error("outcome unknown, the records may or may not be stored: {0}")]
+    UnknownOutcome(Box<ClientError>),
 }
 
 impl ClientError {
@@ -36,10 +41,16 @@ impl ClientError {
         }
     }
 
-    /// The broker's error code, if the broker sent one.
+    /// Whether the records of a failed send may be stored all the same.
+    pub fn is_unknown_outcome(&self) -> bool {
+        matches!(self, ClientError::UnknownOutcome(_))
+    }
+
+    /// The broker's error code, if the broker sent one (for an unknown outcome: of the last attempt).
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Broker { code, .. } => Some(*code),
+            ClientError::UnknownOutcome(last) => last.code(),
             _ => None,
         }
     }

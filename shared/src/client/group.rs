@@ -73,6 +73,10 @@ pub(crate) struct Membership {
     pub fatal: Option<ClientError>,
     pub last_poll: Instant,
     pub heartbeat_interval: Duration,
+    /// When the last request the coordinator answered for this member (join, sync, heartbeat) was sent. The
+    /// coordinator removes a member no sooner than a session after it received that request, so until a
+    /// session after this instant the member's partitions are still its own.
+    pub confirmed_at: Instant,
 }
 
 pub(crate) struct Group {
@@ -100,6 +104,7 @@ impl Group {
             fatal: None,
             last_poll: Instant::now(),
             heartbeat_interval: config.session_timeout / 3,
+            confirmed_at: Instant::now(),
         }));
         let heartbeat_task =
             tokio::spawn(heartbeat_loop(cluster.clone(), coordinator.clone(), config.clone(), shared.clone()));
@@ -130,6 +135,7 @@ impl Group {
             strategy: self.config.strategy.clone(),
             session_timeout_ms: self.config.session_timeout.as_millis() as u32,
         };
+        let sent = Instant::now();
         let response = self.call(&request).await?;
         if response.error_code != ErrorCode::NONE {
             return Err(ClientError::broker(response.error_code, response.error_message));
@@ -140,6 +146,7 @@ impl Group {
         shared.heartbeat_interval = Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(10)));
         shared.needs_sync = true;
         shared.needs_rejoin = false;
+        shared.confirmed_at = sent;
         Ok(())
     }
 
@@ -151,11 +158,14 @@ impl Group {
             member_id,
             owned: TopicPartitions::group(self.owned.iter().cloned()),
         };
+        let sent = Instant::now();
         let response = self.call(&request).await?;
         if response.error_code != ErrorCode::NONE {
             return Err(ClientError::broker(response.error_code, response.error_message));
         }
         self.generation = response.generation_id;
+        let mut shared = self.shared.lock().expect("membership lock");
+        shared.confirmed_at = shared.confirmed_at.max(sent);
         Ok(TopicPartitions::flatten(&response.assignment).into_iter().collect())
     }
 
@@ -362,10 +372,11 @@ async fn heartbeat_loop(
             continue;
         }
         let request = HeartbeatRequest { group_id: config.group_id.clone(), member_id };
+        let sent = Instant::now();
         match coordinator.call(&request, timeout).await {
             Ok(response) if coordinator_moved(response.error_code) => {
-                // The new coordinator does not know this member: join it again.
-                shared.lock().expect("membership lock").needs_rejoin = true;
+                // The group moved with its membership (the coordinator stores it): keep the partitions and
+                // heartbeat the new coordinator; it answers UNKNOWN_MEMBER_ID if it does not know this member.
                 if let Ok(found) = find_coordinator(&cluster, &config.group_id).await {
                     coordinator = found;
                 }
@@ -373,8 +384,11 @@ async fn heartbeat_loop(
             Ok(response) => {
                 let mut state = shared.lock().expect("membership lock");
                 match response.error_code {
-                    ErrorCode::NONE => {}
-                    ErrorCode::REBALANCE_IN_PROGRESS => state.needs_sync = true,
+                    ErrorCode::NONE => state.confirmed_at = state.confirmed_at.max(sent),
+                    ErrorCode::REBALANCE_IN_PROGRESS => {
+                        state.confirmed_at = state.confirmed_at.max(sent);
+                        state.needs_sync = true
+                    }
                     ErrorCode::UNKNOWN_MEMBER_ID | ErrorCode::ILLEGAL_GENERATION => state.needs_rejoin = true,
                     code => state.fatal = Some(ClientError::broker(code, Some(format!("group '{}'", config.group_id)))),
                 }

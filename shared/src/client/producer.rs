@@ -31,6 +31,8 @@ use crate::protocol::{Acks, ApiKey, ErrorCode, NodeId};
 
 /// Linger waits shorter than this sleep on a blocking thread rather than on tokio's millisecond timer.
 const PRECISE_WAIT_BELOW: Duration = Duration::from_millis(2);
+/// How long a produce request goes unanswered before the producer checks whether its leader was replaced.
+const LEADER_CHECK_AFTER: Duration = Duration::from_millis(1_000);
 /// The most batches per partition a producer without idempotence may have in flight.
 const IN_FLIGHT_MAX: usize = 1024;
 
@@ -47,10 +49,12 @@ pub struct ProducerConfig {
     pub buffer_bytes: usize,
     /// How long `send` waits for buffer space before failing with `BufferFull`.
     pub max_block: Duration,
-    /// Retries of a batch after retriable errors.
+    /// Retries of a batch after retriable errors. Unbounded by default: `delivery_timeout` bounds them, so a
+    /// leader failover of any length below it costs latency, not records.
     pub retries: u32,
     pub retry_backoff: Duration,
-    /// A record not acknowledged within this time fails.
+    /// A record not acknowledged within this time fails (with `UnknownOutcome` when an attempt may have
+    /// been stored). A batch already sent is given its request timeout first.
     pub delivery_timeout: Duration,
     /// Idempotent producer (with acks=all; ignored otherwise): the broker gives this producer an id, every batch carries a
     /// per-partition sequence number, and a batch retried after a timeout or a leader change is stored once.
@@ -69,7 +73,7 @@ impl ProducerConfig {
             linger: Duration::from_millis(5),
             buffer_bytes: 64 * 1024 * 1024,
             max_block: Duration::from_secs(60),
-            retries: 10,
+            retries: u32::MAX,
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
             idempotence: true,
@@ -449,8 +453,28 @@ async fn send_request(shared: &Arc<Shared>, leader: NodeId, batches: Vec<ReadyBa
     };
     let shared = shared.clone();
     tokio::spawn(async move {
+        // A leader that stops answering (paused, cut off) may have been replaced: once the metadata names
+        // another leader, the request is given up and retried there instead of at its timeout.
+        let (topic, partition) = batches[0].topic_partition.clone();
+        let leader_moved = async {
+            loop {
+                tokio::time::sleep(LEADER_CHECK_AFTER).await;
+                shared.cluster.invalidate(&topic);
+                match shared.cluster.leader(&topic, partition).await {
+                    Ok(now_leading) if now_leading != leader => {
+                        return ClientError::broker(
+                            ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                            Some(format!(
+                                "broker {leader} did not answer and broker {now_leading} leads {topic}/{partition} now"
+                            )),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        };
         let response: Result<ProduceResponse, ClientError> =
-            pending.wait(request_timeout + Duration::from_secs(5)).await.and_then(|body| {
+            pending.wait_unless(request_timeout, leader_moved).await.and_then(|body| {
                 crate::protocol::frame::decode_body(&body).map_err(|error| ClientError::Protocol(error.to_string()))
             });
         let response = match response {
@@ -473,6 +497,13 @@ async fn send_request(shared: &Arc<Shared>, leader: NodeId, batches: Vec<ReadyBa
             match result {
                 Some(result) if result.error_code == ErrorCode::NONE => {
                     complete(&shared, batch, Some(result.base_offset))
+                }
+                // Sequence numbers below the producer's next one were all stored (the broker accepts them
+                // only in order); this batch is older than the broker's window of recent batches, so the
+                // offsets are not known.
+                Some(result) if result.error_code == ErrorCode::DUPLICATE_SEQUENCE_NUMBER && batch.stamp.is_some() => {
+                    tracing::debug!(%topic, partition, "batch stored before, beyond the broker's window: offsets unknown");
+                    complete(&shared, batch, None)
                 }
                 Some(result) => {
                     let error = ClientError::broker(result.error_code, result.error_message.clone());
@@ -525,6 +556,11 @@ async fn init_producer_id(shared: &Shared) -> Result<(), ClientError> {
 }
 
 fn fail(shared: &Shared, mut batch: ReadyBatch, error: ClientError) {
+    let error = if batch.maybe_stored && !error.is_unknown_outcome() {
+        ClientError::UnknownOutcome(Box::new(error))
+    } else {
+        error
+    };
     tracing::warn!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, %error, "batch failed");
     if let Some((producer_id, _)) = batch.stamp {
         // The partition's sequence now has a gap: later batches go out under a new producer id.
@@ -546,8 +582,26 @@ fn finish(shared: &Shared, batch: &ReadyBatch, n_records: u64) {
     shared.wake.notify_one();
 }
 
+/// Whether an attempt that ended with `error` may have stored the batch all the same.
+fn may_be_stored(error: &ClientError) -> bool {
+    match error {
+        ClientError::Timeout(_) | ClientError::ConnectionLost { .. } | ClientError::Protocol(_) => true,
+        // Answers to appends that were made but not confirmed by the in-sync set (a timeout, too few
+        // replicas, or the leader losing leadership or shutting down while the append waited).
+        ClientError::Broker { code, .. } => matches!(
+            *code,
+            ErrorCode::REQUEST_TIMED_OUT
+                | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                | ErrorCode::NOT_LEADER_OR_FOLLOWER
+                | ErrorCode::BROKER_SHUTTING_DOWN
+        ),
+        _ => false,
+    }
+}
+
 /// Retries after a backoff, ahead of the partition's later batches; fails for good when out of retries.
 fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError) {
+    batch.maybe_stored |= may_be_stored(&error);
     let expired = batch.created.elapsed() >= shared.config.delivery_timeout;
     let retriable = error.is_retriable()
         || (matches!(error.code(), Some(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER | ErrorCode::UNKNOWN_PRODUCER_ID))
@@ -555,13 +609,18 @@ fn retry_or_fail(shared: &Arc<Shared>, mut batch: ReadyBatch, error: ClientError
     if !retriable || batch.attempts >= shared.config.retries || expired {
         return fail(shared, batch, error);
     }
+    shared.state.lock().expect("producer lock").retry_started(&batch);
     batch.attempts += 1;
     tracing::debug!(topic = %batch.topic_partition.0, partition = batch.topic_partition.1, attempt = batch.attempts, %error, "retrying batch");
     shared.cluster.invalidate(&batch.topic_partition.0);
     shared.state.lock().expect("producer lock").invalidate(&batch.topic_partition.0);
     let shared = shared.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(shared.config.retry_backoff * batch.attempts.min(10)).await;
+        // Linear, capped at three times the base: a failover is found within a few hundred milliseconds. No
+        // sleep past the delivery timeout: the next attempt fails the batch then.
+        let backoff = shared.config.retry_backoff * batch.attempts.min(3);
+        let left = shared.config.delivery_timeout.saturating_sub(batch.created.elapsed());
+        tokio::time::sleep(backoff.min(left)).await;
         // The batch held its in-flight slot during the backoff so that no later batch overtook it.
         shared.state.lock().expect("producer lock").requeue(batch);
         shared.wake.notify_one();

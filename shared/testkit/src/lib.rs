@@ -15,10 +15,12 @@ use oxbow::client::{
 use oxbow::protocol::api::describe_cluster::DescribeClusterRequest;
 use oxbow::protocol::api::metadata::PartitionMetadata;
 
-/// A binary of this workspace: `target/<profile>/<name>`, beside the running test's `deps/` folder.
+/// A binary of this workspace: `target/<profile>/<name>`, beside the running test's `deps/` folder (or
+/// beside the running binary, for tools such as `oxbow-chaos`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let exe = std::env::current_exe().expect("the executable's path");
+    let exe_dir = exe.parent().expect("the executable's folder");
+    let profile_dir = if exe_dir.ends_with("deps") { exe_dir.parent().expect("target/<profile>") } else { exe_dir };
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
@@ -385,11 +387,16 @@ impl TestCluster {
         let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let controllers: String =
             addrs.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect::<Vec<_>>().join(",");
-        TestCluster::start_brokers(dir, addrs, vec![controllers; 3], HashMap::new(), lag_ms)
+        TestCluster::start_brokers(dir, addrs, vec![controllers; 3], HashMap::new(), lag_ms, &[])
     }
 
     /// Brokers reach each other only through proxies (clients connect directly).
     pub async fn start_with_proxies() -> TestCluster {
+        TestCluster::start_with_proxies_env(&[]).await
+    }
+
+    /// `start_with_proxies`, with extra `OXBOW__...` settings for every broker (they override the defaults).
+    pub async fn start_with_proxies_env(extra: &[(&str, &str)]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let mut proxies = HashMap::new();
@@ -407,7 +414,7 @@ impl TestCluster {
             }
             lists.push(entries.join(","));
         }
-        TestCluster::start_brokers(dir, addrs, lists, proxies, DEFAULT_LAG_MS)
+        TestCluster::start_brokers(dir, addrs, lists, proxies, DEFAULT_LAG_MS, extra)
     }
 
     /// Cuts (or heals) every link between broker `index` and the others, both ways.
@@ -425,11 +432,12 @@ impl TestCluster {
         controllers: Vec<String>,
         proxies: HashMap<(usize, usize), Proxy>,
         lag_ms: &str,
+        extra: &[(&str, &str)],
     ) -> TestCluster {
         let brokers = addrs
             .iter()
             .enumerate()
-            .map(|(i, addr)| TestCluster::spawn_broker(dir.path(), i as i32 + 1, addr, &controllers[i], lag_ms))
+            .map(|(i, addr)| TestCluster::spawn_broker(dir.path(), i as i32 + 1, addr, &controllers[i], lag_ms, extra))
             .collect();
         TestCluster { brokers, proxies, controllers: controllers[0].clone(), _dir: dir }
     }
@@ -437,27 +445,36 @@ impl TestCluster {
     /// Starts one more broker that is not a voter of the controller quorum.
     pub fn add_broker(&mut self, node_id: i32) {
         let addr = format!("127.0.0.1:{}", free_port());
-        let broker = TestCluster::spawn_broker(self._dir.path(), node_id, &addr, &self.controllers, DEFAULT_LAG_MS);
+        let broker =
+            TestCluster::spawn_broker(self._dir.path(), node_id, &addr, &self.controllers, DEFAULT_LAG_MS, &[]);
         self.brokers.push(broker);
     }
 
-    fn spawn_broker(dir: &Path, node_id: i32, addr: &str, controllers: &str, lag_ms: &str) -> BrokerProcess {
+    fn spawn_broker(
+        dir: &Path,
+        node_id: i32,
+        addr: &str,
+        controllers: &str,
+        lag_ms: &str,
+        extra: &[(&str, &str)],
+    ) -> BrokerProcess {
         let node_id = node_id.to_string();
-        BrokerProcess::start_at(
-            &dir.join(format!("broker-{node_id}")),
-            addr,
-            &[
-                ("OXBOW__NODE_ID", &node_id),
-                ("OXBOW__CLUSTER__CONTROLLERS", controllers),
-                ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "250"),
-                ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "3000"),
-                ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", lag_ms),
-                ("OXBOW__CLUSTER__ELECTION_TIMEOUT_MS", "800"),
-                ("OXBOW__CLUSTER__LEADER_IMBALANCE_CHECK_INTERVAL_MS", "1000"),
-                ("OXBOW__LOG__MIN_INSYNC_REPLICAS", "2"),
-                ("OXBOW__LOG__SEGMENT_BYTES", "65536"),
-            ],
-        )
+        let mut env: Vec<(&str, &str)> = vec![
+            ("OXBOW__NODE_ID", &node_id),
+            ("OXBOW__CLUSTER__CONTROLLERS", controllers),
+            ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "250"),
+            ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "3000"),
+            ("OXBOW__CLUSTER__REPLICA_LAG_TIME_MAX_MS", lag_ms),
+            ("OXBOW__CLUSTER__ELECTION_TIMEOUT_MS", "800"),
+            ("OXBOW__CLUSTER__LEADER_IMBALANCE_CHECK_INTERVAL_MS", "1000"),
+            ("OXBOW__LOG__MIN_INSYNC_REPLICAS", "2"),
+            ("OXBOW__LOG__SEGMENT_BYTES", "65536"),
+        ];
+        for (key, value) in extra {
+            env.retain(|(k, _)| k != key);
+            env.push((key, value));
+        }
+        BrokerProcess::start_at(&dir.join(format!("broker-{node_id}")), addr, &env)
     }
 
     pub fn bootstrap(&self) -> String {

@@ -39,6 +39,9 @@ pub struct RequestScope {
     pub shutdown: watch::Receiver<bool>,
     /// Held until the request is answered; graceful shutdown waits for all of them.
     pub _done: mpsc::Sender<()>,
+    /// The broker whose controller heartbeats arrive on this connection (-1: none): when the connection
+    /// closes, the controller suspects it at once instead of waiting out its session.
+    pub heartbeats_from: Arc<std::sync::atomic::AtomicI32>,
 }
 
 /// Encodes an error response.
@@ -101,7 +104,7 @@ async fn internal(body: &[u8], scope: &RequestScope, raft: bool) -> Result<Encod
     let payload = if raft {
         cluster.handle_raft_request(&request.payload).await
     } else {
-        cluster.handle_controller_request(&request.payload).await
+        cluster.handle_controller_request(&request.payload, &scope.heartbeats_from).await
     };
     Ok(Encoded::new(&InternalResponse { payload: payload? }))
 }
