@@ -626,6 +626,108 @@ async fn after_a_power_cut_the_latest_offset_is_never_understated() {
     }
 }
 
+/// Cuts every segment of `topic` on a stopped broker back to what its last completed fsync covered (the
+/// brokers run with `OXBOW_TEST_SYNC_MARKERS=1`): what losing the page cache in a power cut would leave.
+fn lose_unsynced_writes(data_dir: &Path, topic: &str) -> u64 {
+    let mut lost = 0;
+    let Ok(partitions) = std::fs::read_dir(data_dir.join(topic)) else { return 0 };
+    for partition in partitions {
+        let partition = partition.unwrap().path();
+        if !partition.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&partition).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_none_or(|e| e != "log") {
+                continue;
+            }
+            let synced: u64 = std::fs::read_to_string(path.with_extension("synced"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let len = file.metadata().unwrap().len();
+            if synced < len {
+                lost += len - synced;
+                file.set_len(synced).unwrap();
+            }
+        }
+    }
+    lost
+}
+
+/// What `flush.ms` buys: all three brokers lose power at once, and with it every write their disks had not
+/// confirmed (simulated: each segment is cut back to its last completed fsync). With `flush.ms=0` a record is
+/// acknowledged only once it is fsynced on every in-sync replica, so every acknowledged record survives;
+/// with a long `flush.ms` the acknowledged records that were only in the page cache are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_loses_no_acknowledged_record_with_flush_ms_0_and_loses_them_without() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start_with_env(&[("OXBOW_TEST_SYNC_MARKERS", "1")]);
+    cluster.wait_live_brokers(3).await;
+    let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
+    for (topic, flush_ms) in [("durable", "0"), ("lazy", "600000")] {
+        let configs = BTreeMap::from([
+            ("min.insync.replicas".to_string(), "2".to_string()),
+            ("flush.ms".to_string(), flush_ms.to_string()),
+        ]);
+        admin.create_topic(topic, 2, 3, configs).await.unwrap();
+    }
+    for topic in ["durable", "lazy"] {
+        poll("every partition led", Duration::from_secs(20), || async {
+            let metadata = Cluster::connect(ClientConfig::new(cluster.bootstrap())).await;
+            let Ok(metadata) = metadata else { return false };
+            metadata.refresh(Some(vec![topic.into()])).await.is_ok_and(|m| {
+                m.topics[0].partitions.len() == 2
+                    && m.topics[0].partitions.iter().all(|p| p.leader > 0 && p.isr.len() == 3)
+            })
+        })
+        .await;
+        produce_values(&cluster.bootstrap(), topic, 0..300).await;
+    }
+    // Every record is acknowledged (acks=all). The power goes off everywhere at once.
+    let mut lost_bytes = 0;
+    for broker in &mut cluster.brokers {
+        broker.kill9();
+        for topic in ["durable", "lazy"] {
+            lost_bytes += lose_unsynced_writes(&broker.data_dir, topic);
+        }
+    }
+    assert!(lost_bytes > 0, "the lazy topic's writes were only in the page cache");
+    for broker in &mut cluster.brokers {
+        broker.restart();
+    }
+    cluster.wait_live_brokers(3).await;
+    let read = |topic: &'static str, expected: usize, deadline: Duration| {
+        let bootstrap = cluster.bootstrap();
+        async move {
+            let mut config = ConsumerConfig::new(bootstrap);
+            config.auto_offset_reset = OffsetReset::Earliest;
+            config.fetch_max_wait = Duration::from_millis(100);
+            let mut consumer = Consumer::connect(config).await.unwrap();
+            let until = Instant::now() + Duration::from_secs(30);
+            while let Err(error) = consumer.assign_topic(topic).await {
+                assert!(Instant::now() < until, "{topic} never readable: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let records = common::read_all(&mut consumer, expected, deadline).await;
+            let mut values: Vec<String> =
+                records.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()).collect();
+            values.sort();
+            values
+        }
+    };
+    let expected: Vec<String> = (0..300).map(|i| format!("e-{i:04}")).collect();
+    let durable = read("durable", 300, Duration::from_secs(30)).await;
+    assert_eq!(durable, expected, "flush.ms=0: every acknowledged record survives");
+    // (Waits its whole deadline: what is lost does not come.)
+    let lazy = read("lazy", 300, Duration::from_secs(3)).await;
+    assert!(lazy.len() < 300, "flush.ms=600000: acknowledged records in the page cache are lost ({} left)", lazy.len());
+    for broker in &mut cluster.brokers {
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
+    }
+}
+
 /// The metadata log checks every record: damage in the middle (fsynced data gone bad) stops the broker from
 /// starting, with the file and the byte in the message; a torn last write (a crash in the middle of an append)
 /// is cut off and the broker rejoins.

@@ -210,7 +210,7 @@ impl PartitionActor {
         if self.flush_in_flight || self.unflushed_bytes == 0 {
             return;
         }
-        let handle = match self.log.active_log_handle() {
+        let (handle, log_path, synced_bytes) = match self.log.active_log_handle() {
             Ok(handle) => handle,
             Err(error) => return self.go_offline(format!("cannot open the segment for fsync: {error}"), ctx),
         };
@@ -222,6 +222,7 @@ impl PartitionActor {
             actor.flush_in_flight = false;
             match result {
                 Ok(Ok(())) => {
+                    crate::durable::note_synced(&log_path, synced_bytes);
                     actor.state.flushed(flushed_to);
                     let (done, waiting): (Vec<_>, Vec<_>) =
                         actor.flush_waiters.drain(..).partition(|(last_offset, _)| *last_offset < flushed_to);

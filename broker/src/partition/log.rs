@@ -348,9 +348,11 @@ impl Log {
         Ok(())
     }
 
-    /// A handle on the active segment's file, to fsync it off the actor's thread.
-    pub fn active_log_handle(&self) -> io::Result<fs::File> {
-        self.active().log_handle()
+    /// A handle on the active segment's file, to fsync it off the actor's thread, with its path and the bytes
+    /// written to it so far.
+    pub fn active_log_handle(&self) -> io::Result<(fs::File, PathBuf, u64)> {
+        let active = self.active();
+        Ok((active.log_handle()?, active.log_path().to_path_buf(), active.size_bytes()))
     }
 
     fn should_roll(&self, incoming_bytes: u64, incoming_records: u64, now_ms: i64) -> bool {

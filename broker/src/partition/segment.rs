@@ -296,6 +296,7 @@ impl Segment {
 
     pub fn sync(&self) -> io::Result<()> {
         self.log.sync_data()?;
+        crate::durable::note_synced(&self.log_path, self.size_bytes);
         self.index_file.sync_data()?;
         self.time_index_file.sync_data()
     }
@@ -335,6 +336,11 @@ impl Segment {
     /// A read-only view of this (closed) segment for another thread.
     pub fn reader(&self) -> io::Result<SegmentReader> {
         Ok(SegmentReader { base_offset: self.base_offset, log: self.log.try_clone()?, size_bytes: self.size_bytes })
+    }
+
+    /// Bytes of batches in the log file.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
     }
 
     pub fn is_empty(&self) -> bool {

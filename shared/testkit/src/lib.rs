@@ -381,6 +381,15 @@ impl TestCluster {
         TestCluster::start_with_lag(DEFAULT_LAG_MS)
     }
 
+    /// With extra `OXBOW__...` (or test hook) settings for every broker.
+    pub fn start_with_env(extra: &[(&str, &str)]) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let controllers: String =
+            addrs.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect::<Vec<_>>().join(",");
+        TestCluster::start_brokers(dir, addrs, vec![controllers; 3], HashMap::new(), DEFAULT_LAG_MS, extra)
+    }
+
     /// With `replica_lag_time_max_ms` = `lag_ms`.
     pub fn start_with_lag(lag_ms: &str) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
