@@ -134,6 +134,15 @@ async fn reconcile_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut metadata = cluster.subscribe();
+    let (leadership, mut latest) = watch::channel::<Option<OffsetsLeadership>>(None);
+    actix_rt::spawn(async move {
+        while latest.changed().await.is_ok() {
+            let update = latest.borrow_and_update().clone();
+            if let Some(update) = update {
+                let _ = coordinator.send(update).await;
+            }
+        }
+    });
     let mut orphans_checked = false;
     loop {
         let state = metadata.borrow_and_update().clone();
@@ -157,7 +166,9 @@ async fn reconcile_loop(
             _ => Vec::new(),
         };
         let n_partitions = state.topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len() as u32);
-        let _ = coordinator.send(OffsetsLeadership { n_partitions, led }).await;
+        // Handed over through a watch and a forwarding task: the loop never waits for the coordinator, which
+        // may itself be waiting for an in-sync set change only this loop delivers.
+        leadership.send_replace(Some(OffsetsLeadership { n_partitions, led }));
         tokio::select! {
             changed = metadata.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,

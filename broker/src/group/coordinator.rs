@@ -17,6 +17,8 @@ use crate::partition::{Append, ClusterLink, PartitionActor};
 use crate::topic::Registry;
 
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a group change or commit may wait for the offsets partition's in-sync replicas.
+const STORE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// Mailbox size: every group request of the broker's connections queues here.
 pub const MAILBOX_CAPACITY: usize = 1024;
 
@@ -40,7 +42,7 @@ struct OwnedPartition {
 }
 
 /// The offsets partitions this broker leads now, with their leader epochs (sent after metadata changes).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct OffsetsLeadership {
     pub n_partitions: u32,
@@ -146,9 +148,15 @@ impl GroupCoordinator {
             self.groups.get(group_id).map(GroupState::snapshot).unwrap_or_else(|| GroupState::default().snapshot());
         let batch = offsets::encode_group(group_id, &snapshot, crate::now_ms());
         Ok(async move {
-            append_all(target, batch)
-                .await
-                .map_err(|message| CodedError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, message))
+            // Bounded: the coordinator serves nothing else meanwhile (an in-sync replica that died holds the
+            // write until it is fenced); the member retries, and the change counts as made in any case.
+            match tokio::time::timeout(STORE_TIMEOUT, append_all(target, batch)).await {
+                Ok(stored) => stored.map_err(|message| CodedError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, message)),
+                Err(_) => Err(CodedError::new(
+                    ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                    format!("storing the group took over {STORE_TIMEOUT:?}"),
+                )),
+            }
         })
     }
 
@@ -363,7 +371,12 @@ impl Handler<Commit> for GroupCoordinator {
         let records: Vec<_> = accepted.iter().map(|(tp, c)| (tp.clone(), Some(c.clone()))).collect();
         let batch = offsets::encode_commits(&commit.group_id, &records, crate::now_ms());
         let group_id = commit.group_id;
-        let write = append_all(target, batch);
+        let write = async move {
+            match tokio::time::timeout(STORE_TIMEOUT, append_all(target, batch)).await {
+                Ok(written) => written,
+                Err(_) => Err(format!("storing the commit took over {STORE_TIMEOUT:?}")),
+            }
+        };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(move |written, coordinator, _| {
             match written {
                 Ok(()) => {
