@@ -61,10 +61,10 @@ pub async fn run(
     producer_config.linger = Duration::from_millis(1);
     producer_config.client.request_timeout = Duration::from_secs(5);
     producer_config.max_block = Duration::from_secs(5);
-    // Long enough to ride out a partition leader's failover (the brokers' session timeout, 6 s by default)
-    // before answering 503: a leader change shows only as latency.
+    // Long enough to ride out a partition leader's failover (about a second; a paused leader: its session of
+    // 2 s, or the controller's election too) before answering 503: a leader change shows only as latency.
+    // Retries are bounded by this alone (the library's default).
     producer_config.delivery_timeout = Duration::from_secs(12);
-    producer_config.retries = 1_000;
     let producer = Producer::with_cluster(cluster.clone(), producer_config)?;
     let bookings = Bookings::default().start();
     let caught_up = Arc::new(AtomicBool::new(false));

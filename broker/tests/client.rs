@@ -251,3 +251,28 @@ async fn pipelined_batches_of_a_partition_are_stored_in_order_and_max_in_flight_
     let error = oxbow::client::Producer::connect(config).await.err().expect("refused");
     assert!(error.to_string().contains("max_in_flight"), "{error}");
 }
+
+/// A send whose request reached a broker that never answered may be stored: it ends `UnknownOutcome`, not a
+/// plain failure. A send the broker refused outright (an unknown partition) is a plain failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_send_ends_with_an_unknown_outcome_and_a_refused_one_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(&dir.path().join("broker"));
+    broker.admin().await.create_topic("answers", 1, 1, BTreeMap::new()).await.unwrap();
+    let producer = broker
+        .producer(|config| {
+            config.client.request_timeout = Duration::from_millis(300);
+            config.delivery_timeout = Duration::from_millis(1_500);
+            config.retry_backoff = Duration::from_millis(50);
+        })
+        .await;
+    producer.send_and_wait(ProducerRecord::new("answers", "first")).await.unwrap();
+    let refused = producer.send_and_wait(ProducerRecord::new("answers", "x").partition(7)).await.unwrap_err();
+    assert!(!refused.is_unknown_outcome(), "{refused}");
+    broker.signal("STOP");
+    let unanswered = producer.send_and_wait(ProducerRecord::new("answers", "second")).await;
+    broker.signal("CONT");
+    let error = unanswered.unwrap_err();
+    assert!(error.is_unknown_outcome(), "{error}");
+    broker.kill9();
+}
