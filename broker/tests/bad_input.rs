@@ -315,3 +315,42 @@ async fn a_full_disk_refuses_writes_cleanly_and_loses_nothing() {
     assert_eq!(metadata.offset, Some(acknowledged.len() as u64));
     assert!(!broker.log().contains("panicked"));
 }
+
+/// Names and internal topics: a 249-character topic (the longest allowed) can be created, used, deleted and
+/// created again; clients can neither create, alter nor delete `__` topics; ListOffsets with a timestamp
+/// below -2 is an invalid request, not a storage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_names_internal_topics_and_bad_timestamps_get_clear_answers() {
+    use oxbow::client::{ConsumerConfig, ProducerRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    let admin = broker.admin().await;
+    let long = "t".repeat(249);
+    for round in 0..2 {
+        admin.create_topic(&long, 1, 1, BTreeMap::new()).await.unwrap();
+        let producer = broker.producer(|_| {}).await;
+        let stored = producer.send_and_wait(ProducerRecord::new(long.clone(), format!("round {round}"))).await;
+        assert_eq!(stored.unwrap().offset, Some(0), "round {round}: a fresh topic");
+        producer.close().await;
+        admin.delete_topic(&long).await.unwrap_or_else(|error| panic!("round {round}: {error}"));
+    }
+    assert!(!admin.list_topics().await.unwrap().contains(&long));
+
+    let error = admin.create_topic("__mine", 1, 1, BTreeMap::new()).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::INVALID_REQUEST), "{error}");
+    // The offsets topic exists once a group asked for its coordinator.
+    let consumer_group = oxbow::client::GroupConfig::new("g");
+    let mut config = ConsumerConfig::new(broker.addr.clone());
+    config.group = Some(consumer_group);
+    let mut consumer = oxbow::client::Consumer::connect(config).await.unwrap();
+    admin.create_topic("plain", 1, 1, BTreeMap::new()).await.unwrap();
+    consumer.subscribe(&["plain"]).await.unwrap();
+    let set = BTreeMap::from([("retention.ms".to_string(), "1".to_string())]);
+    let error = admin.alter_topic_configs("__consumer_offsets", set, vec![]).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::INVALID_REQUEST), "{error}");
+    let error = admin.delete_topic("__consumer_offsets").await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::INVALID_REQUEST), "{error}");
+
+    let error = consumer.list_offset("plain", 0, -3).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::INVALID_REQUEST), "{error}");
+}

@@ -384,8 +384,13 @@ impl Registry {
     }
 
     fn remove_dir(&self, dir: &Path) -> std::io::Result<()> {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let doomed = self.config.data_dir.join(format!("{DELETED_PREFIX}{name}-{}", crate::now_ms()));
+        // Not the topic's name: a 249-character name with a prefix and a time would pass the file system's
+        // limit of 255 bytes per name, and the topic could never be deleted.
+        let doomed = self.config.data_dir.join(format!(
+            "{DELETED_PREFIX}{:x}-{:x}",
+            crate::now_ms(),
+            crate::cluster::rand_u64()
+        ));
         std::fs::rename(dir, &doomed)?;
         sync_dir(&self.config.data_dir)?;
         std::fs::remove_dir_all(&doomed)

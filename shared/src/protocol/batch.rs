@@ -144,6 +144,7 @@ pub fn validate_batch(buf: &[u8], strict_offsets: bool) -> Result<BatchHeader, B
             return Err(BatchError::InvalidRecords { reason: "offset deltas must increase" });
         }
         previous_delta = Some(offset_delta);
+        check_record_fields(buf, position + 13, position + 4 + length)?;
         position += 4 + length;
     }
     if position != buf.len() {
@@ -388,6 +389,53 @@ fn put_nullable(buf: &mut BytesMut, bytes: Option<&[u8]>) {
     }
 }
 
+/// Walks one record's fields from `cursor` (key, value, headers) and checks they fill it exactly to `end`:
+/// a stored record always decodes. No allocation; a header count that lies ends at the first header that
+/// does not fit.
+fn check_record_fields(buf: &[u8], mut cursor: usize, end: usize) -> Result<(), BatchError> {
+    fn skip_nullable(buf: &[u8], cursor: &mut usize, end: usize) -> Result<(), BatchError> {
+        if end - *cursor < 4 {
+            return Err(BatchError::InvalidRecords { reason: "field length runs past the record" });
+        }
+        let length = read_i32(buf, *cursor);
+        *cursor += 4;
+        if length == -1 {
+            return Ok(());
+        }
+        if length < 0 {
+            return Err(BatchError::InvalidRecords { reason: "a field length is negative (only -1, null)" });
+        }
+        if end - *cursor < length as usize {
+            return Err(BatchError::InvalidRecords { reason: "field runs past the record" });
+        }
+        *cursor += length as usize;
+        Ok(())
+    }
+    skip_nullable(buf, &mut cursor, end)?;
+    skip_nullable(buf, &mut cursor, end)?;
+    if end - cursor < 4 {
+        return Err(BatchError::InvalidRecords { reason: "header count runs past the record" });
+    }
+    let header_count = read_u32(buf, cursor);
+    cursor += 4;
+    for _ in 0..header_count {
+        if end - cursor < 2 {
+            return Err(BatchError::InvalidRecords { reason: "header key runs past the record" });
+        }
+        let key_length = read_u16(buf, cursor) as usize;
+        cursor += 2;
+        if end - cursor < key_length {
+            return Err(BatchError::InvalidRecords { reason: "header key runs past the record" });
+        }
+        cursor += key_length;
+        skip_nullable(buf, &mut cursor, end)?;
+    }
+    if cursor != end {
+        return Err(BatchError::InvalidRecords { reason: "bytes after the record's last field" });
+    }
+    Ok(())
+}
+
 fn take_nullable(batch: &Bytes, cursor: &mut usize, end: usize) -> Result<Option<Bytes>, BatchError> {
     if end - *cursor < 4 {
         return Err(BatchError::InvalidRecords { reason: "field length runs past the record" });
@@ -454,6 +502,54 @@ mod tests {
         assert_eq!(records[0].headers[0].0, "h");
         assert_eq!(records[1].key.as_deref(), Some(&b"k3"[..]));
         assert_eq!(records[1].value, None);
+    }
+
+    /// A batch with one record whose key, value and header fields are the given raw bytes, with a valid CRC:
+    /// what a hostile client can send.
+    fn forged(fields: &[u8]) -> Vec<u8> {
+        let mut batch = BatchBuilder::new(128);
+        batch.append(1_000, None, None, &[]);
+        let mut batch = batch.finish().to_vec();
+        // The record: length, attributes, timestamp delta, offset delta, then the fields.
+        batch.truncate(BATCH_HEADER_BYTES);
+        let length = (1 + 4 + 4 + fields.len()) as u32;
+        batch.extend_from_slice(&length.to_be_bytes());
+        batch.push(0);
+        batch.extend_from_slice(&0i32.to_be_bytes());
+        batch.extend_from_slice(&0u32.to_be_bytes());
+        batch.extend_from_slice(fields);
+        let total = batch.len() as u32 - 12;
+        batch[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4].copy_from_slice(&total.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
+        batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    fn fields(key: i32, value: i32, header_count: u32, rest: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&key.to_be_bytes());
+        out.extend_from_slice(&value.to_be_bytes());
+        out.extend_from_slice(&header_count.to_be_bytes());
+        out.extend_from_slice(rest);
+        out
+    }
+
+    #[test]
+    fn records_whose_fields_lie_are_refused_with_a_valid_crc() {
+        // The honest record: null key, null value, no headers.
+        let honest = forged(&fields(-1, -1, 0, &[]));
+        assert!(validate_batch(&honest, true).is_ok());
+        assert_eq!(decode_records(&Bytes::from(honest), 0).unwrap().len(), 1);
+        for (what, raw) in [
+            ("a key length far past the record", fields(0x7fff_ffff, -1, 0, &[])),
+            ("a negative value length other than -1", fields(-1, -5, 0, &[])),
+            ("a header count past the end", fields(-1, -1, 3, &[])),
+            ("a header key past the end", fields(-1, -1, 1, &[0, 200, b'h'])),
+            ("bytes after the last field", fields(-1, -1, 0, &[1, 2, 3])),
+        ] {
+            let batch = forged(&raw);
+            assert!(validate_batch(&batch, true).is_err(), "{what} was accepted");
+        }
     }
 
     #[test]

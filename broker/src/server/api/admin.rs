@@ -19,9 +19,20 @@ pub async fn create_topics(request: CreateTopicsRequest, scope: &RequestScope) -
     let registry = &scope.context.registry;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        let result = registry
-            .create_topic(&topic.name, topic.partitions, topic.replication_factor, topic.configs, request.validate_only)
-            .await;
+        let result = match refuse_internal(&topic.name, "created") {
+            Err(error) => Err(error),
+            Ok(()) => {
+                registry
+                    .create_topic(
+                        &topic.name,
+                        topic.partitions,
+                        topic.replication_factor,
+                        topic.configs,
+                        request.validate_only,
+                    )
+                    .await
+            }
+        };
         topics.push(topic_result(topic.name, result));
     }
     Ok(Encoded::new(&CreateTopicsResponse { topics }))
@@ -90,11 +101,26 @@ pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScop
 }
 
 pub async fn alter_configs(request: AlterConfigsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
-    let result = scope.context.registry.alter_topic(&request.topic, request.set, request.delete).await;
+    let result = match refuse_internal(&request.topic, "altered") {
+        Err(error) => Err(error),
+        Ok(()) => scope.context.registry.alter_topic(&request.topic, request.set, request.delete).await,
+    };
     Ok(Encoded::new(&match result {
         Ok(_) => AlterConfigsResponse { error_code: ErrorCode::NONE, error_message: None },
         Err(error) => AlterConfigsResponse { error_code: error.code, error_message: Some(error.message) },
     }))
+}
+
+/// Internal topics (`__` names) belong to the brokers: clients neither create, alter nor delete them (their
+/// settings, such as `__consumer_offsets` being compacted, are what the brokers rely on).
+fn refuse_internal(name: &str, what: &str) -> Result<(), CodedError> {
+    if crate::topic::is_internal(name) {
+        return Err(CodedError::new(
+            ErrorCode::INVALID_REQUEST,
+            format!("'{name}': topics whose names start with '__' are internal and cannot be {what} by clients"),
+        ));
+    }
+    Ok(())
 }
 
 fn topic_result(name: String, result: Result<(), CodedError>) -> TopicResult {

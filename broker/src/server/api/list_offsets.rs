@@ -35,6 +35,7 @@ pub async fn handle(request: ListOffsetsRequest, scope: &RequestScope) -> Result
                         }
                         offset_spec::LATEST => response.offset = offsets.high_watermark,
                         offset_spec::EARLIEST => response.offset = offsets.log_start_offset,
+                        timestamp if timestamp < 0 => response.error_code = ErrorCode::INVALID_REQUEST,
                         timestamp => match handle.addr.send(ListOffset { timestamp }).await {
                             Ok(Ok(Some((offset, found)))) => (response.offset, response.timestamp) = (offset, found),
                             Ok(Ok(None)) => response.offset = offsets.high_watermark,
