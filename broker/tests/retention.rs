@@ -155,7 +155,28 @@ fn check_compaction(
     expected: &HashMap<String, Option<String>>,
     tombstones_expired: bool,
 ) -> bool {
-    assert!(records.windows(2).all(|w| w[0].0 < w[1].0), "offsets only increase");
+    compaction_state(records, expected, tombstones_expired).unwrap_or_else(|violation| panic!("{violation}"))
+}
+
+/// `check_compaction` for the moments when tombstones expire (`delete.retention.ms` of 1 ms): a read that
+/// spans the removal of a tombstone and of the values it deleted can end with an older value of that key, as
+/// Kafka warns (a consumer must read a tombstone within `delete.retention.ms` to see it). Such a read is "not
+/// yet"; the settled log must pass every check.
+fn compaction_settled(
+    records: &[(u64, Option<String>, Option<String>)],
+    expected: &HashMap<String, Option<String>>,
+) -> bool {
+    compaction_state(records, expected, true).unwrap_or(false)
+}
+
+fn compaction_state(
+    records: &[(u64, Option<String>, Option<String>)],
+    expected: &HashMap<String, Option<String>>,
+    tombstones_expired: bool,
+) -> Result<bool, String> {
+    if !records.windows(2).all(|w| w[0].0 < w[1].0) {
+        return Err("offsets only increase".into());
+    }
     let mut last: HashMap<&str, &Option<String>> = HashMap::new();
     let mut count: HashMap<&str, usize> = HashMap::new();
     for (_, key, value) in records {
@@ -165,14 +186,16 @@ fn check_compaction(
     }
     for (key, value) in expected {
         match (last.get(key.as_str()), value) {
-            (Some(found), _) => assert_eq!(*found, value, "{key}: not its newest value"),
-            (None, None) => {}
-            (None, Some(_)) => panic!("{key}: its newest value was lost"),
+            (Some(found), _) if *found != value => {
+                return Err(format!("{key}: not its newest value: {found:?} instead of {value:?}"))
+            }
+            (None, Some(_)) => return Err(format!("{key}: its newest value was lost")),
+            _ => {}
         }
     }
     let every_key_once = count.values().all(|n| *n == 1);
     let no_tombstones = !tombstones_expired || last.values().all(|v| v.is_some());
-    every_key_once && no_tombstones
+    Ok(every_key_once && no_tombstones)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +230,7 @@ async fn compaction_keeps_the_newest_value_per_key_and_expires_tombstones() {
     // After delete.retention.ms, the tombstones go too.
     admin.alter_topic_configs("profiles", configs(&[("delete.retention.ms", "1")]), vec![]).await.unwrap();
     poll("the tombstones to expire", Duration::from_secs(60), || async {
-        check_compaction(&read_partition(&broker, "profiles").await, &expected, true)
+        compaction_settled(&read_partition(&broker, "profiles").await, &expected)
     })
     .await;
     assert!(broker.log().contains("compacted closed segments"));
@@ -249,7 +272,7 @@ async fn a_crash_at_any_step_of_compaction_loses_no_newest_value() {
         check_compaction(&records, &expected, false);
         // And compaction completes.
         poll(&format!("{fault}: compaction after the restart"), Duration::from_secs(60), || async {
-            check_compaction(&read_partition(&broker, "state").await, &expected, true)
+            compaction_settled(&read_partition(&broker, "state").await, &expected)
         })
         .await;
         println!("{fault}: recovered and compacted");
