@@ -393,24 +393,7 @@ fn put_nullable(buf: &mut BytesMut, bytes: Option<&[u8]>) {
 /// a stored record always decodes. No allocation; a header count that lies ends at the first header that
 /// does not fit.
 fn check_record_fields(buf: &[u8], mut cursor: usize, end: usize) -> Result<(), BatchError> {
-    fn skip_nullable(buf: &[u8], cursor: &mut usize, end: usize) -> Result<(), BatchError> {
-        if end - *cursor < 4 {
-            return Err(BatchError::InvalidRecords { reason: "field length runs past the record" });
-        }
-        let length = read_i32(buf, *cursor);
-        *cursor += 4;
-        if length == -1 {
-            return Ok(());
-        }
-        if length < 0 {
-            return Err(BatchError::InvalidRecords { reason: "a field length is negative (only -1, null)" });
-        }
-        if end - *cursor < length as usize {
-            return Err(BatchError::InvalidRecords { reason: "field runs past the record" });
-        }
-        *cursor += length as usize;
-        Ok(())
-    }
+    let skip_nullable = |buf: &[u8], cursor: &mut usize, end: usize| nullable_span(buf, cursor, end).map(|_| ());
     skip_nullable(buf, &mut cursor, end)?;
     skip_nullable(buf, &mut cursor, end)?;
     if end - cursor < 4 {
@@ -437,21 +420,30 @@ fn check_record_fields(buf: &[u8], mut cursor: usize, end: usize) -> Result<(), 
 }
 
 fn take_nullable(batch: &Bytes, cursor: &mut usize, end: usize) -> Result<Option<Bytes>, BatchError> {
+    Ok(nullable_span(batch, cursor, end)?.map(|span| batch.slice(span)))
+}
+
+/// A nullable field at `cursor` (i32 length, -1 for null, then the bytes): where its bytes are, moving the
+/// cursor past it; an error if it runs past `end` or its length is negative other than -1.
+fn nullable_span(buf: &[u8], cursor: &mut usize, end: usize) -> Result<Option<std::ops::Range<usize>>, BatchError> {
     if end - *cursor < 4 {
         return Err(BatchError::InvalidRecords { reason: "field length runs past the record" });
     }
-    let length = read_i32(batch, *cursor);
+    let length = read_i32(buf, *cursor);
     *cursor += 4;
-    if length < 0 {
+    if length == -1 {
         return Ok(None);
+    }
+    if length < 0 {
+        return Err(BatchError::InvalidRecords { reason: "a field length is negative (only -1, null)" });
     }
     let length = length as usize;
     if end - *cursor < length {
         return Err(BatchError::InvalidRecords { reason: "field runs past the record" });
     }
-    let bytes = batch.slice(*cursor..*cursor + length);
+    let span = *cursor..*cursor + length;
     *cursor += length;
-    Ok(Some(bytes))
+    Ok(Some(span))
 }
 
 fn read_u16(buf: &[u8], at: usize) -> u16 {
