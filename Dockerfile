@@ -16,7 +16,8 @@ RUN cargo build --release --locked \
        target/release/lab-service target/release/data-service /out/
 
 FROM ${RUNTIME_IMAGE}
-RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/oxbow oxbow
+RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/oxbow oxbow \
+ && mkdir -p /var/lib/oxbow-secret && chown oxbow /var/lib/oxbow-secret
 COPY --from=builder /out/ /usr/local/bin/
 USER oxbow
 WORKDIR /var/lib/oxbow

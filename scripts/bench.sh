@@ -79,7 +79,7 @@ PORTS=($((PORT + 1)) $((PORT + 2)) $((PORT + 3)))
 CONTROLLERS="1@127.0.0.1:${PORTS[0]},2@127.0.0.1:${PORTS[1]},3@127.0.0.1:${PORTS[2]}"
 PIDS=()
 for i in 0 1 2; do
-  OXBOW__CLUSTER__CONTROLLERS=$CONTROLLERS "$BIN/oxbow-broker" --node-id $((i + 1)) --data-dir "$DATA/rf3-$i" \
+  OXBOW__CLUSTER__CONTROLLERS=$CONTROLLERS OXBOW__CLUSTER__SECRET_FILE="$DATA/cluster.secret" "$BIN/oxbow-broker" --node-id $((i + 1)) --data-dir "$DATA/rf3-$i" \
     --listen "127.0.0.1:${PORTS[$i]}" >/dev/null 2>"$DATA/rf3-$i.log" &
   PIDS+=($!)
 done

@@ -16,6 +16,7 @@ use crate::config::BrokerConfig;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::{GroupCoordinator, OffsetsLeadership};
 use crate::replication::{ReplicaManager, SetFollowed};
+use crate::security::Authenticator;
 use crate::server::{accept_loop, ServerContext};
 use crate::topic::Registry;
 
@@ -40,7 +41,10 @@ impl Broker {
         let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let advertised_host = config.advertised_host.clone().unwrap_or_else(|| local_addr.ip().to_string());
-        let cluster = Cluster::start(&config, advertised_host.clone(), local_addr.port()).await?;
+        check_exposure(&config, local_addr)?;
+        let secret = crate::security::cluster_secret(&config).context("the cluster secret")?;
+        let authenticator = Arc::new(Authenticator::new(secret.clone(), &config.security)?);
+        let cluster = Cluster::start(&config, advertised_host.clone(), local_addr.port(), &secret).await?;
         let partition_arbiters: Vec<Arbiter> = (0..config.partition_threads()).map(|_| Arbiter::new()).collect();
         let network_arbiters: Vec<Arbiter> = (0..config.network_threads).map(|_| Arbiter::new()).collect();
         let registry = Arc::new(Registry::open(
@@ -56,6 +60,7 @@ impl Broker {
             config: config.clone(),
             advertised_host,
             advertised_port: local_addr.port(),
+            authenticator,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
@@ -174,4 +179,24 @@ async fn reconcile_loop(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Safe by default: anyone who can reach a non-loopback address could otherwise act as any client.
+fn check_exposure(config: &BrokerConfig, local_addr: SocketAddr) -> anyhow::Result<()> {
+    if local_addr.ip().is_loopback() || config.security.authentication_required() {
+        return Ok(());
+    }
+    if !config.security.allow_insecure {
+        anyhow::bail!(
+            "refusing to listen on {local_addr} without authentication: anyone who reaches it could read, write \
+             and delete every topic. Set security.authentication = \"scram\" (see docs/security.md), or start with \
+             --allow-insecure (OXBOW__SECURITY__ALLOW_INSECURE=true) on a network you trust"
+        );
+    }
+    tracing::warn!(
+        %local_addr,
+        "INSECURE: listening on a non-loopback address without authentication (--allow-insecure); any client that \
+         reaches this address can read, write and delete every topic"
+    );
+    Ok(())
 }

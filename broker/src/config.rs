@@ -20,6 +20,14 @@ pub struct BrokerConfig {
     pub network_threads: usize,
     pub frame_bytes_max: usize,
     pub connections_max: usize,
+    /// Connections open at once from one IP address; more are closed at accept.
+    pub connections_per_address_max: usize,
+    /// A connection that sends no complete request for this long (with none in flight) is closed; this
+    /// also ends a slowloris that trickles one frame forever.
+    pub connection_idle_timeout_ms: u64,
+    /// Response bytes of one connection held by the broker and not yet written (its client is slow to read,
+    /// or not reading): past this, a Fetch waits, and reading its next requests with it.
+    pub connection_response_bytes_max: usize,
     /// Requests read from one connection and not yet answered, beyond which reading pauses.
     pub connection_in_flight_max: usize,
     pub partitions_max: u32,
@@ -34,6 +42,50 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: u32,
     pub log: LogDefaults,
     pub cluster: ClusterConfig,
+    pub security: SecurityConfig,
+}
+
+/// Who may connect and what they must prove (see docs/security.md).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `none`: clients may skip authentication and act as `User:ANONYMOUS`; `scram`: every client
+    /// authenticates (SCRAM-SHA-256) before any request other than ApiVersions. Brokers always authenticate
+    /// to each other with the cluster secret.
+    pub authentication: String,
+    /// `none`: every principal may do everything; `acl`: requests are checked against the ACLs in the
+    /// metadata (what none allows is refused; super users and brokers bypass them).
+    pub authorization: String,
+    /// Let a broker listen on a non-loopback address without authentication.
+    pub allow_insecure: bool,
+    /// A connection that must authenticate and has not within this long is closed.
+    pub handshake_timeout_ms: u64,
+    /// The frame limit until a connection has authenticated (when authentication is required).
+    pub pre_auth_frame_bytes_max: usize,
+    /// Comma-separated user names that may do anything (manage users, and, once ACLs exist, bypass them).
+    pub super_users: String,
+    /// The password of the bootstrap user `admin` (a super user by default), so a secured cluster can be
+    /// administered before any user exists. Prefer `admin_password_file`; never printed.
+    #[serde(default)]
+    pub admin_password: Option<String>,
+    #[serde(default)]
+    pub admin_password_file: Option<PathBuf>,
+}
+
+impl SecurityConfig {
+    pub fn authentication_required(&self) -> bool {
+        self.authentication == "scram"
+    }
+
+    /// The bootstrap admin password, from the file or the value.
+    pub fn admin_password(&self) -> Result<Option<String>, String> {
+        if let Some(file) = &self.admin_password_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|error| format!("reading security.admin_password_file {}: {error}", file.display()))?;
+            return Ok(Some(text.trim().to_string()).filter(|p| !p.is_empty()));
+        }
+        Ok(self.admin_password.clone().filter(|p| !p.is_empty()))
+    }
 }
 
 /// The controller quorum, liveness and replication.
@@ -59,6 +111,13 @@ pub struct ClusterConfig {
     pub unclean_leader_election: bool,
     /// Raft election timeout (the lower bound; the upper is twice it).
     pub election_timeout_ms: u64,
+    /// The secret every broker of the cluster shares to prove it is one (see `security::cluster_secret`).
+    /// Prefer `secret_file`; never printed.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the cluster secret; created with a fresh secret if it does not exist.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// Broker-wide defaults of the per-topic configs (see `topic::config`).
@@ -102,6 +161,9 @@ impl BrokerConfig {
             .set_default("network_threads", 1)?
             .set_default("frame_bytes_max", oxbow::protocol::frame::FRAME_BYTES_MAX_DEFAULT as u64)?
             .set_default("connections_max", 4096)?
+            .set_default("connections_per_address_max", 1024)?
+            .set_default("connection_idle_timeout_ms", 600_000)?
+            .set_default("connection_response_bytes_max", 128u64 << 20)?
             .set_default("connection_in_flight_max", 256)?
             .set_default("partitions_max", 1024)?
             .set_default("auto_create_topics", false)?
@@ -131,7 +193,13 @@ impl BrokerConfig {
             .set_default("cluster.default_replication_factor", 1)?
             .set_default("cluster.leader_imbalance_check_interval_ms", 10_000)?
             .set_default("cluster.unclean_leader_election", false)?
-            .set_default("cluster.election_timeout_ms", 400)?;
+            .set_default("cluster.election_timeout_ms", 400)?
+            .set_default("security.authentication", "none")?
+            .set_default("security.authorization", "none")?
+            .set_default("security.allow_insecure", false)?
+            .set_default("security.handshake_timeout_ms", 10_000)?
+            .set_default("security.pre_auth_frame_bytes_max", 64 * 1024)?
+            .set_default("security.super_users", "admin")?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file));
         }
@@ -149,6 +217,24 @@ impl BrokerConfig {
         }
         if self.cluster.heartbeat_interval_ms * 2 > self.cluster.session_timeout_ms {
             return Err("cluster.session_timeout_ms must be at least twice cluster.heartbeat_interval_ms".into());
+        }
+        if !matches!(self.security.authentication.as_str(), "none" | "scram") {
+            return Err(format!(
+                "security.authentication must be 'none' or 'scram', not '{}'",
+                self.security.authentication
+            ));
+        }
+        if !matches!(self.security.authorization.as_str(), "none" | "acl") {
+            return Err(format!(
+                "security.authorization must be 'none' or 'acl', not '{}'",
+                self.security.authorization
+            ));
+        }
+        if self.security.authorization == "acl" && !self.security.authentication_required() {
+            return Err("security.authorization = 'acl' needs security.authentication = 'scram'".into());
+        }
+        if self.connection_response_bytes_max < self.log.max_message_bytes as usize {
+            return Err("connection_response_bytes_max must be at least log.max_message_bytes".into());
         }
         if self.network_threads == 0 {
             return Err("network_threads must be at least 1".into());

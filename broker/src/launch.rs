@@ -25,6 +25,12 @@ pub struct BrokerArgs {
     /// The controller quorum's voters, `id@host:port,...` [default: this broker alone].
     #[arg(long)]
     pub controllers: Option<String>,
+    /// File holding the cluster secret every broker shares; created by the first broker if missing.
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without authentication (only on a network you trust).
+    #[arg(long)]
+    pub allow_insecure: bool,
 }
 
 impl BrokerArgs {
@@ -42,6 +48,12 @@ impl BrokerArgs {
         }
         if let Some(controllers) = &self.controllers {
             config.cluster.controllers = controllers.clone();
+        }
+        if let Some(file) = &self.cluster_secret_file {
+            config.cluster.secret_file = Some(file.clone());
+        }
+        if self.allow_insecure {
+            config.security.allow_insecure = true;
         }
         Ok(config)
     }

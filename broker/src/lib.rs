@@ -9,6 +9,7 @@ pub mod group;
 pub mod launch;
 pub mod partition;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod topic;
 

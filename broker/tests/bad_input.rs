@@ -4,63 +4,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::raw::Raw;
 use common::BrokerProcess;
 use oxbow::protocol::api::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
 use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use oxbow::protocol::batch::BatchBuilder;
 use oxbow::protocol::frame::{self, ErrorBody, RequestHeader};
 use oxbow::protocol::{ApiKey, ErrorCode};
-
-struct Raw {
-    stream: TcpStream,
-}
-
-impl Raw {
-    fn connect(addr: &str) -> Raw {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Raw { stream }
-    }
-
-    fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    fn request<T: serde::Serialize>(&mut self, api_key: u16, api_version: u16, correlation_id: u32, body: &T) {
-        let mut out = BytesMut::new();
-        let header = RequestHeader { api_key, api_version, correlation_id, client_id: "raw".into() };
-        frame::encode_request(&header, body, &mut out);
-        self.send_bytes(&out);
-    }
-
-    /// Reads one response: (correlation id, error code, body); `None` when the broker closed the connection.
-    fn response(&mut self) -> Option<(u32, ErrorCode, Bytes)> {
-        let mut length = [0u8; 4];
-        if self.stream.read_exact(&mut length).is_err() {
-            return None;
-        }
-        let mut payload = vec![0u8; u32::from_be_bytes(length) as usize];
-        self.stream.read_exact(&mut payload).unwrap();
-        let (header, body) = frame::decode_response(&Bytes::from(payload)).unwrap();
-        Some((header.correlation_id, header.error_code, body))
-    }
-
-    fn expect_error(&mut self, correlation_id: u32, code: ErrorCode) -> String {
-        let (got_id, got_code, body) = self.response().expect("a response");
-        assert_eq!((got_id, got_code), (correlation_id, code));
-        frame::decode_body::<ErrorBody>(&body).unwrap().message
-    }
-
-    fn is_closed(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.stream.read(&mut byte), Ok(0))
-    }
-}
 
 fn batch(values: &[&str]) -> Bytes {
     let mut builder = BatchBuilder::new(256);

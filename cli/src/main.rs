@@ -3,12 +3,14 @@
 //! `oxbow` client library, never the broker's code.
 //! Errors print one line on stderr and exit with status 1.
 
+mod acl;
 mod cluster;
 mod consume;
 mod group;
 mod perf;
 mod produce;
 mod topic;
+mod user;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,6 +27,12 @@ struct Cli {
     /// Seconds to wait for a broker's answer.
     #[arg(long, global = true, default_value_t = 30)]
     request_timeout_s: u64,
+    /// Authenticate as this user (SCRAM-SHA-256).
+    #[arg(long, global = true, env = "OXBOW_USER")]
+    user: Option<String>,
+    /// File holding the user's password (or set OXBOW_PASSWORD).
+    #[arg(long, global = true, env = "OXBOW_PASSWORD_FILE")]
+    password_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +55,12 @@ enum Command {
     /// Brokers, their liveness, and the controller quorum.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Create, delete and list users (SCRAM-SHA-256).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Add, remove and list access control entries.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +90,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut client = ClientConfig::new(cli.bootstrap_server);
     client.client_id = "oxbow-cli".into();
     client.request_timeout = Duration::from_secs(cli.request_timeout_s);
+    if let Some(user) = cli.user {
+        let password = match (std::env::var("OXBOW_PASSWORD"), cli.password_file) {
+            (_, Some(file)) => user::read_password(Some(&file))?,
+            (Ok(password), None) if !password.is_empty() => password,
+            _ => anyhow::bail!("--user needs --password-file (or OXBOW_PASSWORD)"),
+        };
+        client.credentials = Some(oxbow::auth::Credentials::new(user, password));
+    }
     match cli.command {
         Command::Topic(command) => topic::run(client, command).await,
         Command::Produce(args) => produce::run(client, args).await,
@@ -83,5 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(command) => group::run(client, command).await,
         Command::Perf(command) => perf::run(client, command).await,
         Command::Cluster(command) => cluster::run(client, command).await,
+        Command::User(command) => user::run(client, command).await,
+        Command::Acl(command) => acl::run(client, command).await,
     }
 }

@@ -2,5 +2,6 @@
 //!
 //! The crate is named `oxbow` so applications write `oxbow::client::Producer`.
 
+pub mod auth;
 pub mod client;
 pub mod protocol;

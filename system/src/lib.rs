@@ -66,6 +66,7 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
             config.data_dir = data_dir.join(format!("broker-{}", i + 1));
             config.listen = addr.clone();
             config.cluster.controllers = controllers.clone();
+            config.cluster.secret_file = Some(data_dir.join("cluster.secret"));
             if n_brokers > 1 {
                 config.cluster.default_replication_factor = n_brokers.min(3) as u16;
                 config.log.min_insync_replicas = 2;

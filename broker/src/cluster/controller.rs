@@ -48,6 +48,16 @@ pub enum ControllerCall {
         isr: Vec<NodeId>,
     },
     AllocateProducerId,
+    /// Create or replace a user's credential; `None` deletes the user.
+    AlterUser {
+        name: String,
+        credential: Option<oxbow::auth::scram::ScramCredential>,
+    },
+    /// Create (or, with `create` false, delete) an access control entry.
+    AlterAcl {
+        binding: oxbow::protocol::api::acls::AclBinding,
+        create: bool,
+    },
     /// Controlled shutdown: fence the broker now so its partitions get new leaders before it stops.
     Leave {
         node_id: NodeId,
@@ -154,13 +164,24 @@ impl Cluster {
     /// A controller request received from another broker.
     /// A controller request from another broker; `heartbeats_from` tags the connection with the broker
     /// whose own heartbeats arrive on it (see `heartbeat_connection_closed`).
+    /// A broker's own heartbeat (not relayed) must come from that broker: `from` is the connection's
+    /// authenticated broker.
     pub async fn handle_controller_request(
         &self,
         payload: &[u8],
         heartbeats_from: &std::sync::atomic::AtomicI32,
+        from: NodeId,
     ) -> Result<Vec<u8>, CodedError> {
         let mut call: ControllerCall = rmp_serde::from_slice(payload)
             .map_err(|e| CodedError::new(ErrorCode::INVALID_REQUEST, format!("bad controller request: {e}")))?;
+        if let ControllerCall::Heartbeat { node_id, relayed: false, .. } = &call {
+            if *node_id != from {
+                return Err(CodedError::new(
+                    ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+                    format!("Broker:{from} may not heartbeat for broker {node_id}"),
+                ));
+            }
+        }
         let reply = match self.controller_leader() {
             // Relay once for a broker that does not know the leader (see `call_controller`).
             Some(leader) if leader != self.node_id => {
@@ -181,8 +202,9 @@ impl Cluster {
         rmp_serde::to_vec_named(&reply).map_err(|e| CodedError::new(ErrorCode::UNKNOWN_SERVER_ERROR, e.to_string()))
     }
 
-    pub async fn handle_raft_request(&self, payload: &[u8]) -> Result<Vec<u8>, CodedError> {
-        network::handle(&self.raft, payload).await
+    /// A Raft message from broker `from` (its authenticated principal).
+    pub async fn handle_raft_request(&self, payload: &[u8], from: NodeId) -> Result<Vec<u8>, CodedError> {
+        network::handle(&self.raft, payload, from).await
     }
 
     pub(super) fn is_controller(&self) -> bool {
@@ -238,6 +260,10 @@ impl Cluster {
                 self.write(Command::RegisterBroker { node_id, host, port, incarnation, unclean }).await
             }
             ControllerCall::CreateTopic { name, partitions, replication_factor, configs } => {
+                // Checked here too, not only by the broker that took the client's request.
+                if let Err(message) = crate::topic::config::validate_topic_name(&name) {
+                    return ControllerReply::error(ErrorCode::INVALID_TOPIC_NAME, message);
+                }
                 let state = self.state();
                 if state.topics.contains_key(&name) {
                     return ControllerReply::error(
@@ -268,6 +294,12 @@ impl Cluster {
                 self.write(Command::AlterIsr { topic, partition, leader_epoch, partition_epoch, isr }).await
             }
             ControllerCall::AllocateProducerId => self.write(Command::AllocateProducerId).await,
+            ControllerCall::AlterUser { name, credential: Some(credential) } => {
+                self.write(Command::UpsertUser { name, credential }).await
+            }
+            ControllerCall::AlterUser { name, credential: None } => self.write(Command::DeleteUser { name }).await,
+            ControllerCall::AlterAcl { binding, create: true } => self.write(Command::CreateAcl { binding }).await,
+            ControllerCall::AlterAcl { binding, create: false } => self.write(Command::DeleteAcl { binding }).await,
             ControllerCall::Leave { node_id } => {
                 tracing::info!(node_id, "broker is shutting down: fencing it");
                 self.controller.lock().expect("controller lock").last_seen.remove(&node_id);

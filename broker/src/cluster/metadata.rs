@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use oxbow::auth::scram::ScramCredential;
+use oxbow::protocol::api::acls::AclBinding;
 use oxbow::protocol::{CodedError, ErrorCode, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,18 @@ pub struct ClusterState {
     pub topics: BTreeMap<String, TopicState>,
     pub next_producer_id: i64,
     pub next_topic_id: u64,
+    /// SCRAM users (salted keys only; never a password).
+    #[serde(default)]
+    pub users: BTreeMap<String, UserState>,
+    /// Access control entries, kept sorted and without duplicates.
+    #[serde(default)]
+    pub acls: Vec<AclBinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
+    pub mechanism: String,
+    pub credential: ScramCredential,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +102,19 @@ pub enum Command {
         partition: u32,
     },
     AllocateProducerId,
+    UpsertUser {
+        name: String,
+        credential: ScramCredential,
+    },
+    DeleteUser {
+        name: String,
+    },
+    CreateAcl {
+        binding: AclBinding,
+    },
+    DeleteAcl {
+        binding: AclBinding,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +153,12 @@ impl ClusterState {
                 CommandResult::Done
             }
             Command::CreateTopic { name, assignment, configs } => {
+                if let Err(message) = crate::topic::config::validate_topic_name(&name) {
+                    return CommandResult::rejected(ErrorCode::INVALID_TOPIC_NAME, message);
+                }
+                if assignment.is_empty() || assignment.iter().any(Vec::is_empty) {
+                    return CommandResult::rejected(ErrorCode::INVALID_PARTITIONS, "empty replica assignment");
+                }
                 if self.topics.contains_key(&name) {
                     return CommandResult::rejected(
                         ErrorCode::TOPIC_ALREADY_EXISTS,
@@ -144,6 +177,34 @@ impl ClusterState {
                     .collect();
                 self.next_topic_id += 1;
                 self.topics.insert(name, TopicState { id: self.next_topic_id, configs, partitions });
+                CommandResult::Done
+            }
+            Command::UpsertUser { name, credential } => {
+                if let Err(error) = oxbow::auth::scram::validate_user_name(&name).and(credential.validate()) {
+                    return CommandResult::rejected(ErrorCode::INVALID_REQUEST, error.to_string());
+                }
+                if name.starts_with(oxbow::auth::BROKER_USER_PREFIX) {
+                    return CommandResult::rejected(ErrorCode::INVALID_REQUEST, "'broker:' names are brokers' own");
+                }
+                let mechanism = oxbow::auth::scram::MECHANISM.to_string();
+                self.users.insert(name, UserState { mechanism, credential });
+                CommandResult::Done
+            }
+            Command::DeleteUser { name } => match self.users.remove(&name) {
+                Some(_) => CommandResult::Done,
+                None => CommandResult::rejected(ErrorCode::INVALID_REQUEST, format!("user '{name}' does not exist")),
+            },
+            Command::CreateAcl { binding } => {
+                if let Err(message) = crate::security::acl::validate(&binding) {
+                    return CommandResult::rejected(ErrorCode::INVALID_REQUEST, message);
+                }
+                if let Err(at) = self.acls.binary_search(&binding) {
+                    self.acls.insert(at, binding);
+                }
+                CommandResult::Done
+            }
+            Command::DeleteAcl { binding } => {
+                self.acls.retain(|acl| *acl != binding);
                 CommandResult::Done
             }
             Command::DeleteTopic { name } => match self.topics.remove(&name) {

@@ -14,6 +14,7 @@ mod store;
 
 use controller::ControllerState;
 pub use controller::{ControllerCall, ControllerReply};
+pub use network::RaftMessage;
 pub use peers::{parse_controllers, Peers};
 
 use std::collections::BTreeMap;
@@ -84,7 +85,13 @@ pub struct Cluster {
 impl Cluster {
     /// Opens the metadata log under `<data_dir>/__cluster` and starts this broker's Raft node. `host:port` is
     /// where clients (and, without a `controllers` entry, other brokers) reach this broker.
-    pub async fn start(config: &BrokerConfig, host: String, port: u16) -> anyhow::Result<Arc<Cluster>> {
+    /// `secret` is the cluster secret this broker proves to its peers.
+    pub async fn start(
+        config: &BrokerConfig,
+        host: String,
+        port: u16,
+        secret: &crate::security::ClusterSecret,
+    ) -> anyhow::Result<Arc<Cluster>> {
         let mut controllers = parse_controllers(&config.cluster.controllers)?;
         if controllers.is_empty() {
             controllers.insert(config.node_id, format!("{host}:{port}"));
@@ -93,8 +100,12 @@ impl Cluster {
         let store = store::Store::open(&config.data_dir.join("__cluster"), published)
             .with_context(|| format!("opening the metadata log in {}", config.data_dir.display()))?;
         let (log_store, state_machine) = Adaptor::new(store);
-        let peers =
-            Arc::new(Peers { controllers: controllers.clone(), state: state.clone(), connections: Mutex::default() });
+        let peers = Arc::new(Peers {
+            controllers: controllers.clone(),
+            state: state.clone(),
+            connections: Mutex::default(),
+            credentials: crate::security::broker_credentials(secret, config.node_id),
+        });
         let election = config.cluster.election_timeout_ms.max(50);
         let raft_config = openraft::Config {
             cluster_name: "oxbow".into(),

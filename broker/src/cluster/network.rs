@@ -9,9 +9,10 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::BasicNode;
+use openraft::{LogId, RaftLogId, Vote};
 use oxbow::client::ClientError;
 use oxbow::protocol::api::internal::RaftRequest;
-use oxbow::protocol::{CodedError, ErrorCode};
+use oxbow::protocol::{CodedError, ErrorCode, NodeId};
 use serde::{Deserialize, Serialize};
 
 use super::{Peers, TypeConfig};
@@ -98,14 +99,115 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     }
 }
 
-/// Runs a Raft message received from a peer; the reply is `Result<response, RaftError>` as MessagePack.
-pub async fn handle(raft: &super::Raft, payload: &[u8]) -> Result<Vec<u8>, CodedError> {
+/// Runs a Raft message received from broker `from`; the reply is `Result<response, RaftError>` as
+/// MessagePack.
+pub async fn handle(raft: &super::Raft, payload: &[u8], from: NodeId) -> Result<Vec<u8>, CodedError> {
     let message: RaftMessage = rmp_serde::from_slice(payload)
         .map_err(|e| CodedError::new(ErrorCode::INVALID_REQUEST, format!("bad raft message: {e}")))?;
+    check(&message, from).map_err(|reason| {
+        tracing::warn!(from, %reason, "refusing a Raft message");
+        CodedError::new(ErrorCode::INVALID_REQUEST, format!("invalid raft message: {reason}"))
+    })?;
     let encoded = match message {
         RaftMessage::AppendEntries(rpc) => rmp_serde::to_vec_named(&raft.append_entries(rpc).await),
         RaftMessage::Vote(rpc) => rmp_serde::to_vec_named(&raft.vote(rpc).await),
         RaftMessage::InstallSnapshot(rpc) => rmp_serde::to_vec_named(&raft.install_snapshot(rpc).await),
     };
     encoded.map_err(|e| CodedError::new(ErrorCode::UNKNOWN_SERVER_ERROR, e.to_string()))
+}
+
+/// Terms grow by one per election: no real cluster comes near this, and openraft's term arithmetic must
+/// never see a value close to `u64::MAX` (it overflows and panics).
+pub const TERM_MAX: u64 = 1 << 40;
+/// Log indexes stay far from overflow for the same reason.
+pub const INDEX_MAX: u64 = 1 << 62;
+
+/// What openraft relies on and a peer could get wrong: terms and indexes in range, the sender voting as
+/// itself, entries that follow each other and were written in terms no later than the sender's.
+pub fn check(message: &RaftMessage, from: NodeId) -> Result<(), String> {
+    fn vote(vote: &Vote<RaftNodeId>, from: NodeId) -> Result<u64, String> {
+        let term = vote.leader_id.get_term();
+        if term > TERM_MAX {
+            return Err(format!("term {term} is over {TERM_MAX}"));
+        }
+        if vote.leader_id.voted_for() != Some(from as RaftNodeId) {
+            return Err(format!("the vote is for {:?}, not for the sender {from}", vote.leader_id.voted_for()));
+        }
+        Ok(term)
+    }
+    fn log_id(id: &Option<LogId<RaftNodeId>>, term: u64) -> Result<(), String> {
+        match id {
+            Some(id) if id.leader_id.term > term || id.index > INDEX_MAX => {
+                Err(format!("log id {id} is past the sender's term {term} or the index limit"))
+            }
+            _ => Ok(()),
+        }
+    }
+    match message {
+        RaftMessage::Vote(request) => {
+            let term = vote(&request.vote, from)?;
+            log_id(&request.last_log_id, term)
+        }
+        RaftMessage::AppendEntries(request) => {
+            let term = vote(&request.vote, from)?;
+            log_id(&request.prev_log_id, term)?;
+            log_id(&request.leader_commit, term)?;
+            let first = request.prev_log_id.map_or(0, |id| id.index + 1);
+            let mut last_term = request.prev_log_id.map_or(0, |id| id.leader_id.term);
+            for (expected, entry) in (first..).zip(&request.entries) {
+                let id = entry.get_log_id();
+                log_id(&Some(*id), term)?;
+                if id.index != expected || id.leader_id.term < last_term {
+                    return Err(format!("entry {id} does not follow the one before it"));
+                }
+                last_term = id.leader_id.term;
+            }
+            Ok(())
+        }
+        RaftMessage::InstallSnapshot(request) => {
+            let term = vote(&request.vote, from)?;
+            log_id(&request.meta.last_log_id, term)?;
+            if request.offset > INDEX_MAX {
+                return Err("snapshot offset out of range".into());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, LeaderId};
+
+    use super::*;
+
+    fn append(term: u64, leader: u64, entries: &[(u64, u64)]) -> RaftMessage {
+        RaftMessage::AppendEntries(AppendEntriesRequest {
+            vote: Vote { leader_id: LeaderId::new(term, leader), committed: true },
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, leader), 4)),
+            entries: entries
+                .iter()
+                .map(|&(term, index)| super::super::Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(term, leader), index),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: None,
+        })
+    }
+
+    #[test]
+    fn terms_near_overflow_and_votes_for_someone_else_are_refused() {
+        assert_eq!(check(&append(3, 2, &[(2, 5), (3, 6)]), 2), Ok(()));
+        assert!(check(&append(u64::MAX, 2, &[]), 2).is_err(), "term 2^64-1 accepted");
+        assert!(check(&append(3, 2, &[]), 3).is_err(), "broker 3 spoke for broker 2");
+        assert!(check(&append(3, 2, &[(4, 5)]), 2).is_err(), "an entry from a later term");
+        assert!(check(&append(3, 2, &[(2, 6)]), 2).is_err(), "a gap");
+        assert!(check(&append(3, 2, &[(3, 5), (2, 6)]), 2).is_err(), "terms going back");
+        let vote = RaftMessage::Vote(VoteRequest {
+            vote: Vote { leader_id: LeaderId::new(TERM_MAX + 1, 1), committed: false },
+            last_log_id: None,
+        });
+        assert!(check(&vote, 1).is_err());
+    }
 }

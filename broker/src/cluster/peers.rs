@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use oxbow::auth::Credentials;
 use oxbow::client::{ClientError, Connection};
 use oxbow::protocol::api::Request;
 use oxbow::protocol::NodeId;
@@ -19,6 +20,8 @@ pub struct Peers {
     pub(super) controllers: BTreeMap<NodeId, String>,
     pub(super) state: watch::Receiver<Arc<ClusterState>>,
     pub(super) connections: Mutex<HashMap<String, Connection>>,
+    /// This broker's principal, proven with the cluster secret on every new connection.
+    pub(super) credentials: Credentials,
 }
 
 impl Peers {
@@ -45,7 +48,13 @@ impl Peers {
                 return Ok(connection.clone());
             }
         }
-        let connection = Connection::connect(addr, "oxbow-broker", timeout.min(Duration::from_secs(2))).await?;
+        let timeout = timeout.min(Duration::from_secs(2));
+        let connection = Connection::connect(addr, "oxbow-broker", timeout).await?;
+        connection.authenticate(&self.credentials, timeout).await.inspect_err(|error| {
+            if error.code() == Some(oxbow::protocol::ErrorCode::SASL_AUTHENTICATION_FAILED) {
+                tracing::warn!(%addr, %error, "a peer refused this broker's cluster secret (are the secrets the same?)");
+            }
+        })?;
         self.connections.lock().expect("peers lock").insert(addr.to_string(), connection.clone());
         Ok(connection)
     }

@@ -1,19 +1,27 @@
-//! One client connection: reads frames, dispatches requests (many in flight), writes responses as they
-//! complete, matched by correlation id. Produce requests are handed to partition actors in the order they
-//! were read, so pipelined produces to one partition keep their order.
+//! One client connection: reads frames, authenticates, dispatches requests (many in flight), writes responses
+//! as they complete, matched by correlation id. Produce requests are handed to partition actors in the order
+//! they were read, so pipelined produces to one partition keep their order.
+//!
+//! Limits, each from the config: a frame size (small until the connection has authenticated, when the
+//! broker requires it), a handshake deadline, an idle timeout, requests in flight, and response bytes held
+//! for a client that does not read them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use oxbow::protocol::api::authenticate::AuthenticateRequest;
 use oxbow::protocol::frame::{self, FrameCheck};
-use oxbow::protocol::{ApiKey, ErrorCode};
+use oxbow::protocol::{ApiKey, CodedError, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
 
-use super::api::{self, error_frame, RequestScope, ServerContext};
+use super::api::{self, error_frame, Encoded, RequestScope, Response, ServerContext};
+use crate::security::{AuthOutcome, ConnectionAuth, Principal};
 
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
@@ -27,9 +35,9 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
-    let in_flight_max = context.config.connection_in_flight_max;
-    let frame_bytes_max = context.config.frame_bytes_max;
-    let (responses_tx, responses_rx) = mpsc::channel::<BytesMut>(in_flight_max);
+    let config = &context.config;
+    let in_flight_max = config.connection_in_flight_max;
+    let (responses_tx, responses_rx) = mpsc::channel::<Response>(in_flight_max);
     let writer_task = actix_rt::spawn(write_responses(writer, responses_rx, peer));
     let in_flight = Arc::new(Semaphore::new(in_flight_max));
     let heartbeats_from = Arc::new(std::sync::atomic::AtomicI32::new(-1));
@@ -39,11 +47,22 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         _done: done,
         heartbeats_from: heartbeats_from.clone(),
+        response_budget: Arc::new(Semaphore::new(config.connection_response_bytes_max)),
     };
+    let required = context.authenticator.required;
+    let mut auth = ConnectionAuth::default();
+    let handshake_deadline = Instant::now() + Duration::from_millis(config.security.handshake_timeout_ms);
+    let idle_timeout = Duration::from_millis(config.connection_idle_timeout_ms);
+    let mut last_request = Instant::now();
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     tracing::debug!(%peer, "connection opened");
     'connection: loop {
         loop {
+            let frame_bytes_max = if required && !auth.is_authenticated() {
+                config.security.pre_auth_frame_bytes_max
+            } else {
+                config.frame_bytes_max
+            };
             match frame::check(&buf, frame_bytes_max) {
                 FrameCheck::Incomplete => break,
                 FrameCheck::TooLarge(length) => {
@@ -51,26 +70,35 @@ pub async fn serve(
                     let correlation_id = frame::peek_correlation_id(&buf[frame::FRAME_LENGTH_BYTES..]).unwrap_or(0);
                     let message = format!("frame of {length} bytes is over the limit of {frame_bytes_max}");
                     tracing::warn!(%peer, %message, "closing connection");
-                    let _ =
-                        scope.responses.send(error_frame(correlation_id, ErrorCode::FRAME_TOO_LARGE, message)).await;
+                    let _ = scope
+                        .responses
+                        .send(Response::new(error_frame(correlation_id, ErrorCode::FRAME_TOO_LARGE, message)))
+                        .await;
                     break 'connection;
                 }
                 FrameCheck::Complete(frame_bytes) => {
+                    last_request = Instant::now();
                     let payload = buf.split_to(frame_bytes).freeze().slice(frame::FRAME_LENGTH_BYTES..);
                     let Ok(permit) = in_flight.clone().acquire_owned().await else { break 'connection };
-                    dispatch(payload, &scope, permit).await;
+                    if let Flow::Close = dispatch(payload, &scope, &mut auth, permit).await {
+                        tracing::info!(%peer, "closing the connection after a failed authentication");
+                        break 'connection;
+                    }
                 }
             }
         }
-        if let FrameCheck::Incomplete = frame::check(&buf, frame_bytes_max) {
-            if buf.len() >= frame::FRAME_LENGTH_BYTES {
-                let length = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-                buf.reserve(frame::FRAME_LENGTH_BYTES + length - buf.len());
-            }
-        }
+        // Grow the buffer by what arrives, never by what a length prefix announces.
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
+        let idle = in_flight.available_permits() == in_flight_max;
+        let deadline = if required && !auth.is_authenticated() {
+            handshake_deadline
+        } else if idle {
+            last_request + idle_timeout
+        } else {
+            Instant::now() + idle_timeout
+        };
         tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => break,
@@ -80,6 +108,16 @@ pub async fn serve(
                     break;
                 }
             },
+            _ = tokio::time::sleep_until(deadline) => {
+                if required && !auth.is_authenticated() {
+                    tracing::info!(%peer, "closing a connection that did not authenticate in time");
+                    break;
+                }
+                if in_flight.available_permits() == in_flight_max && last_request + idle_timeout <= Instant::now() {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    break;
+                }
+            }
             _ = shutdown.changed() => break,
         }
     }
@@ -93,23 +131,35 @@ pub async fn serve(
     tracing::debug!(%peer, "connection closed");
 }
 
-/// Decodes the header and runs the request. Produce hands off to the partition actors before returning
-/// (to keep order); every other API runs in its own task.
-async fn dispatch(payload: Bytes, scope: &RequestScope, permit: tokio::sync::OwnedSemaphorePermit) {
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Decodes the header, checks the connection may send it, and runs the request. Authenticate runs here,
+/// in order; Produce hands off to the partition actors before returning (to keep order); every other API
+/// runs in its own task.
+async fn dispatch(
+    payload: Bytes,
+    scope: &RequestScope,
+    auth: &mut ConnectionAuth,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Flow {
+    let reply = |frame: BytesMut| async move {
+        let _ = scope.responses.send(Response::new(frame)).await;
+        Flow::Continue
+    };
     let (header, body) = match frame::decode_request(&payload) {
         Ok(decoded) => decoded,
         Err(error) => {
             let correlation_id = frame::peek_correlation_id(&payload).unwrap_or(0);
-            let _ =
-                scope.responses.send(error_frame(correlation_id, ErrorCode::INVALID_REQUEST, error.to_string())).await;
-            return;
+            return reply(error_frame(correlation_id, ErrorCode::INVALID_REQUEST, error.to_string())).await;
         }
     };
     let correlation_id = header.correlation_id;
     let Some(api) = ApiKey::from_key(header.api_key) else {
         let message = format!("unknown API key {}", header.api_key);
-        let _ = scope.responses.send(error_frame(correlation_id, ErrorCode::UNKNOWN_API, message)).await;
-        return;
+        return reply(error_frame(correlation_id, ErrorCode::UNKNOWN_API, message)).await;
     };
     if header.api_version < api.min_version() || header.api_version > api.max_version() {
         let message = format!(
@@ -119,41 +169,65 @@ async fn dispatch(payload: Bytes, scope: &RequestScope, permit: tokio::sync::Own
             api.min_version(),
             api.max_version()
         );
-        let _ = scope.responses.send(error_frame(correlation_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
-        return;
+        return reply(error_frame(correlation_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
     }
+    if api == ApiKey::Authenticate {
+        let request: AuthenticateRequest = match api::decode(&body) {
+            Ok(request) => request,
+            Err(error) => return reply(error_frame(correlation_id, error.code, error.message)).await,
+        };
+        let state = scope.context.registry.cluster().state();
+        return match auth.step(&request, &scope.context.authenticator, &state) {
+            AuthOutcome::Reply(response) => reply(Encoded::new(&response).into_frame(correlation_id)).await,
+            AuthOutcome::Refuse(error) => {
+                let _ = reply(error_frame(correlation_id, error.code, error.message)).await;
+                Flow::Close
+            }
+        };
+    }
+    let principal = match auth.principal(scope.context.authenticator.required) {
+        Some(principal) => principal,
+        None if api == ApiKey::ApiVersions => Principal::Anonymous,
+        None => {
+            let message = format!("{} before authentication: authenticate (SCRAM-SHA-256) first", api.name());
+            return reply(error_frame(correlation_id, ErrorCode::ILLEGAL_SASL_STATE, message)).await;
+        }
+    };
     if api == ApiKey::Produce {
-        let pending = api::produce::hand_off(&body, scope).await;
+        let access = api::Access::new(principal, &scope.context);
+        let pending = api::produce::hand_off(&body, scope, &access).await;
         let scope = scope.clone();
         actix_rt::spawn(async move {
             if let Some(frame) = pending.complete(correlation_id).await {
-                let _ = scope.responses.send(frame).await;
+                let _ = scope.responses.send(Response::new(frame)).await;
             }
             drop(permit);
         });
-        return;
+        return Flow::Continue;
     }
     let scope = scope.clone();
     actix_rt::spawn(async move {
-        let frame = match api::handle(api, header.client_id, &body, &scope).await {
-            Ok(body) => body.into_frame(correlation_id),
-            Err(error) => error_frame(correlation_id, error.code, error.message),
+        let response = match api::handle(api, header.client_id, &body, &scope, &principal).await {
+            Ok(body) => body.into_response(correlation_id),
+            Err(CodedError { code, message }) => Response::new(error_frame(correlation_id, code, message)),
         };
-        let _ = scope.responses.send(frame).await;
+        let _ = scope.responses.send(response).await;
         drop(permit);
     });
+    Flow::Continue
 }
 
-async fn write_responses(writer: OwnedWriteHalf, mut responses: mpsc::Receiver<BytesMut>, peer: SocketAddr) {
+async fn write_responses(writer: OwnedWriteHalf, mut responses: mpsc::Receiver<Response>, peer: SocketAddr) {
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
-    while let Some(frame) = responses.recv().await {
-        if let Err(error) = writer.write_all(&frame).await {
+    while let Some(response) = responses.recv().await {
+        if let Err(error) = writer.write_all(&response.frame).await {
             tracing::debug!(%peer, %error, "write failed");
             return;
         }
+        drop(response);
         // Flush only when no other response is ready, so bursts share syscalls.
-        while let Ok(frame) = responses.try_recv() {
-            if writer.write_all(&frame).await.is_err() {
+        while let Ok(response) = responses.try_recv() {
+            if writer.write_all(&response.frame).await.is_err() {
                 return;
             }
         }

@@ -5,7 +5,9 @@
 mod api;
 mod connection;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -23,6 +25,8 @@ pub async fn accept_loop(
     done: mpsc::Sender<()>,
 ) {
     let connections = Arc::new(Semaphore::new(context.config.connections_max));
+    let per_address =
+        Arc::new(PerAddress { limit: context.config.connections_per_address_max, open: Mutex::default() });
     let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
@@ -42,6 +46,10 @@ pub async fn accept_loop(
             tracing::warn!(%peer, limit = context.config.connections_max, "refusing a connection over the limit");
             continue;
         };
+        let Some(address_slot) = PerAddress::acquire(&per_address, peer.ip()) else {
+            tracing::warn!(%peer, limit = per_address.limit, "refusing a connection over the per-address limit");
+            continue;
+        };
         // A tokio socket belongs to the runtime that registered it: move the std socket to the arbiter.
         let stream = match stream.into_std() {
             Ok(stream) => stream,
@@ -58,8 +66,44 @@ pub async fn accept_loop(
                 Ok(stream) => connection::serve(stream, peer, context, shutdown, done).await,
                 Err(error) => tracing::warn!(%peer, %error, "cannot register the connection"),
             }
-            drop(permit);
+            drop((permit, address_slot));
         });
         next += 1;
+    }
+}
+
+/// Open connections per client address (`connections_per_address_max`).
+struct PerAddress {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its address's count; given back on drop.
+struct AddressSlot {
+    owner: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn acquire(this: &Arc<PerAddress>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut open = this.open.lock().expect("per-address lock");
+        let count = open.entry(ip).or_insert(0);
+        if *count >= this.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { owner: this.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().expect("per-address lock");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }

@@ -161,7 +161,8 @@ impl Registry {
         }
     }
 
-    async fn controller(&self, call: ControllerCall) -> Result<ControllerReply, CodedError> {
+    /// Sends a call to the active controller and waits until its change is applied here.
+    pub async fn controller(&self, call: ControllerCall) -> Result<ControllerReply, CodedError> {
         let reply = self.cluster.call_controller(call, ADMIN_TIMEOUT).await?;
         match reply {
             ControllerReply::Done { index } => {

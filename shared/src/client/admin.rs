@@ -3,6 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::auth::{self, scram, scram::ScramCredential};
+use crate::protocol::api::acls::{AclBinding, AclsResponse, CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
+use crate::protocol::api::users::{AlterUsersRequest, DescribeUsersRequest, UserDescription, UserUpsert};
+
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::alter_configs::AlterConfigsRequest;
 use crate::protocol::api::create_topics::{CreateTopicsRequest, NewTopic, TopicResult};
@@ -155,9 +159,65 @@ impl Admin {
         Ok(())
     }
 
+    /// Creates a SCRAM-SHA-256 user, or replaces its password. The salted keys are derived here: the
+    /// password never leaves this process.
+    pub async fn upsert_user(&self, name: &str, password: &str) -> Result<(), ClientError> {
+        let credential = ScramCredential::new(password, &auth::random_bytes(16), scram::ITERATIONS_MIN)
+            .map_err(|error| ClientError::Config(error.to_string()))?;
+        let upsert = vec![UserUpsert { name: name.to_string(), mechanism: scram::MECHANISM.to_string(), credential }];
+        self.alter_users(AlterUsersRequest { upsert, delete: vec![] }).await
+    }
+
+    pub async fn delete_user(&self, name: &str) -> Result<(), ClientError> {
+        self.alter_users(AlterUsersRequest { upsert: vec![], delete: vec![name.to_string()] }).await
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserDescription>, ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        Ok(connection.call(&DescribeUsersRequest {}, self.cluster.config().request_timeout).await?.users)
+    }
+
+    async fn alter_users(&self, request: AlterUsersRequest) -> Result<(), ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        let response = connection.call(&request, self.cluster.config().request_timeout).await?;
+        match response.results.into_iter().find(|result| result.error_code != ErrorCode::NONE) {
+            Some(failed) => Err(ClientError::broker(failed.error_code, failed.error_message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds access control entries (authorization must be on for them to matter).
+    pub async fn create_acls(&self, bindings: Vec<AclBinding>) -> Result<(), ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        let response =
+            connection.call(&CreateAclsRequest { creations: bindings }, self.cluster.config().request_timeout).await?;
+        acl_results(response)
+    }
+
+    /// Removes exactly these entries.
+    pub async fn delete_acls(&self, bindings: Vec<AclBinding>) -> Result<(), ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        let response =
+            connection.call(&DeleteAclsRequest { deletions: bindings }, self.cluster.config().request_timeout).await?;
+        acl_results(response)
+    }
+
+    /// Every entry, or one principal's (`User:alice`).
+    pub async fn list_acls(&self, principal: Option<String>) -> Result<Vec<AclBinding>, ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        Ok(connection.call(&DescribeAclsRequest { principal }, self.cluster.config().request_timeout).await?.acls)
+    }
+
     /// The cluster this admin talks to.
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
+    }
+}
+
+fn acl_results(response: AclsResponse) -> Result<(), ClientError> {
+    match response.results.into_iter().find(|result| result.error_code != ErrorCode::NONE) {
+        Some(failed) => Err(ClientError::broker(failed.error_code, failed.error_message)),
+        None => Ok(()),
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{ClientError, Connection};
+use crate::auth::Credentials;
 use crate::protocol::api::metadata::{MetadataRequest, MetadataResponse, TopicMetadata};
 use crate::protocol::{ErrorCode, NodeId};
 
@@ -18,6 +19,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// The largest response frame accepted; a larger one closes its connection.
     pub frame_bytes_max: usize,
+    /// SCRAM-SHA-256 credentials; every connection authenticates with them before its first request.
+    pub credentials: Option<Credentials>,
 }
 
 impl ClientConfig {
@@ -28,6 +31,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             frame_bytes_max: super::connection::RESPONSE_FRAME_BYTES_MAX_DEFAULT,
+            credentials: None,
         }
     }
 }
@@ -92,6 +96,9 @@ impl Cluster {
             self.config.frame_bytes_max,
         )
         .await?;
+        if let Some(credentials) = &self.config.credentials {
+            connection.authenticate(credentials, self.config.request_timeout.min(self.config.connect_timeout)).await?;
+        }
         self.state.lock().expect("cluster lock").connections.insert(addr.to_string(), connection.clone());
         Ok(connection)
     }

@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ClientError;
+use crate::auth::{self, scram, Credentials};
+use crate::protocol::api::authenticate::AuthenticateRequest;
 use crate::protocol::api::Request;
 use crate::protocol::frame::{self, ErrorBody, FrameCheck, RequestHeader};
 use crate::protocol::{ApiKey, ErrorCode};
@@ -81,6 +83,31 @@ impl Connection {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Runs the SCRAM-SHA-256 exchange (two `Authenticate` requests) and checks the broker's signature, so
+    /// the client knows the broker holds its credential. Returns the principal the broker granted.
+    pub async fn authenticate(&self, credentials: &Credentials, timeout: Duration) -> Result<String, ClientError> {
+        let failed = |error: scram::ScramError| {
+            ClientError::broker(ErrorCode::SASL_AUTHENTICATION_FAILED, Some(error.to_string()))
+        };
+        let mut client = scram::ScramClient::new(&credentials.user, credentials.password(), &auth::random_text(18))
+            .map_err(failed)?;
+        let step = |message: String| AuthenticateRequest {
+            mechanism: scram::MECHANISM.to_string(),
+            auth_bytes: message.into_bytes(),
+        };
+        let first = self.call(&step(client.client_first()), timeout).await?;
+        let server_first = String::from_utf8(first.auth_bytes)
+            .map_err(|_| ClientError::Protocol("server-first message is not UTF-8".into()))?;
+        let (client_final, salted) =
+            client.client_final(&server_first, credentials.cached_salted().as_ref()).map_err(failed)?;
+        credentials.remember_salted(salted);
+        let last = self.call(&step(client_final), timeout).await?;
+        let server_final = String::from_utf8(last.auth_bytes)
+            .map_err(|_| ClientError::Protocol("server-final message is not UTF-8".into()))?;
+        client.verify_server_final(&server_final).map_err(failed)?;
+        last.principal.ok_or_else(|| ClientError::Protocol("the broker granted no principal".into()))
     }
 
     pub fn is_closed(&self) -> bool {

@@ -101,6 +101,12 @@ error_codes! {
     INVALID_PRODUCER_EPOCH = 40, false, "the producer epoch is older than the partition's; the producer was fenced";
     BROKER_NOT_AVAILABLE = 41, true, "the broker is fenced or not registered with the controller yet";
     OFFSET_NOT_AVAILABLE = 42, true, "the partition's leader was just elected and does not know its high watermark yet; retry";
+    SASL_AUTHENTICATION_FAILED = 43, false, "authentication failed: unknown user, wrong password, or a malformed exchange; the connection is closed";
+    UNSUPPORTED_SASL_MECHANISM = 44, false, "the broker does not offer this authentication mechanism (it offers SCRAM-SHA-256)";
+    ILLEGAL_SASL_STATE = 45, false, "the request is not allowed before the connection has authenticated (or Authenticate came out of order)";
+    TOPIC_AUTHORIZATION_FAILED = 46, false, "the principal has no ACL allowing this operation on the topic";
+    GROUP_AUTHORIZATION_FAILED = 47, false, "the principal has no ACL allowing this operation on the group";
+    CLUSTER_AUTHORIZATION_FAILED = 48, false, "the principal may not perform this cluster operation (broker-to-broker APIs need a broker principal)";
 }
 
 /// Codes no longer sent, with their old names. A retired value is never given to a new error: clients of any

@@ -3,6 +3,8 @@
 //! with deadlines. Binaries are the workspace's own, found next to the test executable (`cargo test
 //! --workspace` builds them all before running any test).
 
+pub mod raw;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -468,8 +470,11 @@ impl TestCluster {
         extra: &[(&str, &str)],
     ) -> BrokerProcess {
         let node_id = node_id.to_string();
+        // The first broker to start creates the secret; the others read it (see `security::cluster_secret`).
+        let secret_file = dir.join("cluster.secret").display().to_string();
         let mut env: Vec<(&str, &str)> = vec![
             ("OXBOW__NODE_ID", &node_id),
+            ("OXBOW__CLUSTER__SECRET_FILE", &secret_file),
             ("OXBOW__CLUSTER__CONTROLLERS", controllers),
             ("OXBOW__CLUSTER__HEARTBEAT_INTERVAL_MS", "250"),
             ("OXBOW__CLUSTER__SESSION_TIMEOUT_MS", "3000"),

@@ -1,4 +1,5 @@
-//! CreateTopics, DeleteTopics and DescribeTopics.
+//! CreateTopics, DeleteTopics, DescribeTopics, AlterConfigs, DescribeCluster, InitProducerId and the users
+//! APIs.
 
 use oxbow::protocol::api::alter_configs::{AlterConfigsRequest, AlterConfigsResponse};
 use oxbow::protocol::api::create_topics::{CreateTopicsRequest, CreateTopicsResponse, TopicResult};
@@ -11,15 +12,34 @@ use oxbow::protocol::{CodedError, ErrorCode};
 use oxbow::protocol::api::describe_cluster::{ClusterBroker, DescribeClusterRequest, DescribeClusterResponse};
 use oxbow::protocol::api::init_producer_id::{InitProducerIdRequest, InitProducerIdResponse};
 
-use super::Encoded;
+use oxbow::auth::scram;
+use oxbow::protocol::api::users::{
+    AlterUsersRequest, AlterUsersResponse, DescribeUsersRequest, DescribeUsersResponse, UserDescription, UserResult,
+};
+
+use oxbow::protocol::api::acls::{
+    AclResult, AclsResponse, CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, DescribeAclsResponse,
+    Operation, ResourceType,
+};
+
 use super::RequestScope;
+use super::{Access, Encoded};
 use crate::cluster::{ControllerCall, ControllerReply};
 
-pub async fn create_topics(request: CreateTopicsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+pub async fn create_topics(
+    request: CreateTopicsRequest,
+    scope: &RequestScope,
+    access: &Access,
+) -> Result<Encoded, CodedError> {
     let registry = &scope.context.registry;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        let result = match refuse_internal(&topic.name, "created") {
+        let permitted = if access.may_create_topic(&topic.name) {
+            Ok(())
+        } else {
+            access.require(ResourceType::Topic, &topic.name, Operation::Create)
+        };
+        let result = match permitted.and_then(|()| refuse_internal(&topic.name, "created")) {
             Err(error) => Err(error),
             Ok(()) => {
                 registry
@@ -38,23 +58,49 @@ pub async fn create_topics(request: CreateTopicsRequest, scope: &RequestScope) -
     Ok(Encoded::new(&CreateTopicsResponse { topics }))
 }
 
-pub async fn delete_topics(request: DeleteTopicsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+pub async fn delete_topics(
+    request: DeleteTopicsRequest,
+    scope: &RequestScope,
+    access: &Access,
+) -> Result<Encoded, CodedError> {
     let registry = &scope.context.registry;
     let mut topics = Vec::with_capacity(request.names.len());
     for name in request.names {
-        let result = registry.delete_topic(&name).await;
+        let result = match access.require(ResourceType::Topic, &name, Operation::Delete) {
+            Ok(()) => registry.delete_topic(&name).await,
+            Err(error) => Err(error),
+        };
         topics.push(topic_result(name, result));
     }
     Ok(Encoded::new(&DeleteTopicsResponse { topics }))
 }
 
-pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+pub async fn describe_topics(
+    request: DescribeTopicsRequest,
+    scope: &RequestScope,
+    access: &Access,
+) -> Result<Encoded, CodedError> {
     let context = &scope.context;
     let registry = &context.registry;
-    let names = request.names.unwrap_or_else(|| registry.topics().iter().map(|topic| topic.name.clone()).collect());
+    let names = request.names.unwrap_or_else(|| {
+        registry
+            .topics()
+            .iter()
+            .map(|topic| topic.name.clone())
+            .filter(|name| access.may(ResourceType::Topic, name, Operation::Describe))
+            .collect()
+    });
     let topics = names
         .into_iter()
         .map(|name| match registry.topic(&name) {
+            _ if !access.may(ResourceType::Topic, &name, Operation::Describe) => TopicDescription {
+                error_message: Some(format!("{} may not describe topic '{name}'", access.principal)),
+                name,
+                error_code: ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                internal: false,
+                configs: vec![],
+                partitions: vec![],
+            },
             None => TopicDescription {
                 error_message: Some(format!("topic '{name}' does not exist")),
                 name,
@@ -100,8 +146,13 @@ pub async fn describe_topics(request: DescribeTopicsRequest, scope: &RequestScop
     Ok(Encoded::new(&DescribeTopicsResponse { topics }))
 }
 
-pub async fn alter_configs(request: AlterConfigsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
-    let result = match refuse_internal(&request.topic, "altered") {
+pub async fn alter_configs(
+    request: AlterConfigsRequest,
+    scope: &RequestScope,
+    access: &Access,
+) -> Result<Encoded, CodedError> {
+    let permitted = access.require(ResourceType::Topic, &request.topic, Operation::Alter);
+    let result = match permitted.and_then(|()| refuse_internal(&request.topic, "altered")) {
         Err(error) => Err(error),
         Ok(()) => scope.context.registry.alter_topic(&request.topic, request.set, request.delete).await,
     };
@@ -172,4 +223,97 @@ pub async fn init_producer_id(_request: InitProducerIdRequest, scope: &RequestSc
         },
     };
     Ok(Encoded::new(&response))
+}
+
+/// Creates, replaces or deletes SCRAM users, one metadata command each; answers once each change is applied
+/// on this broker.
+pub async fn alter_users(request: AlterUsersRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+    let registry = &scope.context.registry;
+    let mut results = Vec::with_capacity(request.upsert.len() + request.delete.len());
+    let calls = request
+        .upsert
+        .into_iter()
+        .map(|user| {
+            let check = if user.mechanism == scram::MECHANISM {
+                Ok(())
+            } else {
+                Err(CodedError::new(
+                    ErrorCode::UNSUPPORTED_SASL_MECHANISM,
+                    format!("mechanism '{}' is not offered", user.mechanism),
+                ))
+            };
+            (user.name, Some(user.credential), check)
+        })
+        .chain(request.delete.into_iter().map(|name| (name, None, Ok(()))));
+    for (name, credential, check) in calls {
+        let result = match check {
+            Ok(()) => registry.controller(ControllerCall::AlterUser { name: name.clone(), credential }).await.map(drop),
+            Err(error) => Err(error),
+        };
+        results.push(match result {
+            Ok(()) => UserResult { name, error_code: ErrorCode::NONE, error_message: None },
+            Err(error) => UserResult { name, error_code: error.code, error_message: Some(error.message) },
+        });
+    }
+    Ok(Encoded::new(&AlterUsersResponse { results }))
+}
+
+/// User names and how their credentials are kept (never the keys).
+pub async fn describe_users(_request: DescribeUsersRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+    let state = scope.context.registry.cluster().state();
+    let users = state
+        .users
+        .iter()
+        .map(|(name, user)| UserDescription {
+            name: name.clone(),
+            mechanism: user.mechanism.clone(),
+            iterations: user.credential.iterations,
+        })
+        .collect();
+    Ok(Encoded::new(&DescribeUsersResponse { users }))
+}
+
+pub async fn create_acls(request: CreateAclsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+    alter_acls(request.creations, true, scope).await
+}
+
+pub async fn delete_acls(request: DeleteAclsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+    alter_acls(request.deletions, false, scope).await
+}
+
+/// One metadata command per binding; each answered once applied on this broker.
+async fn alter_acls(
+    bindings: Vec<oxbow::protocol::api::acls::AclBinding>,
+    create: bool,
+    scope: &RequestScope,
+) -> Result<Encoded, CodedError> {
+    let mut results = Vec::with_capacity(bindings.len());
+    for binding in bindings {
+        let checked = if create {
+            crate::security::acl::validate(&binding)
+                .map_err(|message| CodedError::new(ErrorCode::INVALID_REQUEST, message))
+        } else {
+            Ok(())
+        };
+        let result = match checked {
+            Ok(()) => scope.context.registry.controller(ControllerCall::AlterAcl { binding, create }).await.map(drop),
+            Err(error) => Err(error),
+        };
+        results.push(match result {
+            Ok(()) => AclResult { error_code: ErrorCode::NONE, error_message: None },
+            Err(error) => AclResult { error_code: error.code, error_message: Some(error.message) },
+        });
+    }
+    Ok(Encoded::new(&AclsResponse { results }))
+}
+
+pub async fn describe_acls(request: DescribeAclsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+    let state = scope.context.registry.cluster().state();
+    let acls = state
+        .acls
+        .iter()
+        .filter(|acl| request.principal.as_ref().is_none_or(|principal| acl.principal == *principal))
+        .cloned()
+        .collect();
+    Ok(Encoded::new(&DescribeAclsResponse { acls }))
 }

@@ -9,7 +9,7 @@ use oxbow::protocol::api::fetch::{FetchPartitionResponse, FetchRequest, FetchRes
 use oxbow::protocol::{CodedError, ErrorCode};
 
 use super::RequestScope;
-use super::{log_error_code, mailbox_error_code, Encoded};
+use super::{log_error_code, mailbox_error_code, Answer, Encoded};
 use crate::partition::{FollowerFetch, Read};
 use crate::topic::PartitionHandle;
 
@@ -22,7 +22,39 @@ struct PartitionRead {
     records: Bytes,
 }
 
-pub async fn handle(request: FetchRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+/// Refuses a request that names a partition twice (each mention could add a whole batch to one response),
+/// then takes the response's share of the connection's response budget, waiting while the client has not
+/// read earlier answers, and caps `max_bytes` to it.
+pub async fn handle(mut request: FetchRequest, scope: &RequestScope) -> Result<Answer, CodedError> {
+    let mut seen = std::collections::HashSet::new();
+    for topic in &request.topics {
+        for partition in &topic.partitions {
+            if !seen.insert((topic.name.as_str(), partition.partition)) {
+                return Err(CodedError::new(
+                    ErrorCode::INVALID_REQUEST,
+                    format!("partition {}/{} is named twice in one fetch", topic.name, partition.partition),
+                ));
+            }
+        }
+    }
+    let config = &scope.context.config;
+    let overshoot = config.log.max_message_bytes as usize;
+    let share = (request.max_bytes as usize).saturating_add(overshoot).min(config.connection_response_bytes_max);
+    let mut shutdown = scope.shutdown.clone();
+    let permit = tokio::select! {
+        permit = scope.response_budget.clone().acquire_many_owned(share as u32) => {
+            permit.map_err(|_| CodedError::new(ErrorCode::BROKER_SHUTTING_DOWN, "connection closing"))?
+        }
+        _ = shutdown.changed() => {
+            return Err(CodedError::new(ErrorCode::BROKER_SHUTTING_DOWN, "the broker is shutting down"));
+        }
+    };
+    request.max_bytes = request.max_bytes.min(share.saturating_sub(overshoot).max(1) as u32);
+    let encoded = long_poll(request, scope).await?;
+    Ok(Answer::Budgeted(encoded, permit))
+}
+
+async fn long_poll(request: FetchRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
     let context = &scope.context;
     let max_wait = Duration::from_millis(u64::from(request.max_wait_ms).min(context.config.fetch_wait_max_ms));
     let deadline = tokio::time::Instant::now() + max_wait;

@@ -16,8 +16,8 @@ use oxbow::protocol::api::offset_fetch::{CommittedOffset, OffsetFetchRequest, Of
 use oxbow::protocol::api::sync_group::{SyncGroupRequest, SyncGroupResponse};
 use oxbow::protocol::{CodedError, ErrorCode};
 
-use super::Encoded;
 use super::RequestScope;
+use super::{Access, Encoded};
 use crate::group::offsets::{self, Committed, OFFSETS_TOPIC};
 use crate::group::{self, assignor::Strategy};
 
@@ -214,10 +214,18 @@ pub async fn fetch_offsets(request: OffsetFetchRequest, scope: &RequestScope) ->
     Ok(Encoded::new(&OffsetFetchResponse { error_code: ErrorCode::NONE, offsets }))
 }
 
-pub async fn list(_request: ListGroupsRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+/// Only the groups the principal may describe.
+pub async fn list(_request: ListGroupsRequest, scope: &RequestScope, access: &Access) -> Result<Encoded, CodedError> {
     let groups = scope.context.coordinator.send(group::ListGroups).await.map_err(unavailable)?;
     let groups = groups
         .into_iter()
+        .filter(|(group_id, _, _)| {
+            access.may(
+                oxbow::protocol::api::acls::ResourceType::Group,
+                group_id,
+                oxbow::protocol::api::acls::Operation::Describe,
+            )
+        })
         .map(|(group_id, state, n_members)| GroupListing { group_id, state: state.to_string(), n_members })
         .collect();
     Ok(Encoded::new(&ListGroupsResponse { groups }))

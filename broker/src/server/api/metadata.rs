@@ -5,11 +5,15 @@ use oxbow::protocol::api::metadata::{
 };
 use oxbow::protocol::{CodedError, ErrorCode};
 
-use super::Encoded;
+use oxbow::protocol::api::acls::{Operation, ResourceType};
+
 use super::RequestScope;
+use super::{Access, Encoded};
 use crate::cluster::metadata::TopicState;
 
-pub async fn handle(request: MetadataRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+/// Topics the principal may not describe are left out of a full listing, and answer
+/// TOPIC_AUTHORIZATION_FAILED when named; auto-creation needs the right to create.
+pub async fn handle(request: MetadataRequest, scope: &RequestScope, access: &Access) -> Result<Encoded, CodedError> {
     let context = &scope.context;
     let registry = &context.registry;
     let cluster = registry.cluster();
@@ -24,7 +28,10 @@ pub async fn handle(request: MetadataRequest, scope: &RequestScope) -> Result<En
     if let Some(names) = &request.topics {
         if context.config.auto_create_topics {
             for name in names {
-                if !cluster.state().topics.contains_key(name) && !crate::topic::is_internal(name) {
+                if !cluster.state().topics.contains_key(name)
+                    && !crate::topic::is_internal(name)
+                    && access.may_create_topic(name)
+                {
                     let partitions = context.config.default_partitions;
                     if let Err(error) =
                         registry.create_topic(name, partitions, u16::MAX, Default::default(), false).await
@@ -37,10 +44,18 @@ pub async fn handle(request: MetadataRequest, scope: &RequestScope) -> Result<En
     }
     let state = cluster.state();
     let topics = match request.topics {
-        None => state.topics.iter().map(|(name, topic)| describe(name, topic)).collect(),
+        None => state
+            .topics
+            .iter()
+            .filter(|(name, _)| access.may(ResourceType::Topic, name, Operation::Describe))
+            .map(|(name, topic)| describe(name, topic))
+            .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match state.topics.get(&name) {
+                _ if !access.may(ResourceType::Topic, &name, Operation::Describe) => {
+                    TopicMetadata { name, error_code: ErrorCode::TOPIC_AUTHORIZATION_FAILED, partitions: vec![] }
+                }
                 Some(topic) => describe(&name, topic),
                 None => TopicMetadata { name, error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, partitions: vec![] },
             })

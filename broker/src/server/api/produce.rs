@@ -10,9 +10,10 @@ use oxbow::protocol::{Acks, CodedError, ErrorCode};
 use tokio::sync::oneshot;
 
 use super::{coded, decode, mailbox_error_code, Encoded};
-use super::{error_frame, RequestScope};
+use super::{error_frame, Access, RequestScope};
 use crate::partition::{Append, AppendOutcome, LogError};
 use crate::topic::TopicConfig;
+use oxbow::protocol::api::acls::{Operation, ResourceType};
 
 /// Longest produce timeout honoured.
 const PRODUCE_TIMEOUT_MAX_MS: u32 = 300_000;
@@ -30,7 +31,9 @@ enum PendingPartition {
 }
 
 /// Decodes and validates; sends each partition's batches to its actor and returns once all are queued.
-pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
+/// A topic the principal may not write answers TOPIC_AUTHORIZATION_FAILED for each of its partitions, and
+/// nothing of it is written.
+pub async fn hand_off(body: &Bytes, scope: &RequestScope, access: &Access) -> PendingProduce {
     let request: ProduceRequest<'_> = match decode(body) {
         Ok(request) => request,
         Err(error) => return PendingProduce { acks: Acks::Leader, timeout: Duration::ZERO, outcome: Err(error) },
@@ -46,14 +49,19 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope) -> PendingProduce {
     for topic in request.topics {
         let registered = registry.topic(&topic.name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
-        if crate::topic::is_internal(&topic.name) {
+        let refusal = if crate::topic::is_internal(&topic.name) {
             let message = format!("'{}' is an internal topic written only by the broker", topic.name);
-            partitions.extend(topic.partitions.iter().map(|data| {
-                PendingPartition::Done(partition_error(
-                    data.partition,
-                    CodedError::new(ErrorCode::INVALID_REQUEST, message.clone()),
-                ))
-            }));
+            Some(CodedError::new(ErrorCode::INVALID_REQUEST, message))
+        } else {
+            access.require(ResourceType::Topic, &topic.name, Operation::Write).err()
+        };
+        if let Some(refusal) = refusal {
+            partitions.extend(
+                topic
+                    .partitions
+                    .iter()
+                    .map(|data| PendingPartition::Done(partition_error(data.partition, refusal.clone()))),
+            );
             topics.push((topic.name, partitions));
             continue;
         }

@@ -1,7 +1,9 @@
 //! One module per API: its request and response bodies. `ApiKey` is the table of API keys and versions.
 
+pub mod acls;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod authenticate;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_cluster;
@@ -21,6 +23,7 @@ pub mod offset_commit;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod users;
 
 macro_rules! api_keys {
     ($( $name:ident = $key:expr, versions $min:expr => $max:expr; )*) => {
@@ -54,7 +57,6 @@ macro_rules! api_keys {
     };
 }
 
-// Key 8 (Authenticate) is reserved for a later API.
 api_keys! {
     ApiVersions = 0, versions 0 => 0;
     Metadata = 1, versions 0 => 0;
@@ -64,6 +66,7 @@ api_keys! {
     Produce = 5, versions 0 => 0;
     Fetch = 6, versions 0 => 0;
     ListOffsets = 7, versions 0 => 0;
+    Authenticate = 8, versions 0 => 0;
     FindCoordinator = 10, versions 0 => 0;
     JoinGroup = 11, versions 0 => 0;
     SyncGroup = 12, versions 0 => 0;
@@ -76,6 +79,11 @@ api_keys! {
     AlterConfigs = 20, versions 0 => 0;
     InitProducerId = 21, versions 0 => 0;
     DescribeCluster = 22, versions 0 => 0;
+    AlterUsers = 23, versions 0 => 0;
+    DescribeUsers = 24, versions 0 => 0;
+    CreateAcls = 25, versions 0 => 0;
+    DeleteAcls = 26, versions 0 => 0;
+    DescribeAcls = 27, versions 0 => 0;
     Raft = 30, versions 0 => 0;
     Controller = 31, versions 0 => 0;
 }
