@@ -44,7 +44,9 @@ impl Broker {
         check_exposure(&config, local_addr)?;
         let secret = crate::security::cluster_secret(&config).context("the cluster secret")?;
         let authenticator = Arc::new(Authenticator::new(secret.clone(), &config.security)?);
-        let cluster = Cluster::start(&config, advertised_host.clone(), local_addr.port(), &secret).await?;
+        let tls = crate::security::tls::server_config(&config.security).context("TLS settings")?;
+        let peer_tls = crate::security::tls::peer_settings(&config.security).context("TLS settings")?;
+        let cluster = Cluster::start(&config, advertised_host.clone(), local_addr.port(), &secret, peer_tls).await?;
         let partition_arbiters: Vec<Arbiter> = (0..config.partition_threads()).map(|_| Arbiter::new()).collect();
         let network_arbiters: Vec<Arbiter> = (0..config.network_threads).map(|_| Arbiter::new()).collect();
         let registry = Arc::new(Registry::open(
@@ -61,6 +63,7 @@ impl Broker {
             advertised_host,
             advertised_port: local_addr.port(),
             authenticator,
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
@@ -183,7 +186,7 @@ async fn reconcile_loop(
 
 /// Safe by default: anyone who can reach a non-loopback address could otherwise act as any client.
 fn check_exposure(config: &BrokerConfig, local_addr: SocketAddr) -> anyhow::Result<()> {
-    if local_addr.ip().is_loopback() || config.security.authentication_required() {
+    if local_addr.ip().is_loopback() || config.security.authenticates_every_client() {
         return Ok(());
     }
     if !config.security.allow_insecure {

@@ -70,11 +70,28 @@ pub struct SecurityConfig {
     pub admin_password: Option<String>,
     #[serde(default)]
     pub admin_password_file: Option<PathBuf>,
+    /// PEM certificate chain and key of the listener: set both to serve TLS only (clients and brokers).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): brokers check each other's certificates against it, and client certificates
+    /// too when `tls_client_auth` is not `none`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// `none`, `optional` (a client may present a certificate: its common name is its principal) or
+    /// `required` (every client presents one).
+    pub tls_client_auth: String,
 }
 
 impl SecurityConfig {
     pub fn authentication_required(&self) -> bool {
         self.authentication == "scram"
+    }
+
+    /// Whether every client proves who it is (SCRAM, or a client certificate).
+    pub fn authenticates_every_client(&self) -> bool {
+        self.authentication_required() || (self.tls_cert_file.is_some() && self.tls_client_auth == "required")
     }
 
     /// The bootstrap admin password, from the file or the value.
@@ -199,7 +216,8 @@ impl BrokerConfig {
             .set_default("security.allow_insecure", false)?
             .set_default("security.handshake_timeout_ms", 10_000)?
             .set_default("security.pre_auth_frame_bytes_max", 64 * 1024)?
-            .set_default("security.super_users", "admin")?;
+            .set_default("security.super_users", "admin")?
+            .set_default("security.tls_client_auth", "none")?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file));
         }
@@ -230,8 +248,17 @@ impl BrokerConfig {
                 self.security.authorization
             ));
         }
-        if self.security.authorization == "acl" && !self.security.authentication_required() {
-            return Err("security.authorization = 'acl' needs security.authentication = 'scram'".into());
+        if self.security.authorization == "acl" && !self.security.authenticates_every_client() {
+            return Err(
+                "security.authorization = 'acl' needs security.authentication = 'scram' or tls_client_auth = 'required'"
+                    .into(),
+            );
+        }
+        if !matches!(self.security.tls_client_auth.as_str(), "none" | "optional" | "required") {
+            return Err("security.tls_client_auth must be 'none', 'optional' or 'required'".into());
+        }
+        if self.security.tls_cert_file.is_some() != self.security.tls_key_file.is_some() {
+            return Err("security.tls_cert_file and security.tls_key_file go together".into());
         }
         if self.connection_response_bytes_max < self.log.max_message_bytes as usize {
             return Err("connection_response_bytes_max must be at least log.max_message_bytes".into());

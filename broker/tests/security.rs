@@ -437,3 +437,162 @@ static BATCH: std::sync::LazyLock<bytes::Bytes> = std::sync::LazyLock::new(|| {
     builder.append(1, None, Some(b"v"), &[]);
     builder.finish()
 });
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA, a broker certificate for 127.0.0.1 and localhost, and client certificates: `alice` (valid),
+    /// `eve` (expired), and `mallory` (valid, from another CA).
+    fn new() -> Pki {
+        use oxbow::auth::certs::{DevCa, Validity};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::new("test CA").unwrap();
+        ca.write_set(dir.path(), "broker", &["127.0.0.1".into(), "localhost".into()], &["alice".into()]).unwrap();
+        let (cert, key) = ca.issue("eve", &[], Validity::Expired).unwrap();
+        std::fs::write(dir.path().join("eve.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("eve.key"), key).unwrap();
+        let other = DevCa::new("another CA").unwrap();
+        std::fs::write(dir.path().join("other-ca.pem"), other.certificate_pem()).unwrap();
+        let (cert, key) = other.issue("mallory", &[], Validity::Days(1)).unwrap();
+        std::fs::write(dir.path().join("mallory.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("mallory.key"), key).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn broker_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OXBOW__SECURITY__TLS_CERT_FILE", self.path("broker.pem")),
+            ("OXBOW__SECURITY__TLS_KEY_FILE", self.path("broker.key")),
+            ("OXBOW__SECURITY__TLS_CA_FILE", self.path("ca.pem")),
+        ]
+    }
+
+    fn client(&self, ca: &str, user: Option<&str>) -> oxbow::client::TlsSettings {
+        let cert =
+            user.map(|user| (self.dir.path().join(format!("{user}.pem")), self.dir.path().join(format!("{user}.key"))));
+        oxbow::client::TlsSettings::from_pem_files(
+            &self.dir.path().join(ca),
+            cert.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path())),
+        )
+        .unwrap()
+    }
+}
+
+/// TLS on the listener: clients that trust the CA talk; plaintext on the TLS port, an untrusted broker
+/// certificate, an expired client certificate and one from another CA are refused; a valid client
+/// certificate names the principal (and its ACLs apply).
+#[tokio::test]
+async fn tls_checks_certificates_both_ways_and_a_client_certificate_names_the_principal() {
+    use oxbow::protocol::api::acls::{AclBinding, Operation, PatternType, Permission, ResourceType};
+
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_password_file = dir.path().join("admin.password");
+    std::fs::write(&admin_password_file, "admin-pass-1234").unwrap();
+    let admin_password_file = admin_password_file.display().to_string();
+    let mut env = pki.broker_env();
+    env.extend([
+        ("OXBOW__SECURITY__TLS_CLIENT_AUTH", "optional".to_string()),
+        ("OXBOW__SECURITY__AUTHENTICATION", "scram".to_string()),
+        ("OXBOW__SECURITY__AUTHORIZATION", "acl".to_string()),
+        ("OXBOW__SECURITY__ADMIN_PASSWORD_FILE", admin_password_file),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let broker = BrokerProcess::start_with_env(&dir.path().join("b1"), &env);
+    let connect = |tls: Option<oxbow::client::TlsSettings>| {
+        let addr = broker.addr.clone();
+        async move { Connection::connect_with(&addr, "t", TIMEOUT, 1 << 20, tls.as_ref()).await }
+    };
+    let metadata = MetadataRequest { topics: None };
+
+    // The admin over TLS with SCRAM sets up a topic alice may describe.
+    let mut admin_config = ClientConfig::new(broker.addr.clone());
+    admin_config.credentials = Some(Credentials::new("admin", "admin-pass-1234"));
+    admin_config.tls = Some(pki.client("ca.pem", None));
+    let admin = Admin::connect(admin_config).await.unwrap();
+    admin.create_topic("t", 1, 1, BTreeMap::new()).await.unwrap();
+    let describe = AclBinding {
+        principal: "User:alice".into(),
+        resource_type: ResourceType::Topic,
+        pattern_type: PatternType::Literal,
+        resource_name: "t".into(),
+        operation: Operation::Describe,
+        permission: Permission::Allow,
+    };
+    admin.create_acls(vec![describe]).await.unwrap();
+
+    // alice's certificate is her login: no SCRAM needed, and her ACLs apply.
+    let alice = connect(Some(pki.client("ca.pem", Some("alice")))).await.unwrap();
+    let listed = alice.call(&metadata, TIMEOUT).await.unwrap();
+    assert_eq!(listed.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["t"]);
+    // A TLS client without a certificate must still log in.
+    let anonymous = connect(Some(pki.client("ca.pem", None))).await.unwrap();
+    assert_eq!(anonymous.call(&metadata, TIMEOUT).await.unwrap_err().code(), Some(ErrorCode::ILLEGAL_SASL_STATE));
+
+    // Plaintext on the TLS port: the connection is closed, not left hanging.
+    let plain = connect(None).await.unwrap();
+    let error = plain.call(&metadata, TIMEOUT).await.unwrap_err();
+    assert!(matches!(error, oxbow::client::ClientError::ConnectionLost { .. }), "{error}");
+    // A client that does not trust the broker's CA refuses it.
+    let error = connect(Some(pki.client("other-ca.pem", None))).await.err().expect("an untrusted broker");
+    assert!(error.to_string().contains("TLS handshake failed"), "{error}");
+    // An expired client certificate, and one from another CA, are refused by the broker.
+    for user in ["eve", "mallory"] {
+        let refused = match connect(Some(pki.client("ca.pem", Some(user)))).await {
+            Err(_) => true,
+            // TLS 1.3: the client may finish its side before the broker's alert arrives.
+            Ok(connection) => connection.call(&metadata, TIMEOUT).await.is_err(),
+        };
+        assert!(refused, "{user}'s certificate was accepted");
+    }
+    metadata_works_tls(&broker.addr, pki.client("ca.pem", Some("alice"))).await;
+}
+
+async fn metadata_works_tls(addr: &str, tls: oxbow::client::TlsSettings) {
+    let connection = Connection::connect_with(addr, "probe", TIMEOUT, 1 << 20, Some(&tls)).await.unwrap();
+    connection.call(&MetadataRequest { topics: None }, TIMEOUT).await.unwrap();
+}
+
+/// Three brokers that talk TLS to each other (and prove the cluster secret over it) replicate acks=all
+/// writes; a client reads them back over TLS.
+#[tokio::test]
+async fn a_three_broker_cluster_replicates_over_tls() {
+    let pki = Pki::new();
+    let env = pki.broker_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cluster = common::TestCluster::start_with_env(&env);
+    let mut config = ClientConfig::new(cluster.bootstrap());
+    config.tls = Some(pki.client("ca.pem", None));
+    let admin = Admin::connect(config.clone()).await.unwrap();
+    poll("the TLS cluster creates a replicated topic", Duration::from_secs(30), || async {
+        admin.create_topic("replicated", 1, 3, BTreeMap::new()).await.is_ok()
+            || admin.describe_topic("replicated").await.is_ok()
+    })
+    .await;
+    let mut producer_config = oxbow::client::ProducerConfig::new(cluster.bootstrap());
+    producer_config.client = config.clone();
+    producer_config.acks = oxbow::protocol::Acks::All;
+    let producer = oxbow::client::Producer::connect(producer_config).await.unwrap();
+    for i in 0..20 {
+        producer.send_and_wait(oxbow::client::ProducerRecord::new("replicated", format!("v{i}"))).await.unwrap();
+    }
+    poll("every replica in sync", Duration::from_secs(30), || async {
+        admin.describe_topic("replicated").await.is_ok_and(|topic| topic.partitions[0].isr.len() == 3)
+    })
+    .await;
+    let mut consumer_config = oxbow::client::ConsumerConfig::new(cluster.bootstrap());
+    consumer_config.client = config;
+    consumer_config.auto_offset_reset = oxbow::client::OffsetReset::Earliest;
+    let mut consumer = oxbow::client::Consumer::connect(consumer_config).await.unwrap();
+    consumer.assign_topic("replicated").await.unwrap();
+    let records = common::read_all(&mut consumer, 20, Duration::from_secs(20)).await;
+    let values: Vec<String> =
+        records.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned()).collect();
+    assert_eq!(values, (0..20).map(|i| format!("v{i}")).collect::<Vec<_>>());
+}

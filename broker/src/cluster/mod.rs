@@ -91,6 +91,7 @@ impl Cluster {
         host: String,
         port: u16,
         secret: &crate::security::ClusterSecret,
+        tls: Option<oxbow::client::TlsSettings>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let mut controllers = parse_controllers(&config.cluster.controllers)?;
         if controllers.is_empty() {
@@ -105,6 +106,7 @@ impl Cluster {
             state: state.clone(),
             connections: Mutex::default(),
             credentials: crate::security::broker_credentials(secret, config.node_id),
+            tls,
         });
         let election = config.cluster.election_timeout_ms.max(50);
         let raft_config = openraft::Config {

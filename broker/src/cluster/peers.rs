@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use oxbow::auth::Credentials;
-use oxbow::client::{ClientError, Connection};
+use oxbow::client::{ClientError, Connection, TlsSettings};
 use oxbow::protocol::api::Request;
 use oxbow::protocol::NodeId;
 use tokio::sync::watch;
@@ -22,6 +22,8 @@ pub struct Peers {
     pub(super) connections: Mutex<HashMap<String, Connection>>,
     /// This broker's principal, proven with the cluster secret on every new connection.
     pub(super) credentials: Credentials,
+    /// Set when the brokers talk TLS.
+    pub(super) tls: Option<TlsSettings>,
 }
 
 impl Peers {
@@ -49,7 +51,14 @@ impl Peers {
             }
         }
         let timeout = timeout.min(Duration::from_secs(2));
-        let connection = Connection::connect(addr, "oxbow-broker", timeout).await?;
+        let connection = Connection::connect_with(
+            addr,
+            "oxbow-broker",
+            timeout,
+            oxbow::client::RESPONSE_FRAME_BYTES_MAX_DEFAULT,
+            self.tls.as_ref(),
+        )
+        .await?;
         connection.authenticate(&self.credentials, timeout).await.inspect_err(|error| {
             if error.code() == Some(oxbow::protocol::ErrorCode::SASL_AUTHENTICATION_FAILED) {
                 tracing::warn!(%addr, %error, "a peer refused this broker's cluster secret (are the secrets the same?)");

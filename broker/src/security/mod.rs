@@ -4,6 +4,7 @@
 
 pub mod acl;
 mod secret;
+pub mod tls;
 
 pub use secret::{cluster_secret, ClusterSecret};
 
@@ -143,6 +144,9 @@ impl Authenticator {
 #[derive(Default)]
 pub struct ConnectionAuth {
     principal: Option<Principal>,
+    /// The principal came from a verified TLS client certificate: a SCRAM login may still replace it
+    /// (brokers prove the cluster secret on top of their certificate).
+    from_certificate: bool,
     exchange: Option<ScramServer>,
 }
 
@@ -155,6 +159,11 @@ pub enum AuthOutcome {
 }
 
 impl ConnectionAuth {
+    /// A connection whose TLS client certificate named a user.
+    pub fn from_certificate(user: String) -> ConnectionAuth {
+        ConnectionAuth { principal: Some(Principal::User(user)), from_certificate: true, exchange: None }
+    }
+
     /// The principal requests run as; `None` while a broker that requires authentication waits for it.
     pub fn principal(&self, required: bool) -> Option<Principal> {
         match &self.principal {
@@ -175,7 +184,7 @@ impl ConnectionAuth {
         authenticator: &Authenticator,
         state: &ClusterState,
     ) -> AuthOutcome {
-        if self.principal.is_some() {
+        if self.principal.is_some() && !self.from_certificate {
             return AuthOutcome::Refuse(CodedError::new(
                 ErrorCode::ILLEGAL_SASL_STATE,
                 "this connection has already authenticated",
@@ -216,6 +225,7 @@ impl ConnectionAuth {
                     principal: Some(principal.to_string()),
                 };
                 self.principal = Some(principal);
+                self.from_certificate = false;
                 self.exchange = None;
                 AuthOutcome::Reply(response)
             }

@@ -14,8 +14,7 @@ use bytes::{Bytes, BytesMut};
 use oxbow::protocol::api::authenticate::AuthenticateRequest;
 use oxbow::protocol::frame::{self, FrameCheck};
 use oxbow::protocol::{ApiKey, CodedError, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
@@ -26,15 +25,55 @@ use crate::security::{AuthOutcome, ConnectionAuth, Principal};
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
-pub async fn serve(
+/// Runs one accepted connection: the TLS handshake first when the listener serves TLS (within the
+/// handshake deadline; a verified client certificate names the principal), then `serve`.
+pub async fn accept(
     stream: TcpStream,
+    peer: SocketAddr,
+    context: Arc<ServerContext>,
+    shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = context.tls.clone() else {
+        let (reader, writer) = stream.into_split();
+        return serve(reader, writer, ConnectionAuth::default(), peer, context, shutdown, done).await;
+    };
+    let deadline = Duration::from_millis(context.config.security.handshake_timeout_ms);
+    let stream = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake did not finish in time");
+            return;
+        }
+    };
+    let user = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|certificate| crate::security::tls::certificate_user(certificate));
+    let auth = match user {
+        Some(user) => ConnectionAuth::from_certificate(user),
+        None => ConnectionAuth::default(),
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    serve(reader, writer, auth, peer, context, shutdown, done).await
+}
+
+async fn serve(
+    mut reader: impl AsyncRead + Unpin,
+    writer: impl AsyncWrite + Unpin + 'static,
+    mut auth: ConnectionAuth,
     peer: SocketAddr,
     context: Arc<ServerContext>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
     let config = &context.config;
     let in_flight_max = config.connection_in_flight_max;
     let (responses_tx, responses_rx) = mpsc::channel::<Response>(in_flight_max);
@@ -50,7 +89,6 @@ pub async fn serve(
         response_budget: Arc::new(Semaphore::new(config.connection_response_bytes_max)),
     };
     let required = context.authenticator.required;
-    let mut auth = ConnectionAuth::default();
     let handshake_deadline = Instant::now() + Duration::from_millis(config.security.handshake_timeout_ms);
     let idle_timeout = Duration::from_millis(config.connection_idle_timeout_ms);
     let mut last_request = Instant::now();
@@ -217,7 +255,7 @@ async fn dispatch(
     Flow::Continue
 }
 
-async fn write_responses(writer: OwnedWriteHalf, mut responses: mpsc::Receiver<Response>, peer: SocketAddr) {
+async fn write_responses(writer: impl AsyncWrite + Unpin, mut responses: mpsc::Receiver<Response>, peer: SocketAddr) {
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
     while let Some(response) = responses.recv().await {
         if let Err(error) = writer.write_all(&response.frame).await {

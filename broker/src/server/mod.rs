@@ -63,7 +63,7 @@ pub async fn accept_loop(
         let done = done.clone();
         network[next % network.len()].spawn(async move {
             match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => connection::serve(stream, peer, context, shutdown, done).await,
+                Ok(stream) => connection::accept(stream, peer, context, shutdown, done).await,
                 Err(error) => tracing::warn!(%peer, %error, "cannot register the connection"),
             }
             drop((permit, address_slot));

@@ -1,6 +1,8 @@
 //! Authentication shared by clients and brokers: the SCRAM-SHA-256 exchange (pure) and the credentials a
 //! client presents.
 
+#[cfg(feature = "certs")]
+pub mod certs;
 pub mod scram;
 
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{ClientError, Connection};
+use super::{ClientError, Connection, TlsSettings};
 use crate::auth::Credentials;
 use crate::protocol::api::metadata::{MetadataRequest, MetadataResponse, TopicMetadata};
 use crate::protocol::{ErrorCode, NodeId};
@@ -21,6 +21,8 @@ pub struct ClientConfig {
     pub frame_bytes_max: usize,
     /// SCRAM-SHA-256 credentials; every connection authenticates with them before its first request.
     pub credentials: Option<Credentials>,
+    /// Connect over TLS (and, with a client certificate, authenticate by it).
+    pub tls: Option<TlsSettings>,
 }
 
 impl ClientConfig {
@@ -32,6 +34,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             frame_bytes_max: super::connection::RESPONSE_FRAME_BYTES_MAX_DEFAULT,
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -89,11 +92,12 @@ impl Cluster {
                 return Ok(connection.clone());
             }
         }
-        let connection = Connection::connect_with_limit(
+        let connection = Connection::connect_with(
             addr,
             &self.config.client_id,
             self.config.connect_timeout,
             self.config.frame_bytes_max,
+            self.config.tls.as_ref(),
         )
         .await?;
         if let Some(credentials) = &self.config.credentials {

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::ClientError;
+use super::{ClientError, TlsSettings};
 use crate::auth::{self, scram, Credentials};
 use crate::protocol::api::authenticate::AuthenticateRequest;
 use crate::protocol::api::Request;
@@ -61,17 +61,43 @@ impl Connection {
         timeout: Duration,
         frame_bytes_max: usize,
     ) -> Result<Connection, ClientError> {
+        Connection::connect_with(addr, client_id, timeout, frame_bytes_max, None).await
+    }
+
+    /// `connect_with_limit`, over TLS when `tls` is given (the handshake counts against `timeout`).
+    pub async fn connect_with(
+        addr: &str,
+        client_id: &str,
+        timeout: Duration,
+        frame_bytes_max: usize,
+        tls: Option<&TlsSettings>,
+    ) -> Result<Connection, ClientError> {
         let connect_error = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let connecting = async {
+            let stream = TcpStream::connect(addr).await.map_err(|error| connect_error(error.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                Some(tls) => Ok::<_, ClientError>(Stream::Tls(Box::new(tls.connect(addr, stream).await?))),
+                None => Ok(Stream::Plain(stream)),
+            }
+        };
+        let stream = tokio::time::timeout(timeout, connecting)
             .await
-            .map_err(|_| connect_error(format!("timed out after {timeout:?}")))?
-            .map_err(|error| connect_error(error.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
+            .map_err(|_| connect_error(format!("timed out after {timeout:?}")))??;
         let (outgoing, outgoing_rx) = mpsc::channel(QUEUE_DEPTH);
         let pending: Pending = Arc::default();
-        tokio::spawn(write_loop(writer, outgoing_rx, pending.clone(), addr.to_string()));
-        tokio::spawn(read_loop(reader, pending.clone(), addr.to_string(), frame_bytes_max));
+        match stream {
+            Stream::Plain(stream) => {
+                let (reader, writer) = stream.into_split();
+                tokio::spawn(write_loop(writer, outgoing_rx, pending.clone(), addr.to_string()));
+                tokio::spawn(read_loop(reader, pending.clone(), addr.to_string(), frame_bytes_max));
+            }
+            Stream::Tls(stream) => {
+                let (reader, writer) = tokio::io::split(*stream);
+                tokio::spawn(write_loop(writer, outgoing_rx, pending.clone(), addr.to_string()));
+                tokio::spawn(read_loop(reader, pending.clone(), addr.to_string(), frame_bytes_max));
+            }
+        }
         Ok(Connection {
             addr: addr.to_string(),
             client_id: client_id.to_string(),
@@ -233,8 +259,13 @@ fn fail_all(pending: &Pending, error: ClientError) {
     }
 }
 
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
 async fn write_loop(
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    writer: impl tokio::io::AsyncWrite + Unpin,
     mut outgoing: mpsc::Receiver<Outgoing>,
     pending: Pending,
     addr: String,
@@ -255,10 +286,19 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(mut reader: tokio::net::tcp::OwnedReadHalf, pending: Pending, addr: String, frame_bytes_max: usize) {
+async fn read_loop(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    pending: Pending,
+    addr: String,
+    frame_bytes_max: usize,
+) {
     let mut buf = BytesMut::with_capacity(256 * 1024);
     let reason = loop {
         match frame::check(&buf, frame_bytes_max) {
+            // A TLS alert or handshake record (0x15/0x16, version 3.x) where a frame length should be.
+            FrameCheck::TooLarge(_) if matches!(buf[..2], [0x15 | 0x16, 0x03]) => {
+                break "the broker speaks TLS on this port: connect with TLS (--tls-ca-file)".to_string()
+            }
             FrameCheck::TooLarge(length) => {
                 break format!("a response frame of {length} bytes is over the client's limit of {frame_bytes_max}")
             }

@@ -8,11 +8,13 @@ mod consumer;
 mod error;
 mod group;
 mod producer;
+mod tls;
 
 pub use admin::Admin;
 pub use cluster::{ClientConfig, Cluster};
-pub use connection::Connection;
+pub use connection::{Connection, RESPONSE_FRAME_BYTES_MAX_DEFAULT};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use error::ClientError;
 pub use group::{GroupConfig, RebalanceListener, TopicPartition};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use tls::{read_cert_and_key, TlsSettings};

@@ -35,6 +35,8 @@ pub struct ServerContext {
     pub advertised_host: String,
     pub advertised_port: u16,
     pub authenticator: Arc<Authenticator>,
+    /// Set when the listener serves TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// What every request task of a connection carries.
