@@ -64,6 +64,10 @@ impl Broker {
             advertised_port: local_addr.port(),
             authenticator,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            quotas: Arc::new(crate::security::quota::Quotas::new(
+                config.security.quota_produce_bytes_per_s,
+                config.security.quota_fetch_bytes_per_s,
+            )),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);

@@ -82,6 +82,11 @@ pub struct SecurityConfig {
     /// `none`, `optional` (a client may present a certificate: its common name is its principal) or
     /// `required` (every client presents one).
     pub tls_client_auth: String,
+    /// Produce bytes per second each principal may send to this broker; over it, answers are held back
+    /// (throttled, never disconnected). 0: no quota. Brokers are never throttled.
+    pub quota_produce_bytes_per_s: u64,
+    /// Fetch bytes per second each principal may receive from this broker; 0: no quota.
+    pub quota_fetch_bytes_per_s: u64,
 }
 
 impl SecurityConfig {
@@ -217,7 +222,9 @@ impl BrokerConfig {
             .set_default("security.handshake_timeout_ms", 10_000)?
             .set_default("security.pre_auth_frame_bytes_max", 64 * 1024)?
             .set_default("security.super_users", "admin")?
-            .set_default("security.tls_client_auth", "none")?;
+            .set_default("security.tls_client_auth", "none")?
+            .set_default("security.quota_produce_bytes_per_s", 0)?
+            .set_default("security.quota_fetch_bytes_per_s", 0)?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file));
         }

@@ -596,3 +596,85 @@ async fn a_three_broker_cluster_replicates_over_tls() {
         records.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned()).collect();
     assert_eq!(values, (0..20).map(|i| format!("v{i}")).collect::<Vec<_>>());
 }
+
+/// Byte-rate quotas per principal: over its rate a user's answers come late and say so
+/// (`throttle_time_ms`); it is never disconnected, and another user is not slowed by it.
+#[tokio::test]
+async fn a_user_over_its_quota_is_throttled_not_disconnected_and_others_are_not() {
+    use oxbow::protocol::api::fetch::FetchResponse;
+    use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
+
+    let dir = tempfile::tempdir().unwrap();
+    let admin_password_file = dir.path().join("admin.password");
+    std::fs::write(&admin_password_file, "admin-pass-1234").unwrap();
+    let admin_password_file = admin_password_file.display().to_string();
+    let broker = BrokerProcess::start_with_env(
+        &dir.path().join("b1"),
+        &[
+            ("OXBOW__SECURITY__AUTHENTICATION", "scram"),
+            ("OXBOW__SECURITY__ADMIN_PASSWORD_FILE", admin_password_file.as_str()),
+            ("OXBOW__SECURITY__QUOTA_PRODUCE_BYTES_PER_S", "50000"),
+            ("OXBOW__SECURITY__QUOTA_FETCH_BYTES_PER_S", "50000"),
+        ],
+    );
+    let mut admin_config = ClientConfig::new(broker.addr.clone());
+    admin_config.credentials = Some(Credentials::new("admin", "admin-pass-1234"));
+    let admin = Admin::connect(admin_config).await.unwrap();
+    for user in ["alice", "bob"] {
+        admin.upsert_user(user, &format!("{user}-password")).await.unwrap();
+    }
+    admin.create_topic("q", 1, 1, BTreeMap::new()).await.unwrap();
+    let login = |user: &'static str| {
+        let addr = broker.addr.clone();
+        async move {
+            let connection = Connection::connect(&addr, user, TIMEOUT).await.unwrap();
+            connection.authenticate(&Credentials::new(user, format!("{user}-password")), TIMEOUT).await.unwrap();
+            connection
+        }
+    };
+    let mut builder = oxbow::protocol::batch::BatchBuilder::new(40_000);
+    builder.append(1, None, Some(&[b'x'; 30_000][..]), &[]);
+    let batch = builder.finish();
+    let produce = ProduceRequest {
+        acks: 1,
+        timeout_ms: 5000,
+        topics: vec![ProduceTopic {
+            name: "q".into(),
+            partitions: vec![ProducePartition { partition: 0, records: &batch }],
+        }],
+    };
+    let send = |connection: Connection| {
+        let produce = produce.clone();
+        async move {
+            let body = connection.call_raw(ApiKey::Produce, &produce, Duration::from_secs(60)).await.unwrap();
+            let response: ProduceResponse = oxbow::protocol::frame::decode_body(&body).unwrap();
+            assert_eq!(response.topics[0].partitions[0].error_code, ErrorCode::NONE);
+            response.throttle_time_ms
+        }
+    };
+    let alice = login("alice").await;
+    let mut throttles = Vec::new();
+    for _ in 0..4 {
+        throttles.push(send(alice.clone()).await);
+    }
+    assert_eq!(throttles[0], 0, "the first 30 KB are within the banked second");
+    assert!(throttles[3] > 0, "120 KB at 50 KB/s were not throttled: {throttles:?}");
+    let bob = login("bob").await;
+    assert_eq!(send(bob.clone()).await, 0, "bob pays for alice");
+
+    let fetch = |max_bytes: u32| {
+        let mut request = fetch_as_replica("q", None, &[0]);
+        request.max_bytes = max_bytes;
+        request.topics[0].partitions[0].partition_max_bytes = max_bytes;
+        request
+    };
+    let body = alice.call_raw(ApiKey::Fetch, &fetch(1 << 20), Duration::from_secs(60)).await.unwrap();
+    let response: FetchResponse = oxbow::protocol::frame::decode_body(&body).unwrap();
+    assert!(response.topics[0].partitions[0].records.len() > 100_000);
+    assert!(response.throttle_time_ms > 0, "150 KB fetched at 50 KB/s without a throttle");
+    let body = bob.call_raw(ApiKey::Fetch, &fetch(1), Duration::from_secs(60)).await.unwrap();
+    let response: FetchResponse = oxbow::protocol::frame::decode_body(&body).unwrap();
+    assert_eq!(response.throttle_time_ms, 0);
+    // Throttled, still connected.
+    alice.call(&MetadataRequest { topics: None }, TIMEOUT).await.unwrap();
+}

@@ -3,6 +3,7 @@
 //! `replica_id`) are answered only for `Broker:<id>` principals, on every cluster, secured or not.
 
 pub mod acl;
+pub mod quota;
 mod secret;
 pub mod tls;
 

@@ -232,11 +232,12 @@ async fn dispatch(
         }
     };
     if api == ApiKey::Produce {
+        let throttle = scope.context.quotas.produce(&principal, body.len() as u64);
         let access = api::Access::new(principal, &scope.context);
         let pending = api::produce::hand_off(&body, scope, &access).await;
         let scope = scope.clone();
         actix_rt::spawn(async move {
-            if let Some(frame) = pending.complete(correlation_id).await {
+            if let Some(frame) = pending.complete(correlation_id, throttle).await {
                 let _ = scope.responses.send(Response::new(frame)).await;
             }
             drop(permit);

@@ -11,6 +11,7 @@ use oxbow::protocol::{CodedError, ErrorCode};
 use super::RequestScope;
 use super::{log_error_code, mailbox_error_code, Answer, Encoded};
 use crate::partition::{FollowerFetch, Read};
+use crate::security::Principal;
 use crate::topic::PartitionHandle;
 
 struct PartitionRead {
@@ -25,7 +26,11 @@ struct PartitionRead {
 /// Refuses a request that names a partition twice (each mention could add a whole batch to one response),
 /// then takes the response's share of the connection's response budget, waiting while the client has not
 /// read earlier answers, and caps `max_bytes` to it.
-pub async fn handle(mut request: FetchRequest, scope: &RequestScope) -> Result<Answer, CodedError> {
+pub async fn handle(
+    mut request: FetchRequest,
+    scope: &RequestScope,
+    principal: &Principal,
+) -> Result<Answer, CodedError> {
     let mut seen = std::collections::HashSet::new();
     for topic in &request.topics {
         for partition in &topic.partitions {
@@ -50,11 +55,22 @@ pub async fn handle(mut request: FetchRequest, scope: &RequestScope) -> Result<A
         }
     };
     request.max_bytes = request.max_bytes.min(share.saturating_sub(overshoot).max(1) as u32);
-    let encoded = long_poll(request, scope).await?;
+    let (encoded, throttle) = long_poll(request, scope, principal).await?;
+    // Over its fetch quota the principal gets the answer late, not never.
+    tokio::time::sleep(throttle).await;
     Ok(Answer::Budgeted(encoded, permit))
 }
 
-async fn long_poll(request: FetchRequest, scope: &RequestScope) -> Result<Encoded, CodedError> {
+async fn long_poll(
+    request: FetchRequest,
+    scope: &RequestScope,
+    principal: &Principal,
+) -> Result<(Encoded, Duration), CodedError> {
+    let answer = |reads: &[Vec<PartitionRead>]| {
+        let bytes: usize = reads.iter().flatten().map(|read| read.records.len()).sum();
+        let throttle = scope.context.quotas.fetch(principal, bytes as u64);
+        (encode(&request, reads, throttle), throttle)
+    };
     let context = &scope.context;
     let max_wait = Duration::from_millis(u64::from(request.max_wait_ms).min(context.config.fetch_wait_max_ms));
     let deadline = tokio::time::Instant::now() + max_wait;
@@ -75,12 +91,12 @@ async fn long_poll(request: FetchRequest, scope: &RequestScope) -> Result<Encode
             reads.iter().flatten().any(|read| read.error_code != ErrorCode::NONE || read.diverging_epoch.is_some());
         let expired = tokio::time::Instant::now() >= deadline || *shutdown.borrow();
         if total_bytes >= request.min_bytes as usize || any_error || expired {
-            return Ok(encode(&request, &reads));
+            return Ok(answer(&reads));
         }
         let mut waiters: Vec<_> =
             handles.iter_mut().flatten().flatten().map(|handle| Box::pin(handle.offsets.changed())).collect();
         if waiters.is_empty() {
-            return Ok(encode(&request, &reads));
+            return Ok(answer(&reads));
         }
         tokio::select! {
             _ = select_all(waiters.iter_mut()) => {}
@@ -175,7 +191,7 @@ fn leads(registry: &crate::topic::Registry, topic: &str, partition: u32) -> bool
     cluster.state().partition(topic, partition).is_some_and(|p| p.leader == cluster.node_id)
 }
 
-fn encode(request: &FetchRequest, reads: &[Vec<PartitionRead>]) -> Encoded {
+fn encode(request: &FetchRequest, reads: &[Vec<PartitionRead>], throttle: Duration) -> Encoded {
     let topics = request
         .topics
         .iter()
@@ -195,5 +211,5 @@ fn encode(request: &FetchRequest, reads: &[Vec<PartitionRead>]) -> Encoded {
                 .collect(),
         })
         .collect();
-    Encoded::new(&FetchResponse { topics })
+    Encoded::new(&FetchResponse { topics, throttle_time_ms: throttle.as_millis() as u32 })
 }

@@ -37,6 +37,7 @@ pub struct ServerContext {
     pub authenticator: Arc<Authenticator>,
     /// Set when the listener serves TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub quotas: Arc<crate::security::quota::Quotas>,
 }
 
 /// What every request task of a connection carries.
@@ -203,7 +204,7 @@ pub async fn handle(
         for topic in &request.topics {
             access.require(ResourceType::Topic, &topic.name, Operation::Read)?;
         }
-        return fetch::handle(request, scope).await;
+        return fetch::handle(request, scope, principal).await;
     }
     let encoded = match api {
         ApiKey::ApiVersions => Ok(Encoded::new(&ApiVersionsResponse::supported())),

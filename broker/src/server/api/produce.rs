@@ -97,13 +97,15 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope, access: &Access) -> Pe
 
 impl PendingProduce {
     /// Awaits every partition's reply (up to the request's timeout); `None` for acks=0.
-    pub async fn complete(self, correlation_id: u32) -> Option<BytesMut> {
+    /// Waits for the partitions' answers; `throttle` (the principal's produce quota) holds the answer back.
+    pub async fn complete(self, correlation_id: u32, throttle: Duration) -> Option<BytesMut> {
         let topics = match self.outcome {
             Ok(topics) => topics,
             Err(error) => return Some(error_frame(correlation_id, error.code, error.message)),
         };
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut response = ProduceResponse { topics: Vec::with_capacity(topics.len()) };
+        let throttle_time_ms = throttle.as_millis() as u32;
+        let mut response = ProduceResponse { topics: Vec::with_capacity(topics.len()), throttle_time_ms };
         for (name, partitions) in topics {
             let mut results = Vec::with_capacity(partitions.len());
             for pending in partitions {
@@ -133,6 +135,7 @@ impl PendingProduce {
             }
             response.topics.push(ProduceTopicResponse { name, partitions: results });
         }
+        tokio::time::sleep(throttle).await;
         (self.acks != Acks::None).then(|| Encoded::new(&response).into_frame(correlation_id))
     }
 }

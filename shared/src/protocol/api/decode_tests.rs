@@ -210,5 +210,6 @@ fn produce_responses_round_trip() {
                 log_start_offset: 0,
             }],
         }],
+        throttle_time_ms: 0,
     });
 }

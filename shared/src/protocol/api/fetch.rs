@@ -42,6 +42,9 @@ pub struct FetchPartition {
 pub struct FetchResponse<'a> {
     #[serde(borrow)]
     pub topics: Vec<FetchTopicResponse<'a>>,
+    /// How long the broker held this answer back because the principal is over its fetch quota.
+    #[serde(default)]
+    pub throttle_time_ms: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

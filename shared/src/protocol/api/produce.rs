@@ -32,6 +32,9 @@ pub struct ProducePartition<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProduceResponse {
     pub topics: Vec<ProduceTopicResponse>,
+    /// How long the broker held this answer back because the principal is over its produce quota.
+    #[serde(default)]
+    pub throttle_time_ms: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
