@@ -196,6 +196,33 @@ mod tests {
         })
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Arbitrary bytes as a Raft message or a controller request from a broker: decoded and checked
+        /// without a panic.
+        #[test]
+        fn arbitrary_raft_and_controller_payloads_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Ok(message) = rmp_serde::from_slice::<RaftMessage>(&bytes) {
+                let _ = check(&message, 1);
+            }
+            let _ = rmp_serde::from_slice::<super::super::ControllerCall>(&bytes);
+        }
+
+        /// Valid messages with arbitrary terms and indexes: the check refuses what openraft cannot take.
+        #[test]
+        fn any_term_or_index_is_checked_before_openraft(term in proptest::prelude::any::<u64>(), index in proptest::prelude::any::<u64>()) {
+            let message = RaftMessage::AppendEntries(AppendEntriesRequest {
+                vote: Vote { leader_id: LeaderId::new(term, 1), committed: true },
+                prev_log_id: Some(LogId::new(CommittedLeaderId::new(term.min(1), 1), index)),
+                entries: vec![],
+                leader_commit: None,
+            });
+            let accepted = check(&message, 1).is_ok();
+            proptest::prop_assert_eq!(accepted, term <= TERM_MAX && index <= INDEX_MAX);
+        }
+    }
+
     #[test]
     fn terms_near_overflow_and_votes_for_someone_else_are_refused() {
         assert_eq!(check(&append(3, 2, &[(2, 5), (3, 6)]), 2), Ok(()));

@@ -317,7 +317,9 @@ pub fn has_null_key(batch: &[u8], header: &BatchHeader) -> bool {
 /// A trailing partial batch is ignored. Records below `from_offset` are skipped.
 pub fn decode_records(buf: &Bytes, from_offset: u64) -> Result<Vec<Record>, BatchError> {
     let (batches, _) = split_batches(buf)?;
-    let mut records = Vec::with_capacity(batches.iter().map(|(header, _)| header.record_count as usize).sum());
+    // A header's record count is not checked yet: reserve no more records than the bytes could hold.
+    let announced: usize = batches.iter().map(|(header, _)| header.record_count as usize).sum();
+    let mut records = Vec::with_capacity(announced.min(buf.len() / RECORD_OVERHEAD_BYTES));
     for (header, range) in batches {
         if header.last_offset() < from_offset {
             continue;
