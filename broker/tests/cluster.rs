@@ -771,3 +771,57 @@ async fn a_corrupt_metadata_log_refuses_to_start_and_a_torn_tail_is_cut() {
         assert_eq!(broker.terminate(), Some(0), "{}", broker.log());
     }
 }
+
+/// An acknowledged AlterConfigs is in force everywhere at once: every broker describes the topic with it,
+/// and every partition leader enforces it on the very next produce (it was seen stale 15-25 times in 40).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_config_change_is_in_force_on_every_broker_at_once() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = TestCluster::start();
+    cluster.wait_live_brokers(3).await;
+    let admin = Admin::connect(ClientConfig::new(cluster.brokers[0].addr.clone())).await.unwrap();
+    admin.create_topic("configs", 3, 3, BTreeMap::new()).await.unwrap();
+    poll("three leaders", Duration::from_secs(20), || async {
+        admin.describe_topic("configs").await.is_ok_and(|t| t.partitions.iter().all(|p| p.leader > 0))
+    })
+    .await;
+    let topic = admin.describe_topic("configs").await.unwrap();
+    let mut builder = BatchBuilder::new(4096);
+    builder.append(0, None, Some(&[b'x'; 2048][..]), &[]);
+    let records = builder.finish();
+    let connections: Vec<Connection> = {
+        let mut connections = Vec::new();
+        for broker in &cluster.brokers {
+            connections.push(Connection::connect(&broker.addr, "t", Duration::from_secs(5)).await.unwrap());
+        }
+        connections
+    };
+    for round in 0..6 {
+        let limit = if round % 2 == 0 { "1024" } else { "1048576" };
+        let set = BTreeMap::from([("max.message.bytes".to_string(), limit.to_string())]);
+        admin.alter_topic_configs("configs", set, vec![]).await.unwrap();
+        for connection in &connections {
+            let request =
+                oxbow::protocol::api::describe_topics::DescribeTopicsRequest { names: Some(vec!["configs".into()]) };
+            let seen = connection.call(&request, Duration::from_secs(5)).await.unwrap();
+            let value = seen.topics[0].configs.iter().find(|c| c.name == "max.message.bytes").map(|c| c.value.clone());
+            assert_eq!(value.as_deref(), Some(limit), "round {round}: {} describes a stale config", connection.addr());
+        }
+        for partition in &topic.partitions {
+            let leader = &connections[(partition.leader - 1) as usize];
+            let request = ProduceRequest {
+                acks: 1,
+                timeout_ms: 3_000,
+                topics: vec![ProduceTopic {
+                    name: "configs".into(),
+                    partitions: vec![ProducePartition { partition: partition.partition, records: &records }],
+                }],
+            };
+            let body = leader.call_raw(ApiKey::Produce, &request, Duration::from_secs(10)).await.unwrap();
+            let response: ProduceResponse = oxbow::protocol::frame::decode_body(&body).unwrap();
+            let code = response.topics[0].partitions[0].error_code;
+            let expected = if limit == "1024" { ErrorCode::RECORD_BATCH_TOO_LARGE } else { ErrorCode::NONE };
+            assert_eq!(code, expected, "round {round}: partition {} led by {}", partition.partition, partition.leader);
+        }
+    }
+}

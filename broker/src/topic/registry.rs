@@ -25,6 +25,7 @@ use crate::config::BrokerConfig;
 use crate::durable::{sync_dir, write_atomic};
 use crate::partition::log::Log;
 use crate::partition::{LogOffsets, PartitionActor, PartitionRole, PartitionTimers, SetRole, Shutdown, UpdateConfig};
+use oxbow::protocol::api::describe_topics::DescribeTopicsRequest;
 
 const META_FILE: &str = "topic.meta";
 const DELETED_PREFIX: &str = ".deleted-";
@@ -240,6 +241,7 @@ impl Registry {
         let config = TopicConfig::resolve(&self.config.log, overrides.clone(), self.config.frame_bytes_max)
             .map_err(|message| CodedError::new(ErrorCode::INVALID_CONFIG, message))?;
         self.controller(ControllerCall::AlterConfigs { name: name.to_string(), configs: overrides }).await?;
+        self.wait_config_visible(name, &config).await?;
         tracing::info!(topic = name, "altered topic configs");
         Ok(config)
     }
@@ -265,6 +267,58 @@ impl Registry {
 
     /// Waits (briefly) until the reconciler started or removed this broker's replicas of a topic, so that a
     /// client that created a topic here can use it here at once.
+    /// Waits until the new config is in force on this broker's partitions (reconciled, every partition actor
+    /// told) and on every other live broker holding a replica of the topic (it describes the topic with it),
+    /// so the next produce or describe anywhere sees it.
+    async fn wait_config_visible(&self, name: &str, config: &TopicConfig) -> Result<(), CodedError> {
+        let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
+        while self.topic(name).is_some_and(|topic| topic.config != *config) {
+            if std::time::Instant::now() >= deadline {
+                return Err(not_visible(self.cluster.node_id));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Overrides only: brokers may differ in their defaults.
+        let expected: Vec<(String, String)> = config
+            .entries()
+            .into_iter()
+            .filter(|(_, _, is_default)| !is_default)
+            .map(|(key, value, _)| (key, value))
+            .collect();
+        let state = self.cluster.state();
+        let Some(topic) = state.topics.get(name) else { return Ok(()) };
+        let mut holders: Vec<NodeId> = topic.partitions.iter().flat_map(|p| p.replicas.iter().copied()).collect();
+        holders.sort_unstable();
+        holders.dedup();
+        for node in holders {
+            let live = state.brokers.get(&node).is_some_and(|broker| !broker.fenced);
+            if node == self.cluster.node_id || !live {
+                continue;
+            }
+            let Some(addr) = self.cluster.peers.address(node) else { continue };
+            loop {
+                let request = DescribeTopicsRequest { names: Some(vec![name.to_string()]) };
+                let answer = self.cluster.peers.call(&addr, &request, Duration::from_secs(1)).await;
+                let seen = answer.ok().and_then(|response| response.topics.into_iter().next()).map(|topic| {
+                    topic
+                        .configs
+                        .into_iter()
+                        .filter(|entry| !entry.is_default)
+                        .map(|entry| (entry.name, entry.value))
+                        .collect::<Vec<_>>()
+                });
+                if seen.as_ref() == Some(&expected) {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(not_visible(node));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
+    }
+
     async fn wait_reconciled(&self, name: &str, present: bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
@@ -471,4 +525,11 @@ impl Registry {
 fn write_meta(topic_dir: &Path, meta: &TopicMeta) -> std::io::Result<()> {
     let bytes = rmp_serde::to_vec_named(meta).map_err(std::io::Error::other)?;
     write_atomic(topic_dir, META_FILE, &bytes)
+}
+
+fn not_visible(node: NodeId) -> CodedError {
+    CodedError::new(
+        ErrorCode::REQUEST_TIMED_OUT,
+        format!("the change is committed but broker {node} has not applied it yet; it will"),
+    )
 }
