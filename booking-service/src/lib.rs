@@ -56,7 +56,9 @@ pub async fn run(
     let topics = [booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC];
     // BookingService reads both topics without a group (its projection): no dead letters.
     let cluster = oxbow_service::startup::connect(&config.common, &topics, &[]).await?;
+    let client = config.common.broker.client_config()?;
     let mut producer_config = ProducerConfig::new(bootstrap.clone());
+    producer_config.client = client.clone();
     producer_config.acks = Acks::All;
     producer_config.linger = Duration::from_millis(1);
     producer_config.client.request_timeout = Duration::from_secs(5);
@@ -68,7 +70,7 @@ pub async fn run(
     let producer = Producer::with_cluster(cluster.clone(), producer_config)?;
     let bookings = Bookings::default().start();
     let caught_up = Arc::new(AtomicBool::new(false));
-    let projection = actix_rt::spawn(project(bootstrap.clone(), bookings.clone(), caught_up.clone(), shutdown.clone()));
+    let projection = actix_rt::spawn(project(client, bookings.clone(), caught_up.clone(), shutdown.clone()));
 
     let state = web::Data::new(AppState { bookings, producer, idempotency: tokio::sync::Mutex::new(()) });
     let ready_flag = caught_up.clone();
@@ -102,13 +104,13 @@ pub async fn run(
 
 /// Reads both topics from the start, forever, into the bookings actor.
 async fn project(
-    bootstrap: String,
+    client: oxbow::client::ClientConfig,
     bookings: Addr<Bookings>,
     caught_up: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        match project_once(&bootstrap, &bookings, &caught_up, &mut shutdown).await {
+        match project_once(&client, &bookings, &caught_up, &mut shutdown).await {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(%error, "reading booking history failed; retrying");
@@ -122,12 +124,13 @@ async fn project(
 }
 
 async fn project_once(
-    bootstrap: &str,
+    client: &oxbow::client::ClientConfig,
     bookings: &Addr<Bookings>,
     caught_up: &AtomicBool,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut config = ConsumerConfig::new(bootstrap.to_string());
+    let mut config = ConsumerConfig::new(client.bootstrap_servers.clone());
+    config.client = client.clone();
     config.client.client_id = "booking-service-projection".into();
     config.auto_offset_reset = OffsetReset::Earliest;
     config.fetch_max_wait = Duration::from_millis(200);

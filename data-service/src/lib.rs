@@ -55,7 +55,6 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
-    let bootstrap = config.common.broker.bootstrap.clone();
     let (pool, backend) = oxbow_service::db::connect(
         &config.database.url,
         &config.database.data_dir,
@@ -90,11 +89,12 @@ pub async fn run(
     oxbow_service::startup::announce("data-service", server.addr, on_listening);
 
     let session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
+    let client = config.common.broker.client_config()?;
     let mut bookings_config =
-        SubscriptionConfig::new(&bootstrap, &format!("{}-bookings", config.group.id), &[booking::BOOKINGS_TOPIC]);
+        SubscriptionConfig::new(client.clone(), &format!("{}-bookings", config.group.id), &[booking::BOOKINGS_TOPIC]);
     bookings_config.session_timeout = session_timeout;
     let mut decisions_config =
-        SubscriptionConfig::new(&bootstrap, &format!("{}-assignments", config.group.id), &[booking::ASSIGNMENTS_TOPIC]);
+        SubscriptionConfig::new(client, &format!("{}-assignments", config.group.id), &[booking::ASSIGNMENTS_TOPIC]);
     decisions_config.session_timeout = session_timeout;
     let bookings: Subscription<Writer, BookingRequested> = Subscription::new(bookings_config, writer.clone());
     let decisions: Subscription<Writer, LabDecision> = Subscription::new(decisions_config, writer);

@@ -68,7 +68,9 @@ pub async fn run(
     let topics = [booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC];
     let cluster = oxbow_service::startup::connect(&config.common, &topics, &[booking::BOOKINGS_TOPIC]).await?;
     // Decisions are published one at a time: no linger, so each goes out at once.
+    let client = config.common.broker.client_config()?;
     let mut producer_config = ProducerConfig::new(bootstrap.clone());
+    producer_config.client = client.clone();
     producer_config.linger = std::time::Duration::ZERO;
     let producer = Arc::new(Producer::with_cluster(cluster.clone(), producer_config)?);
     let allocator = Allocator { pool: pool.clone(), producer: producer.clone() }.start();
@@ -83,7 +85,7 @@ pub async fn run(
     })?;
     oxbow_service::startup::announce("lab-service", server.addr, on_listening);
 
-    let mut subscription_config = SubscriptionConfig::new(bootstrap, &config.group.id, &[booking::BOOKINGS_TOPIC]);
+    let mut subscription_config = SubscriptionConfig::new(client, &config.group.id, &[booking::BOOKINGS_TOPIC]);
     subscription_config.session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
     let subscription: Subscription<Allocator, BookingRequested> = Subscription::new(subscription_config, allocator);
     let result = subscription.run(shutdown).await;

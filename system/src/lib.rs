@@ -1,5 +1,7 @@
 //! The pieces of `oxbow-local`: running brokers and services in one process or one at a time.
 
+mod secure;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -52,6 +54,10 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let n_brokers = n_brokers.max(1);
     let broker_addrs = broker_addresses(&broker_listen, n_brokers)?;
+    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    hosts.extend(broker_addrs.iter().filter_map(|addr| addr.rsplit_once(':').map(|(host, _)| host.to_string())));
+    hosts.dedup();
+    let security = secure::LocalSecurity::prepare(&data_dir, &hosts)?;
     actix_rt::System::new().block_on(async move {
         let (_trigger, mut shutdown) = oxbow_service::shutdown::on_signals();
         let controllers = if n_brokers > 1 {
@@ -67,6 +73,7 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
             config.listen = addr.clone();
             config.cluster.controllers = controllers.clone();
             config.cluster.secret_file = Some(data_dir.join("cluster.secret"));
+            security.apply_to_broker(&mut config);
             if n_brokers > 1 {
                 config.cluster.default_replication_factor = n_brokers.min(3) as u16;
                 config.log.min_insync_replicas = 2;
@@ -81,23 +88,30 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
         }
         let bootstrap = brokers.iter().map(|b| b.local_addr().to_string()).collect::<Vec<_>>().join(",");
         let replication_factor = n_brokers.min(3) as u16;
+        // Users, topics and least-privilege ACLs, as the admin.
+        let admin = oxbow::client::Admin::connect(security.admin_client(&bootstrap)?).await?;
+        security.grant(&admin, replication_factor).await?;
 
         let mut booking = booking_service::load_config(None)?;
         booking.common.broker.bootstrap = bootstrap.clone();
         booking.common.broker.replication_factor = replication_factor;
+        security.apply_to_service("booking-service", &mut booking.common.broker);
         booking.common.http.listen = booking_listen;
         let mut lab = lab_service::load_config(None)?;
         lab.common.broker.bootstrap = bootstrap.clone();
         lab.common.broker.replication_factor = replication_factor;
+        security.apply_to_service("lab-service", &mut lab.common.broker);
         lab.common.http.listen = lab_listen;
         lab.database.data_dir = data_dir.join("lab-service");
         let mut data = data_service::load_config(None)?;
         data.common.broker.bootstrap = bootstrap.clone();
         data.common.broker.replication_factor = replication_factor;
+        security.apply_to_service("data-service", &mut data.common.broker);
         data.common.http.listen = data_listen;
         data.database.data_dir = data_dir.join("data-service");
 
         let first_broker = brokers[0].local_addr().to_string();
+        let cli_env = security.cli_env();
         let services = tokio::try_join!(
             booking_service::run(booking, shutdown.clone(), |addr| println!("Dashboard:  http://{addr}/")),
             lab_service::run(lab, shutdown.clone(), |addr| println!("Labs:       http://{addr}/api/labs")),
@@ -105,7 +119,9 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
                 println!("Analytics:  http://{addr}/api/analytics/summary");
                 println!("Metrics:    http://{addr}/metrics (each service has /metrics, /healthz, /readyz)");
                 println!("Brokers:    {bootstrap} (replication factor {replication_factor})");
-                println!("CLI:        oxbow --bootstrap-server {first_broker} topic describe bookings");
+                println!("Security:   TLS, SCRAM logins and ACLs; each service has its own least-privilege user");
+                println!("CLI:        export {}", cli_env);
+                println!("            oxbow --bootstrap-server {first_broker} topic describe bookings");
                 println!("Data:       {} (delete it to start over). Ctrl-C stops everything.", data_dir.display());
             }),
             async {

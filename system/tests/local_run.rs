@@ -50,6 +50,7 @@ async fn one_command_runs_the_system_and_ctrl_c_stops_it_cleanly() {
     let (mut child, dashboard, brokers) = start(&data_dir);
     assert!(brokers.ends_with("(replication factor 3)") && brokers.matches(',').count() == 2, "{brokers}");
     wait_ready(&dashboard).await;
+    check_least_privilege(&data_dir, brokers.split(' ').next().unwrap()).await;
     let (status, page) = http(&dashboard, "GET", "/", &[], None).await;
     assert_eq!(status, 200);
     assert!(page.contains("Book a lab test"));
@@ -69,4 +70,55 @@ async fn one_command_runs_the_system_and_ctrl_c_stops_it_cleanly() {
         assert!(data_dir.join(broker).join("bookings").exists(), "{broker} holds a replica of bookings");
     }
     assert!(data_dir.join("lab-service/lab-service.db").exists());
+}
+
+/// The brokers refuse anonymous clients and plaintext; the printed CLI environment (the admin) works; each
+/// service's user may do only its own job.
+async fn check_least_privilege(data_dir: &std::path::Path, bootstrap: &str) {
+    use oxbow::auth::Credentials;
+    use oxbow::client::{Admin, ClientConfig, TlsSettings};
+    use oxbow::protocol::ErrorCode;
+
+    let secrets = data_dir.join("secrets");
+    let tls = TlsSettings::from_pem_files(&secrets.join("ca.pem"), None).unwrap();
+    let as_user = |user: &str| {
+        let mut config = ClientConfig::new(bootstrap);
+        config.tls = Some(tls.clone());
+        let password = std::fs::read_to_string(secrets.join(format!("{user}.password"))).unwrap();
+        config.credentials = Some(Credentials::new(user, password.trim()));
+        config
+    };
+    // Plaintext and anonymous clients get nowhere.
+    assert!(Admin::connect(ClientConfig::new(bootstrap)).await.unwrap().list_topics().await.is_err());
+    let mut anonymous = ClientConfig::new(bootstrap);
+    anonymous.tls = Some(tls.clone());
+    let error = Admin::connect(anonymous).await.unwrap().list_topics().await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::ILLEGAL_SASL_STATE), "{error}");
+    // The admin sees everything; a service user cannot create topics or touch another's.
+    let admin = Admin::connect(as_user("admin")).await.unwrap();
+    assert!(admin.list_topics().await.unwrap().contains(&"bookings".to_string()));
+    let lab = Admin::connect(as_user("lab-service")).await.unwrap();
+    let error = lab.create_topic("rogue", 1, 1, Default::default()).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED), "{error}");
+    let error = lab.delete_topic("bookings").await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED), "{error}");
+    let booking = oxbow::client::Producer::connect({
+        let mut config = oxbow::client::ProducerConfig::new(bootstrap);
+        config.client = as_user("data-service");
+        config.delivery_timeout = Duration::from_secs(5);
+        config
+    })
+    .await
+    .unwrap();
+    let error = booking.send_and_wait(oxbow::client::ProducerRecord::new("bookings", "forged")).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED), "DataService wrote a booking: {error}");
+    // The CLI with the environment oxbow-local prints.
+    let output = Command::new(oxbow_testkit::cli_bin())
+        .args(["--bootstrap-server", bootstrap, "topic", "describe", "bookings"])
+        .env("OXBOW_TLS_CA_FILE", secrets.join("ca.pem"))
+        .env("OXBOW_USER", "admin")
+        .env("OXBOW_PASSWORD_FILE", secrets.join("admin.password"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }

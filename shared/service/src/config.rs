@@ -1,7 +1,10 @@
 //! Service configuration: built-in defaults (TOML), then an optional file, then environment variables
 //! `PREFIX__SECTION__KEY` (for example `BOOKING__HTTP__LISTEN=0.0.0.0:8080`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use oxbow::auth::Credentials;
+use oxbow::client::{ClientConfig, TlsSettings};
 
 use anyhow::Context as _;
 use serde::de::DeserializeOwned;
@@ -28,6 +31,58 @@ pub struct BrokerConfig {
     /// Partitions of the topics the service creates when they are missing.
     pub partitions: u32,
     pub replication_factor: u16,
+    /// SCRAM-SHA-256 user the service authenticates as; empty: none.
+    #[serde(default)]
+    pub user: String,
+    /// The user's password, from a file (preferred) or the value (for example `LAB__BROKER__PASSWORD`).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Connect over TLS, trusting brokers signed by this CA (PEM).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// A configuration value that is never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl BrokerConfig {
+    /// The client settings every connection of the service uses: bootstrap servers, credentials and TLS.
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let mut client = ClientConfig::new(self.bootstrap.clone());
+        if !self.user.is_empty() {
+            let password = match (&self.password_file, &self.password) {
+                (Some(file), _) => std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the broker password file {}", file.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+                (None, Some(Secret(password))) => password.clone(),
+                (None, None) => {
+                    anyhow::bail!("broker.user is set but neither broker.password_file nor broker.password")
+                }
+            };
+            client.credentials = Some(Credentials::new(self.user.clone(), password));
+        }
+        if let Some(ca_file) = &self.tls_ca_file {
+            let cert = self.tls_cert_file.as_deref().zip(self.tls_key_file.as_deref());
+            client.tls = Some(TlsSettings::from_pem_files(ca_file, cert)?);
+        }
+        Ok(client)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,11 +19,12 @@ pub fn now_ms() -> i64 {
 pub async fn connect(common: &CommonConfig, topics: &[&str], consumed: &[&str]) -> anyhow::Result<Arc<Cluster>> {
     crate::telemetry::init_metrics();
     let broker = &common.broker;
-    ensure_topics(&broker.bootstrap, topics, broker.partitions, broker.replication_factor).await?;
+    let client = broker.client_config()?;
+    ensure_topics(&client, topics, broker.partitions, broker.replication_factor).await?;
     let dead_letters: Vec<String> = consumed.iter().map(|topic| dead_letter_topic(topic)).collect();
     let dead_letters: Vec<&str> = dead_letters.iter().map(String::as_str).collect();
-    ensure_topics(&broker.bootstrap, &dead_letters, 1, broker.replication_factor).await?;
-    Ok(Arc::new(Cluster::connect(ClientConfig::new(broker.bootstrap.clone())).await?))
+    ensure_topics(&client, &dead_letters, 1, broker.replication_factor).await?;
+    Ok(Arc::new(Cluster::connect(client).await?))
 }
 
 /// Reports the bound address to the caller and the log.
@@ -32,15 +33,19 @@ pub fn announce(service: &str, addr: std::net::SocketAddr, on_listening: impl Fn
     tracing::info!(%addr, service, "listening");
 }
 
-/// Creates topics that are missing (an existing topic is fine).
+/// Creates topics that are missing (an existing topic is fine, and is not created again: a service with
+/// least privilege may see its topics without the right to create them).
 pub async fn ensure_topics(
-    bootstrap: &str,
+    client: &ClientConfig,
     topics: &[&str],
     partitions: u32,
     replication_factor: u16,
 ) -> anyhow::Result<()> {
-    let admin = Admin::connect(ClientConfig::new(bootstrap)).await?;
+    let admin = Admin::connect(client.clone()).await?;
     for topic in topics {
+        if admin.describe_topic(topic).await.is_ok() {
+            continue;
+        }
         match admin.create_topic(topic, partitions, replication_factor, Default::default()).await {
             Ok(()) => tracing::info!(topic, "created topic"),
             Err(error) if error.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS) => {}

@@ -13,7 +13,7 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use bytes::Bytes;
 use oxbow::client::{
-    ConsumerConfig, ConsumerRecord, GroupConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    ClientConfig, ConsumerConfig, ConsumerRecord, GroupConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -53,7 +53,8 @@ impl HandlerError {
 /// Where and how to consume.
 #[derive(Debug, Clone)]
 pub struct SubscriptionConfig {
-    pub bootstrap: String,
+    /// Bootstrap servers, credentials and TLS.
+    pub client: ClientConfig,
     pub client_id: String,
     pub group_id: String,
     pub topics: Vec<String>,
@@ -64,9 +65,9 @@ pub struct SubscriptionConfig {
 }
 
 impl SubscriptionConfig {
-    pub fn new(bootstrap: &str, group_id: &str, topics: &[&str]) -> SubscriptionConfig {
+    pub fn new(client: ClientConfig, group_id: &str, topics: &[&str]) -> SubscriptionConfig {
         SubscriptionConfig {
-            bootstrap: bootstrap.to_string(),
+            client,
             client_id: group_id.to_string(),
             group_id: group_id.to_string(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
@@ -101,7 +102,8 @@ where
 
     /// Runs until shutdown. Returns an error if the broker cannot be reached at start or the handler died.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut consumer_config = ConsumerConfig::new(self.config.bootstrap.clone());
+        let mut consumer_config = ConsumerConfig::new(self.config.client.bootstrap_servers.clone());
+        consumer_config.client = self.config.client.clone();
         consumer_config.client.client_id = self.config.client_id.clone();
         consumer_config.auto_offset_reset = OffsetReset::Earliest;
         consumer_config.fetch_max_wait = Duration::from_millis(200);
@@ -191,7 +193,9 @@ where
         let topic = dead_letter_topic(&record.topic);
         tracing::error!(source = %record.topic, offset = record.offset, %error, dead_letter_topic = %topic, "sending a record to the dead-letter topic");
         if dead_letters.is_none() {
-            *dead_letters = Some(Producer::connect(ProducerConfig::new(self.config.bootstrap.clone())).await?);
+            let mut config = ProducerConfig::new(self.config.client.bootstrap_servers.clone());
+            config.client = self.config.client.clone();
+            *dead_letters = Some(Producer::connect(config).await?);
         }
         let producer = dead_letters.as_ref().expect("just connected");
         let mut dead =
