@@ -106,3 +106,44 @@ fn api_table_matches_the_code() {
         assert!(SPEC.contains(&row), "docs/protocol.md lacks the row starting {row}");
     }
 }
+
+#[test]
+fn authenticate_request_example() {
+    use oxbow::protocol::api::authenticate::AuthenticateRequest;
+    let bytes = example("frame: authenticate-request");
+    let (header, body) = frame::decode_request(&bytes.slice(4..)).unwrap();
+    let expected_header = RequestHeader {
+        api_key: ApiKey::Authenticate.key(),
+        api_version: 0,
+        correlation_id: 9,
+        client_id: "cli".into(),
+    };
+    assert_eq!(header, expected_header);
+    let request: AuthenticateRequest = frame::decode_body(&body).unwrap();
+    let expected = AuthenticateRequest { mechanism: "SCRAM-SHA-256".into(), auth_bytes: b"n,,n=alice,r=abc".to_vec() };
+    assert_eq!(request, expected);
+    let mut encoded = BytesMut::new();
+    frame::encode_request(&expected_header, &expected, &mut encoded);
+    assert_eq!(&encoded[..], &bytes[..]);
+}
+
+#[test]
+fn security_error_examples() {
+    for (marker, correlation_id, code, message) in [
+        ("frame: sasl-failed", 10, ErrorCode::SASL_AUTHENTICATION_FAILED, "authentication failed"),
+        (
+            "frame: topic-authorization-failed",
+            11,
+            ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+            "User:bob may not read topic 'x'",
+        ),
+    ] {
+        let bytes = example(marker);
+        let (header, body) = frame::decode_response(&bytes.slice(4..)).unwrap();
+        assert_eq!(header, ResponseHeader { correlation_id, error_code: code });
+        assert_eq!(frame::decode_body::<ErrorBody>(&body).unwrap().message, message);
+        let mut encoded = BytesMut::new();
+        frame::encode_response(header, &ErrorBody { message: message.into() }, &mut encoded);
+        assert_eq!(&encoded[..], &bytes[..], "{marker}");
+    }
+}
