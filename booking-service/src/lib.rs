@@ -84,6 +84,7 @@ pub async fn run(
     let app_state = state.clone();
     let server = oxbow_service::http::serve(&config.common.http.listen, move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(oxbow_service::http::limit_uri))
             .app_data(app_state.clone())
             .app_data(routes::json_config())
             .configure(|c| oxbow_service::http::configure(c, readiness.clone()))

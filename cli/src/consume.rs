@@ -3,9 +3,14 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use anyhow::bail;
 use anyhow::Context as _;
 use clap::Args;
-use oxbow::client::{ClientConfig, Consumer, ConsumerConfig, GroupConfig, OffsetReset};
+use oxbow::client::{Admin, ClientConfig, Consumer, ConsumerConfig, GroupConfig, OffsetReset};
+use oxbow::protocol::ErrorCode;
+
+/// Without --timeout-ms, a consumer with nothing to print says once that it is waiting.
+const WAITING_HINT_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
 pub struct ConsumeArgs {
@@ -46,6 +51,14 @@ pub struct ConsumeArgs {
 }
 
 pub async fn run(client: ClientConfig, args: ConsumeArgs) -> anyhow::Result<()> {
+    // A missing topic is an error in every mode (a group would otherwise wait for it forever).
+    let admin = Admin::connect(client.clone()).await?;
+    if let Err(error) = admin.cluster().topic(&args.topic).await {
+        if error.code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) {
+            bail!("topic '{}' does not exist (create it with: oxbow topic create {})", args.topic, args.topic);
+        }
+        return Err(error).with_context(|| format!("looking up '{}'", args.topic));
+    }
     let mut config = ConsumerConfig { client, ..ConsumerConfig::new("") };
     config.auto_offset_reset = if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest };
     if let Some(group_id) = &args.group {
@@ -57,7 +70,11 @@ pub async fn run(client: ClientConfig, args: ConsumeArgs) -> anyhow::Result<()> 
         config.group = Some(group);
     }
     let mut consumer = Consumer::connect(config).await?;
-    let result = consume(&mut consumer, &args).await;
+    // Ctrl-C ends the loop like --max-messages does: what was printed is committed and the group left at once.
+    let result = tokio::select! {
+        result = consume(&mut consumer, &args) => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
     // Commit what was printed and leave the group, also after an error.
     let closed = consumer.close().await;
     result.and(closed.context("committing offsets"))
@@ -91,6 +108,7 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs) -> anyhow::Re
     }
     let idle_limit = args.timeout_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
+    let mut hinted = false;
     let mut n_printed = 0u64;
     let stdout = std::io::stdout();
     loop {
@@ -128,6 +146,10 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs) -> anyhow::Re
             last_record = Instant::now();
         } else if idle_limit.is_some_and(|limit| last_record.elapsed() >= limit) {
             return Ok(());
+        } else if idle_limit.is_none() && !hinted && last_record.elapsed() >= WAITING_HINT_AFTER {
+            // Waiting for new records is what a tail does; say so rather than look stuck.
+            eprintln!("(waiting for records on '{}'; Ctrl-C stops, --timeout-ms gives up)", args.topic);
+            hinted = true;
         }
     }
 }

@@ -78,7 +78,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OXBOW_LOG").unwrap_or_else(|_| "warn".into()))
+        // Errors reach the user as the command's one-line error; library logs only on request (OXBOW_LOG=warn).
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OXBOW_LOG").unwrap_or_else(|_| "off".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -93,16 +94,58 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
+            if let Some(hint) = hint(&error) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to do about the errors a new user meets first.
+fn hint(error: &anyhow::Error) -> Option<&'static str> {
+    use oxbow::client::ClientError;
+    use oxbow::protocol::ErrorCode;
+    let client_error = error.chain().find_map(|cause| cause.downcast_ref::<ClientError>())?;
+    Some(match client_error {
+        ClientError::Connect { reason, .. } if reason.contains("TLS") => {
+            "the broker's certificate is not trusted: pass its CA with --tls-ca-file (or OXBOW_TLS_CA_FILE)"
+        }
+        ClientError::Connect { .. } => {
+            "is a broker running there? Point at one with --bootstrap-server HOST:PORT (or OXBOW_BOOTSTRAP_SERVER)"
+        }
+        ClientError::ConnectionLost { reason, .. } if reason.contains("TLS") => {
+            "the broker speaks TLS: pass its CA with --tls-ca-file (oxbow-local prints the settings to export)"
+        }
+        ClientError::Timeout(_) => "no answer in time: is the cluster up? Raise --request-timeout-s to wait longer",
+        other => match other.code()? {
+            ErrorCode::NOT_ENOUGH_REPLICAS | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND => {
+                "the partition has fewer in-sync replicas than min.insync.replicas: create the topic with more \
+                 replicas (--replication-factor), or produce with --acks 1"
+            }
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => "see the topics with: oxbow topic list",
+            ErrorCode::ILLEGAL_SASL_STATE => {
+                "the broker requires a login: --user NAME --password-file FILE (or OXBOW_USER, OXBOW_PASSWORD_FILE)"
+            }
+            ErrorCode::SASL_AUTHENTICATION_FAILED => "check the user name and the password file",
+            ErrorCode::TOPIC_AUTHORIZATION_FAILED
+            | ErrorCode::GROUP_AUTHORIZATION_FAILED
+            | ErrorCode::CLUSTER_AUTHORIZATION_FAILED => {
+                "this user lacks an ACL; an admin can grant one with oxbow acl add"
+            }
+            ErrorCode::INVALID_REPLICATION_FACTOR => {
+                "the replication factor cannot exceed the live brokers (oxbow cluster describe)"
+            }
+            _ => return None,
+        },
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut client = ClientConfig::new(cli.bootstrap_server);
     client.client_id = "oxbow-cli".into();
     client.request_timeout = Duration::from_secs(cli.request_timeout_s);
-    if let Some(user) = cli.user {
+    if let Some(user) = cli.user.filter(|user| !user.is_empty()) {
         let password = match (std::env::var("OXBOW_PASSWORD"), cli.password_file) {
             (_, Some(file)) => user::read_password(Some(&file))?,
             (Ok(password), None) if !password.is_empty() => password,

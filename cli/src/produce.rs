@@ -31,6 +31,8 @@ pub async fn run(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
     let mut config = ProducerConfig { client, ..ProducerConfig::new("") };
     config.acks = args.acks.parse::<Acks>().map_err(|error| anyhow::anyhow!("--{error}"))?;
     config.linger = std::time::Duration::from_millis(args.linger_ms);
+    // A record not acknowledged within the request timeout fails the command (retries included).
+    config.delivery_timeout = config.client.request_timeout;
     let producer = Producer::connect(config).await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();

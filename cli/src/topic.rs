@@ -13,8 +13,9 @@ pub enum TopicCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: u32,
-        #[arg(long, default_value_t = 1)]
-        replication_factor: u16,
+        /// Replicas per partition [default: the cluster's default.replication.factor].
+        #[arg(long)]
+        replication_factor: Option<u16>,
         /// A topic config as KEY=VALUE; repeat for more.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
@@ -46,8 +47,9 @@ pub async fn run(client: ClientConfig, command: TopicCommand) -> anyhow::Result<
     match command {
         TopicCommand::Create { name, partitions, replication_factor, configs } => {
             let configs = parse_configs(&configs)?;
+            // u16::MAX (-1 on the wire) asks for the broker's default.
             admin
-                .create_topic(&name, partitions, replication_factor, configs)
+                .create_topic(&name, partitions, replication_factor.unwrap_or(u16::MAX), configs)
                 .await
                 .with_context(|| format!("creating topic '{name}'"))?;
             println!("Created topic {name} with {partitions} partition(s).");

@@ -89,7 +89,7 @@ fn errors_are_one_clear_line_and_a_non_zero_exit() {
         (&["topic", "create", "t", "--config", "segment.bytes=abc"], "'segment.bytes'"),
         (&["topic", "describe", "missing"], "UNKNOWN_TOPIC_OR_PARTITION"),
         (&["topic", "delete", "missing"], "UNKNOWN_TOPIC_OR_PARTITION"),
-        (&["consume", "missing", "--timeout-ms", "100"], "UNKNOWN_TOPIC_OR_PARTITION"),
+        (&["consume", "missing", "--timeout-ms", "100"], "topic 'missing' does not exist"),
         (&["produce", "t", "--acks", "2"], "--acks must be 0, 1 or all"),
     ];
     for (args, expected) in cases {
@@ -97,7 +97,7 @@ fn errors_are_one_clear_line_and_a_non_zero_exit() {
         let err = stderr(&output);
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(err.contains(expected), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert_one_error_and_maybe_a_hint(&err);
     }
     let produced = broker.cli(&["produce", "missing"], Some("x\n"));
     assert!(!produced.status.success());
@@ -124,4 +124,93 @@ fn sigterm_stops_cleanly_with_exit_code_zero_and_data_survives() {
     let consumed =
         broker.cli(&["consume", "kept", "--from-beginning", "--max-messages", "2", "--timeout-ms", "10000"], None);
     assert_eq!(stdout(&consumed), "a\nb\n");
+}
+
+/// One `error:` line, then at most one `hint:` line.
+fn assert_one_error_and_maybe_a_hint(stderr: &str) {
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines.len() == 1 || (lines.len() == 2 && lines[1].starts_with("hint: ")), "{stderr}");
+}
+
+/// Runs the CLI and fails the test if it has not exited within `deadline` (a hang, not a slow answer).
+fn run_within(
+    broker: &BrokerProcess,
+    args: &[&str],
+    deadline: std::time::Duration,
+) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(oxbow_testkit::cli_bin())
+        .args(args)
+        .env("OXBOW_BOOTSTRAP_SERVER", &broker.addr)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status, err);
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("oxbow {args:?} still running after {deadline:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Every command the quick start could leave hanging ends within its timeout, with an error and a hint.
+#[test]
+fn nothing_hangs_every_command_ends_within_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    let deadline = std::time::Duration::from_secs(30);
+    assert!(broker.cli(&["topic", "create", "short"], None).status.success());
+    assert!(broker.cli(&["produce", "short"], Some("only\n")).status.success());
+
+    // A group on a missing topic used to wait for it forever.
+    let (status, err) = run_within(&broker, &["consume", "missing", "--group", "g"], deadline);
+    assert!(!status.success() && err.contains("topic 'missing' does not exist"), "{err}");
+    assert_one_error_and_maybe_a_hint(&err);
+    // Past the end of a short partition, --timeout-ms still ends the wait.
+    let args = ["consume", "short", "--partition", "0", "--offset", "5", "--max-messages", "1", "--timeout-ms", "500"];
+    let (status, _) = run_within(&broker, &args, deadline);
+    assert!(status.success());
+    // An unwritable partition (min.insync.replicas above the replicas): the produce gives up at its timeout.
+    let created = broker.cli(&["topic", "create", "strict", "--config", "min.insync.replicas=2"], None);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let mut child = std::process::Command::new(oxbow_testkit::cli_bin())
+        .args(["--request-timeout-s", "2", "produce", "strict"])
+        .env("OXBOW_BOOTSTRAP_SERVER", &broker.addr)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"x\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && err.contains("NOT_ENOUGH_REPLICAS"), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    assert_eq!(err.matches("NOT_ENOUGH_REPLICAS").count(), 1, "the code is printed once: {err}");
+
+    // Ctrl-C of a group consumer leaves the group at once: its offsets can be reset right away.
+    let mut consumer = std::process::Command::new(oxbow_testkit::cli_bin())
+        .args(["consume", "short", "--group", "tail", "--from-beginning"])
+        .env("OXBOW_BOOTSTRAP_SERVER", &broker.addr)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(consumer.stdout.as_mut().unwrap()), &mut first).unwrap();
+    assert_eq!(first.trim(), "only");
+    std::process::Command::new("kill").args(["-INT", &consumer.id().to_string()]).status().unwrap();
+    assert!(consumer.wait().unwrap().success(), "Ctrl-C exits cleanly");
+    let described = stdout(&broker.cli(&["group", "describe", "tail"], None));
+    assert!(described.contains("Members: 0"), "{described}");
+    let reset = broker.cli(&["group", "reset-offsets", "tail", "--topic", "short", "--to-earliest"], None);
+    assert!(reset.status.success(), "{}", stderr(&reset));
 }

@@ -73,6 +73,25 @@ pub async fn run(
     let app_pool = pool.clone();
     let server = oxbow_service::http::serve(&config.common.http.listen, move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(oxbow_service::http::limit_uri))
+            .route(
+                "/",
+                web::get().to(oxbow_service::http::index(
+                    "data-service",
+                    &[
+                        "/api/analytics/summary",
+                        "/api/analytics/bookings-per-day",
+                        "/api/analytics/bookings-per-test-type",
+                        "/api/analytics/bookings-per-city",
+                        "/api/analytics/lab-utilization",
+                        "/api/analytics/rejection-rate",
+                        "/api/analytics/latency",
+                        "/healthz",
+                        "/readyz",
+                        "/metrics",
+                    ],
+                )),
+            )
             .app_data(web::Data::new(app_pool.clone()))
             .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
             .service(

@@ -79,6 +79,12 @@ pub async fn run(
     let app_pool = pool.clone();
     let server = oxbow_service::http::serve(&config.common.http.listen, move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(oxbow_service::http::limit_uri))
+            .route(
+                "/",
+                web::get()
+                    .to(oxbow_service::http::index("lab-service", &["/api/labs", "/healthz", "/readyz", "/metrics"])),
+            )
             .app_data(web::Data::new(app_pool.clone()))
             .configure(|c| oxbow_service::http::configure(c, readiness.clone()))
             .route("/api/labs", web::get().to(list_labs))

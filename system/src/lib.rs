@@ -50,7 +50,11 @@ pub struct Addresses {
 /// Brokers and the three services in this process, until Ctrl-C.
 pub fn up(addresses: Addresses) -> anyhow::Result<()> {
     let Addresses { data_dir, broker_listen, brokers: n_brokers, booking_listen, lab_listen, data_listen } = addresses;
-    oxbow_service::telemetry::init_logs("human", "info");
+    // Warnings and errors only (RUST_LOG overrides), so the banner printed once everything listens is what
+    // a user sees.
+    // openraft reports the first election's refused connections (brokers still starting) as errors: quiet here.
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into());
+    oxbow_service::telemetry::init_logs("human", &level);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let n_brokers = n_brokers.max(1);
     let broker_addrs = broker_addresses(&broker_listen, n_brokers)?;
@@ -112,18 +116,36 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
 
         let first_broker = brokers[0].local_addr().to_string();
         let cli_env = security.cli_env();
-        let services = tokio::try_join!(
-            booking_service::run(booking, shutdown.clone(), |addr| println!("Dashboard:  http://{addr}/")),
-            lab_service::run(lab, shutdown.clone(), |addr| println!("Labs:       http://{addr}/api/labs")),
-            data_service::run(data, shutdown.clone(), |addr| {
-                println!("Analytics:  http://{addr}/api/analytics/summary");
-                println!("Metrics:    http://{addr}/metrics (each service has /metrics, /healthz, /readyz)");
+        let (booking_tx, booking_rx) = tokio::sync::oneshot::channel();
+        let (lab_tx, lab_rx) = tokio::sync::oneshot::channel();
+        let (data_tx, data_rx) = tokio::sync::oneshot::channel();
+        let banner = async {
+            // Once all three listen; a service that fails to start ends the run instead.
+            if let (Ok(booking), Ok(lab), Ok(data)) = (booking_rx.await, lab_rx.await, data_rx.await) {
+                println!();
+                println!("Dashboard:  http://{booking}/");
+                println!("Labs:       http://{lab}/api/labs");
+                println!("Analytics:  http://{data}/api/analytics/summary");
+                println!("Metrics:    http://{data}/metrics (each service has /metrics, /healthz, /readyz)");
                 println!("Brokers:    {bootstrap} (replication factor {replication_factor})");
                 println!("Security:   TLS, SCRAM logins and ACLs; each service has its own least-privilege user");
-                println!("CLI:        export {}", cli_env);
+                println!("CLI:        export {cli_env}");
                 println!("            oxbow --bootstrap-server {first_broker} topic describe bookings");
                 println!("Data:       {} (delete it to start over). Ctrl-C stops everything.", data_dir.display());
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        let services = tokio::try_join!(
+            booking_service::run(booking, shutdown.clone(), |addr| {
+                let _ = booking_tx.send(addr);
             }),
+            lab_service::run(lab, shutdown.clone(), |addr| {
+                let _ = lab_tx.send(addr);
+            }),
+            data_service::run(data, shutdown.clone(), |addr| {
+                let _ = data_tx.send(addr);
+            }),
+            banner,
             async {
                 let _ = shutdown.wait_for(|stop| *stop).await;
                 Ok(())

@@ -1,6 +1,6 @@
 //! `oxbow-local`: runs the lab-booking system on one machine without Docker or a database server.
 //!
-//! - `oxbow-local` (or `oxbow-local up`): three brokers (replication factor 3) and the three services in this
+//! - `oxbow-local` (or `oxbow-local up`, with the same flags): three brokers (replication factor 3) and the three services in this
 //!   process (`--brokers 1` for a single broker), data under
 //!   `--data-dir` (default `./data/local`), embedded SQLite databases. Ctrl-C stops everything cleanly;
 //!   running it again reuses the data.
@@ -13,32 +13,40 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "oxbow-local", version, about = "Run the Oxbow lab-booking system locally")]
+#[command(args_conflicts_with_subcommands = true)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Without a subcommand: `up` with these flags.
+    #[command(flatten)]
+    up: UpArgs,
+}
+
+/// The flags of `up`.
+#[derive(clap::Args, Clone)]
+struct UpArgs {
+    /// Where brokers and services keep their data.
+    #[arg(long, default_value = "./data/local")]
+    data_dir: PathBuf,
+    /// The first broker's address; the others take the next ports.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    broker_listen: String,
+    /// Brokers in the local cluster (3: replication factor 3, min.insync.replicas 2; 1: a single broker).
+    #[arg(long, default_value_t = 3)]
+    brokers: usize,
+    /// BookingService's address (the dashboard).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    booking_listen: String,
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    lab_listen: String,
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    data_listen: String,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// A broker cluster and the three services, in this process (the default).
-    Up {
-        /// Where brokers and services keep their data.
-        #[arg(long, default_value = "./data/local")]
-        data_dir: PathBuf,
-        /// The first broker's address; the others take the next ports.
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        broker_listen: String,
-        /// Brokers in the local cluster (3: replication factor 3, min.insync.replicas 2; 1: a single broker).
-        #[arg(long, default_value_t = 3)]
-        brokers: usize,
-        /// BookingService's address (the dashboard).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        booking_listen: String,
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        lab_listen: String,
-        #[arg(long, default_value = "127.0.0.1:8082")]
-        data_listen: String,
-    },
+    Up(UpArgs),
     /// One broker.
     Broker(oxbow_broker::launch::BrokerArgs),
     /// One service.
@@ -58,16 +66,8 @@ enum ServiceName {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let command = args.command.unwrap_or(Command::Up {
-        data_dir: PathBuf::from("./data/local"),
-        broker_listen: "127.0.0.1:9092".into(),
-        brokers: 3,
-        booking_listen: "127.0.0.1:8080".into(),
-        lab_listen: "127.0.0.1:8081".into(),
-        data_listen: "127.0.0.1:8082".into(),
-    });
-    match command {
-        Command::Up { data_dir, broker_listen, brokers, booking_listen, lab_listen, data_listen } => {
+    match args.command.unwrap_or(Command::Up(args.up)) {
+        Command::Up(UpArgs { data_dir, broker_listen, brokers, booking_listen, lab_listen, data_listen }) => {
             oxbow_system::up(oxbow_system::Addresses {
                 data_dir,
                 broker_listen,
@@ -89,5 +89,22 @@ fn main() -> anyhow::Result<()> {
             },
             config,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn flags_work_with_and_without_up() {
+        Args::command().debug_assert();
+        for argv in [&["oxbow-local", "--brokers", "1"][..], &["oxbow-local", "up", "--brokers", "1"]] {
+            let args = Args::try_parse_from(argv).unwrap();
+            let Command::Up(up) = args.command.unwrap_or(Command::Up(args.up)) else { panic!("not up") };
+            assert_eq!(up.brokers, 1, "{argv:?}");
+        }
     }
 }

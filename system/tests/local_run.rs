@@ -10,8 +10,14 @@ use std::time::Duration;
 
 use common::*;
 
-/// Starts `oxbow-local up` on free ports; returns the process and the dashboard address.
+/// Starts `oxbow-local up` on free ports; returns the process, the dashboard address, the brokers, and the
+/// other two services' addresses.
 fn start(data_dir: &std::path::Path) -> (std::process::Child, String, String) {
+    let (child, dashboard, brokers, _) = start_all(data_dir);
+    (child, dashboard, brokers)
+}
+
+fn start_all(data_dir: &std::path::Path) -> (std::process::Child, String, String, Vec<String>) {
     let mut child = Command::new(LOCAL_BIN)
         .args(["up", "--data-dir", data_dir.to_str().unwrap(), "--broker-listen", "127.0.0.1:0"])
         .args(["--booking-listen", "127.0.0.1:0", "--lab-listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0"])
@@ -22,8 +28,15 @@ fn start(data_dir: &std::path::Path) -> (std::process::Child, String, String) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut dashboard = None;
     let mut brokers = String::new();
+    let mut others = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
+        for label in ["Labs:", "Analytics:"] {
+            if let Some(url) = line.strip_prefix(label) {
+                let url = url.trim().trim_start_matches("http://");
+                others.push(url[..url.find('/').unwrap_or(url.len())].to_string());
+            }
+        }
         if let Some(url) = line.strip_prefix("Dashboard:") {
             dashboard = Some(url.trim().trim_start_matches("http://").trim_end_matches('/').to_string());
         }
@@ -35,7 +48,7 @@ fn start(data_dir: &std::path::Path) -> (std::process::Child, String, String) {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    (child, dashboard.expect("the dashboard URL is printed"), brokers)
+    (child, dashboard.expect("the dashboard URL is printed"), brokers, others)
 }
 
 fn interrupt(child: &mut std::process::Child) -> Option<i32> {
@@ -47,9 +60,10 @@ fn interrupt(child: &mut std::process::Child) -> Option<i32> {
 async fn one_command_runs_the_system_and_ctrl_c_stops_it_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("local");
-    let (mut child, dashboard, brokers) = start(&data_dir);
+    let (mut child, dashboard, brokers, others) = start_all(&data_dir);
     assert!(brokers.ends_with("(replication factor 3)") && brokers.matches(',').count() == 2, "{brokers}");
     wait_ready(&dashboard).await;
+    check_http_errors_are_json(&dashboard, &others).await;
     check_least_privilege(&data_dir, brokers.split(' ').next().unwrap()).await;
     let (status, page) = http(&dashboard, "GET", "/", &[], None).await;
     assert_eq!(status, 200);
@@ -121,4 +135,28 @@ async fn check_least_privilege(data_dir: &std::path::Path, bootstrap: &str) {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Every service answers an unknown path (404), a known path with the wrong method (405) and an overlong
+/// request target (414) with a JSON body; LabService and DataService answer `/` with their endpoints.
+async fn check_http_errors_are_json(dashboard: &str, others: &[String]) {
+    assert_eq!(others.len(), 2, "{others:?}");
+    let long = format!("/api/labs?{}", "x".repeat(9000));
+    for service in std::iter::once(dashboard.to_string()).chain(others.iter().cloned()) {
+        for (method, path, status, error) in [
+            ("GET", "/no/such/page", 404, "not_found"),
+            ("POST", "/healthz", 405, "method_not_allowed"),
+            ("GET", long.as_str(), 414, "uri_too_long"),
+        ] {
+            let (got, body) = http(&service, method, path, &[], None).await;
+            assert_eq!(got, status, "{service} {method} {}: {body}", &path[..path.len().min(40)]);
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+            assert_eq!(json["error"], error, "{service}: {body}");
+        }
+    }
+    for service in others {
+        let (status, json) = get_json(service, "/").await;
+        assert_eq!(status, 200, "{service}: {json}");
+        assert!(json["endpoints"].as_array().is_some_and(|endpoints| !endpoints.is_empty()), "{json}");
+    }
 }

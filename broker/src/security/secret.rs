@@ -80,7 +80,7 @@ fn read_or_create(path: &Path) -> anyhow::Result<String> {
     let _ = std::fs::remove_file(&temp);
     match linked {
         Ok(()) => {
-            tracing::warn!(path = %path.display(), "created a new cluster secret; every broker of this cluster must use it");
+            tracing::info!(path = %path.display(), "created a new cluster secret; every broker of this cluster must use it");
             Ok(generated)
         }
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -113,13 +113,51 @@ where
     Ok(RunningServer { addr, handle, task })
 }
 
-/// Adds `/healthz`, `/readyz` and `/metrics` to an app.
+/// Adds `/healthz`, `/readyz` and `/metrics` to an app, and JSON answers for unknown paths (404) and known
+/// paths asked with another method (405).
 pub fn configure(config: &mut web::ServiceConfig, readiness: Readiness) {
     config
         .app_data(web::Data::new(readiness))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .default_service(web::to(not_found_or_wrong_method));
+}
+
+/// The longest request target (path and query) a service takes; longer ones get a JSON 414.
+pub const URI_BYTES_MAX: usize = 8 * 1024;
+
+/// Middleware (`App::wrap(actix_web::middleware::from_fn(limit_uri))`): a JSON 414 for a request target over
+/// `URI_BYTES_MAX` bytes, before any handler sees it.
+pub async fn limit_uri(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let length = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
+    if length > URI_BYTES_MAX {
+        let response = HttpResponse::UriTooLong()
+            .json(serde_json::json!({"error": "uri_too_long", "limit_bytes": URI_BYTES_MAX, "bytes": length}));
+        return Ok(request.into_response(response));
+    }
+    next.call(request).await
+}
+
+async fn not_found_or_wrong_method(request: actix_web::HttpRequest) -> HttpResponse {
+    let path = request.path().to_string();
+    if request.resource_map().has_resource(&path) {
+        HttpResponse::MethodNotAllowed()
+            .json(serde_json::json!({"error": "method_not_allowed", "method": request.method().as_str(), "path": path}))
+    } else {
+        HttpResponse::NotFound().json(serde_json::json!({"error": "not_found", "path": path}))
+    }
+}
+
+/// A JSON index for a service without a page of its own: its name and its endpoints.
+pub fn index(
+    service: &'static str,
+    endpoints: &'static [&'static str],
+) -> impl Fn() -> std::future::Ready<HttpResponse> + Clone {
+    move || std::future::ready(HttpResponse::Ok().json(serde_json::json!({"service": service, "endpoints": endpoints})))
 }
 
 async fn healthz() -> HttpResponse {

@@ -106,10 +106,19 @@ impl Admin {
 }
 
 impl Admin {
-    /// Groups known to the coordinator: (group id, state, member count).
+    /// Every group of the cluster: each broker coordinates some, so every live broker is asked (a broker
+    /// that does not answer fails the listing rather than leaving its groups out silently).
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
-        let connection = self.cluster.any_connection().await?;
-        Ok(connection.call(&ListGroupsRequest {}, self.cluster.config().request_timeout).await?.groups)
+        let metadata = self.cluster.refresh(Some(vec![])).await?;
+        let timeout = self.cluster.config().request_timeout;
+        let mut groups: Vec<GroupListing> = Vec::new();
+        for broker in metadata.brokers {
+            let connection = self.cluster.connection_to_node(broker.node_id).await?;
+            groups.extend(connection.call(&ListGroupsRequest {}, timeout).await?.groups);
+        }
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        groups.dedup_by(|a, b| a.group_id == b.group_id);
+        Ok(groups)
     }
 
     /// Members, assignments, committed offsets and lag of a group.
