@@ -31,6 +31,7 @@ pub struct Broker {
     reconcile_task: actix_rt::task::JoinHandle<()>,
     arbiters: Vec<Arbiter>,
     shutdown_timeout: Duration,
+    http: Option<crate::server::http::HttpPort>,
 }
 
 impl Broker {
@@ -49,10 +50,12 @@ impl Broker {
         let cluster = Cluster::start(&config, advertised_host.clone(), local_addr.port(), &secret, peer_tls).await?;
         let partition_arbiters: Vec<Arbiter> = (0..config.partition_threads()).map(|_| Arbiter::new()).collect();
         let network_arbiters: Vec<Arbiter> = (0..config.network_threads).map(|_| Arbiter::new()).collect();
+        let metrics = crate::metrics::BrokerMetrics::new();
         let registry = Arc::new(Registry::open(
             config.clone(),
             partition_arbiters.iter().map(Arbiter::handle).collect(),
             cluster.clone(),
+            metrics.clone(),
         )?);
         let coordinator = crate::group::start_coordinator(registry.clone(), &config);
         let replicas = ReplicaManager::new(cluster.clone(), registry.clone()).start();
@@ -79,6 +82,15 @@ impl Broker {
             coordinator,
             shutdown_rx.clone(),
         ));
+        let http = match config.http_listen.as_str() {
+            "" => None,
+            listen => Some(crate::server::http::start(
+                listen,
+                registry.clone(),
+                context.coordinator.clone(),
+                context.authenticator.clone(),
+            )?),
+        };
         let accept_task = actix_rt::spawn(accept_loop(listener, context, network, shutdown_rx.clone(), done_tx));
         cluster.spawn_tasks(shutdown_rx);
         if cluster.voters() == [config.node_id] {
@@ -100,6 +112,7 @@ impl Broker {
             reconcile_task,
             arbiters,
             shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
+            http,
         })
     }
 
@@ -111,6 +124,11 @@ impl Broker {
         self.local_addr
     }
 
+    /// The HTTP port's address (`/metrics`), when `http_listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|http| http.addr)
+    }
+
     /// Graceful stop: no new connections or requests, in-flight requests finish (up to the shutdown
     /// timeout), every partition is fsynced.
     pub async fn shutdown(mut self) {
@@ -118,6 +136,9 @@ impl Broker {
         self.cluster.leave(Duration::from_secs(3)).await;
         let _ = self.shutdown_tx.send(true);
         let _ = self.accept_task.await;
+        if let Some(http) = self.http.take() {
+            http.stop().await;
+        }
         // Every connection and request task holds a sender; recv returns None once all are gone.
         if tokio::time::timeout(self.shutdown_timeout, self.done_rx.recv()).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the shutdown timeout");

@@ -13,6 +13,9 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Host clients are told to connect to (defaults to the listen host).
     pub advertised_host: Option<String>,
+    /// The HTTP port for `/metrics` (Prometheus); empty: off. Off the loopback address it needs
+    /// authentication (HTTP Basic logins of broker users) or `--allow-insecure`.
+    pub http_listen: String,
     pub data_dir: PathBuf,
     /// Threads (actix arbiters) that run partition actors. 0: one per CPU.
     pub partition_threads: usize,
@@ -178,6 +181,7 @@ impl BrokerConfig {
         let mut builder = config::Config::builder()
             .set_default("node_id", 1)?
             .set_default("listen", "127.0.0.1:9092")?
+            .set_default("http_listen", "")?
             .set_default("data_dir", "./data")?
             .set_default("partition_threads", 0)?
             .set_default("network_threads", 1)?

@@ -7,6 +7,7 @@ pub mod config;
 pub mod durable;
 pub mod group;
 pub mod launch;
+pub mod metrics;
 pub mod partition;
 pub mod replication;
 pub mod security;

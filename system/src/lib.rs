@@ -77,6 +77,7 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
             config.listen = addr.clone();
             config.cluster.controllers = controllers.clone();
             config.cluster.secret_file = Some(data_dir.join("cluster.secret"));
+            config.http_listen = "127.0.0.1:0".into();
             security.apply_to_broker(&mut config);
             if n_brokers > 1 {
                 config.cluster.default_replication_factor = n_brokers.min(3) as u16;
@@ -116,6 +117,12 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
 
         let first_broker = brokers[0].local_addr().to_string();
         let cli_env = security.cli_env();
+        let broker_metrics = brokers
+            .iter()
+            .filter_map(|broker| broker.http_addr())
+            .map(|addr| format!("http://{addr}/metrics"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let (booking_tx, booking_rx) = tokio::sync::oneshot::channel();
         let (lab_tx, lab_rx) = tokio::sync::oneshot::channel();
         let (data_tx, data_rx) = tokio::sync::oneshot::channel();
@@ -128,6 +135,7 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
                 println!("Analytics:  http://{data}/api/analytics/summary");
                 println!("Metrics:    http://{data}/metrics (each service has /metrics, /healthz, /readyz)");
                 println!("Brokers:    {bootstrap} (replication factor {replication_factor})");
+                println!("Broker metrics: {broker_metrics}");
                 println!("Security:   TLS, SCRAM logins and ACLs; each service has its own least-privilege user");
                 println!("CLI:        export {cli_env}");
                 println!("            oxbow --bootstrap-server {first_broker} topic describe bookings");

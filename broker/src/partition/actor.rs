@@ -217,7 +217,13 @@ impl PartitionActor {
         let flushed_to = self.log.log_end_offset();
         self.flush_in_flight = true;
         self.unflushed_bytes = 0;
-        let sync = async move { tokio::task::spawn_blocking(move || handle.sync_data()).await };
+        let fsync_seconds = self.timers.fsync_seconds.clone();
+        let sync = async move {
+            let started = std::time::Instant::now();
+            let result = tokio::task::spawn_blocking(move || handle.sync_data()).await;
+            fsync_seconds.observe(started.elapsed().as_secs_f64());
+            result
+        };
         ctx.spawn(sync.into_actor(self).map(move |result, actor, ctx| {
             actor.flush_in_flight = false;
             match result {
@@ -437,6 +443,14 @@ impl Handler<GetOffsets> for PartitionActor {
 
     fn handle(&mut self, _message: GetOffsets, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.state.offsets())
+    }
+}
+
+impl Handler<SizeBytes> for PartitionActor {
+    type Result = u64;
+
+    fn handle(&mut self, _message: SizeBytes, _ctx: &mut Self::Context) -> u64 {
+        self.log.size_bytes()
     }
 }
 

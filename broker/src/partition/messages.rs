@@ -124,13 +124,19 @@ pub struct ListOffset {
 #[rtype(result = "LogOffsets")]
 pub struct GetOffsets;
 
-/// Broker-wide timer settings of partition actors.
+/// Bytes of the replica's segments on disk.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct SizeBytes;
+
+/// Broker-wide timer settings of partition actors, and the broker's fsync histogram they report to.
 #[derive(Debug, Clone)]
 pub struct PartitionTimers {
     pub retention_check_interval: Duration,
     pub cleaner_interval: Duration,
     /// Test-only fault injection point (`OXBOW_FAULT`).
     pub fault: Option<String>,
+    pub fsync_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// New settings (from AlterConfigs).

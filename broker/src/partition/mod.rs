@@ -20,7 +20,8 @@ pub use actor::{PartitionActor, MAILBOX_CAPACITY};
 pub use log::{LogConfig, LogError, LogOffsets};
 pub use messages::{
     Append, AppendOutcome, AppendReplicated, FollowerFetch, FollowerPosition, FollowerRead, GetOffsets, GetPosition,
-    ListOffset, PartitionTimers, Read, ReadOutcome, ResetTo, SetRole, Shutdown, TruncateDiverged, UpdateConfig,
+    ListOffset, PartitionTimers, Read, ReadOutcome, ResetTo, SetRole, Shutdown, SizeBytes, TruncateDiverged,
+    UpdateConfig,
 };
 pub use state::{IsrAnswer, PartitionRole};
 

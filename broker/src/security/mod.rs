@@ -104,6 +104,17 @@ impl Authenticator {
         Ok(authenticator)
     }
 
+    /// Checks a plain password (HTTP Basic on the broker's HTTP port) against a user's stored credential:
+    /// derives the keys with the stored salt and iterations and compares in constant time.
+    pub fn verify_password(&self, user: &str, password: &str, state: &ClusterState) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(credential) = self.lookup(user, state) else { return false };
+        let Ok(derived) = ScramCredential::new(password, &credential.salt, credential.iterations) else {
+            return false;
+        };
+        bool::from(derived.stored_key.ct_eq(&credential.stored_key))
+    }
+
     pub fn is_super_user(&self, principal: &Principal) -> bool {
         match principal {
             Principal::Broker(_) => true,

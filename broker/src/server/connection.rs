@@ -35,6 +35,11 @@ pub async fn accept(
     done: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    let metrics = context.registry.metrics().clone();
+    metrics.connections.inc();
+    let _open = OnDrop(move || {
+        metrics.connections.dec();
+    });
     let Some(acceptor) = context.tls.clone() else {
         let (reader, writer) = stream.into_split();
         return serve(reader, writer, ConnectionAuth::default(), peer, context, shutdown, done).await;
@@ -231,6 +236,7 @@ async fn dispatch(
             return reply(error_frame(correlation_id, ErrorCode::ILLEGAL_SASL_STATE, message)).await;
         }
     };
+    let started = std::time::Instant::now();
     if api == ApiKey::Produce {
         let throttle = scope.context.quotas.produce(&principal, body.len() as u64);
         let access = api::Access::new(principal, &scope.context);
@@ -240,6 +246,7 @@ async fn dispatch(
             if let Some(frame) = pending.complete(correlation_id, throttle).await {
                 let _ = scope.responses.send(Response::new(frame)).await;
             }
+            scope.context.registry.metrics().request_done(api.name(), started.elapsed());
             drop(permit);
         });
         return Flow::Continue;
@@ -250,6 +257,7 @@ async fn dispatch(
             Ok(body) => body.into_response(correlation_id),
             Err(CodedError { code, message }) => Response::new(error_frame(correlation_id, code, message)),
         };
+        scope.context.registry.metrics().request_done(api.name(), started.elapsed());
         let _ = scope.responses.send(response).await;
         drop(permit);
     });
@@ -275,4 +283,13 @@ async fn write_responses(writer: impl AsyncWrite + Unpin, mut responses: mpsc::R
         }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Runs a closure when dropped (a connection's end, however it ends).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
 }

@@ -4,6 +4,7 @@
 
 mod api;
 mod connection;
+pub mod http;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

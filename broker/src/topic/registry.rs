@@ -23,6 +23,7 @@ use crate::cluster::metadata::{ClusterState, TopicState};
 use crate::cluster::{Cluster, ControllerCall, ControllerReply};
 use crate::config::BrokerConfig;
 use crate::durable::{sync_dir, write_atomic};
+use crate::metrics::BrokerMetrics;
 use crate::partition::log::Log;
 use crate::partition::{LogOffsets, PartitionActor, PartitionRole, PartitionTimers, SetRole, Shutdown, UpdateConfig};
 use oxbow::protocol::api::describe_topics::DescribeTopicsRequest;
@@ -85,6 +86,7 @@ pub struct Registry {
     timers: PartitionTimers,
     /// The last role sent to each local partition actor.
     roles: Mutex<HashMap<(String, u32), SetRole>>,
+    metrics: Arc<BrokerMetrics>,
 }
 
 impl Registry {
@@ -92,6 +94,7 @@ impl Registry {
         config: Arc<BrokerConfig>,
         arbiters: Vec<ArbiterHandle>,
         cluster: Arc<Cluster>,
+        metrics: Arc<BrokerMetrics>,
     ) -> anyhow::Result<Registry> {
         use anyhow::Context as _;
         assert!(!arbiters.is_empty());
@@ -110,7 +113,9 @@ impl Registry {
                 retention_check_interval: Duration::from_millis(config.log.retention_check_interval_ms.max(1)),
                 cleaner_interval: Duration::from_millis(config.log.cleaner_interval_ms.max(1)),
                 fault: std::env::var("OXBOW_FAULT").ok(),
+                fsync_seconds: metrics.fsync_seconds.clone(),
             },
+            metrics,
             config,
             cluster,
             topics: RwLock::new(HashMap::new()),
@@ -395,8 +400,10 @@ impl Registry {
                     partition_epoch: p.partition_epoch,
                 });
                 let key = (name.clone(), partition as u32);
-                let changed = self.roles.lock().expect("roles lock").get(&key) != Some(&role);
+                let previous = self.roles.lock().expect("roles lock").get(&key).cloned();
+                let changed = previous.as_ref() != Some(&role);
                 if changed {
+                    self.count_role_change(previous.as_ref().map(|previous| &previous.0), &role.0);
                     let _ = handle.addr.send(role.clone()).await;
                     self.roles.lock().expect("roles lock").insert(key, role);
                 }
@@ -420,6 +427,29 @@ impl Registry {
             self.topics.write().expect("registry lock").insert(name.clone(), Arc::new(topic));
         }
         followed
+    }
+
+    /// Leader elections won by this broker, and in-sync set changes of the partitions it leads.
+    fn count_role_change(&self, previous: Option<&PartitionRole>, role: &PartitionRole) {
+        if role.leader != self.cluster.node_id {
+            return;
+        }
+        match previous {
+            Some(previous) if previous.leader_epoch == role.leader_epoch => {
+                if role.isr.len() < previous.isr.len() {
+                    self.metrics.isr_shrinks.inc();
+                } else if role.isr.len() > previous.isr.len() {
+                    self.metrics.isr_expands.inc();
+                }
+            }
+            _ => {
+                self.metrics.leader_elections.inc();
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<BrokerMetrics> {
+        &self.metrics
     }
 
     /// Creates (or checks) `<data_dir>/<topic>/topic.meta`; data of an older topic of the same name goes.

@@ -10,6 +10,7 @@ use oxbow::protocol::{CodedError, ErrorCode};
 
 use super::RequestScope;
 use super::{log_error_code, mailbox_error_code, Answer, Encoded};
+use crate::metrics::TopicLabels;
 use crate::partition::{FollowerFetch, Read};
 use crate::security::Principal;
 use crate::topic::PartitionHandle;
@@ -68,6 +69,13 @@ async fn long_poll(
 ) -> Result<(Encoded, Duration), CodedError> {
     let answer = |reads: &[Vec<PartitionRead>]| {
         let bytes: usize = reads.iter().flatten().map(|read| read.records.len()).sum();
+        let metrics = scope.context.registry.metrics();
+        for (topic, topic_reads) in request.topics.iter().zip(reads) {
+            let topic_bytes: usize = topic_reads.iter().map(|read| read.records.len()).sum();
+            if topic_bytes > 0 {
+                metrics.bytes_out.get_or_create(&TopicLabels { topic: topic.name.clone() }).inc_by(topic_bytes as u64);
+            }
+        }
         let throttle = scope.context.quotas.fetch(principal, bytes as u64);
         (encode(&request, reads, throttle), throttle)
     };

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{coded, decode, mailbox_error_code, Encoded};
 use super::{error_frame, Access, RequestScope};
+use crate::metrics::TopicLabels;
 use crate::partition::{Append, AppendOutcome, LogError};
 use crate::topic::TopicConfig;
 use oxbow::protocol::api::acls::{Operation, ResourceType};
@@ -82,6 +83,13 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope, access: &Access) -> Pe
                     continue;
                 }
             };
+            let labels = TopicLabels { topic: topic.name.clone() };
+            let metrics = registry.metrics();
+            metrics.bytes_in.get_or_create(&labels).inc_by(batches.iter().map(|(_, b)| b.len() as u64).sum());
+            metrics
+                .records_in
+                .get_or_create(&labels)
+                .inc_by(batches.iter().map(|(h, _)| u64::from(h.record_count)).sum());
             let (reply_tx, reply) = oneshot::channel();
             match handle.addr.send(Append { batches, acks_all: acks == Acks::All, reply: reply_tx }).await {
                 Ok(()) => partitions.push(PendingPartition::Waiting { partition, reply }),
