@@ -15,7 +15,22 @@
     $("date").min = new Date().toISOString().slice(0, 10);
   }
 
+  const where = (p) => `${p.topic} partition ${p.partition} offset ${p.offset}`;
+
+  function showLog(booking) {
+    if (!booking.event) return;
+    let text = `Booking event: ${where(booking.event)}`;
+    if (booking.decision_event) {
+      const ms = booking.decided_at_ms - booking.requested_at_ms;
+      text += `\nDecision event: ${where(booking.decision_event)}, ${ms} ms after the booking`;
+    } else {
+      text += "\nDecision event: not yet (LabService reads the booking from the log)";
+    }
+    $("booking-log").textContent = text;
+  }
+
   function showStatus(booking) {
+    showLog(booking);
     const status = $("booking-status");
     status.textContent = booking.status;
     status.className = "status " + booking.status;
@@ -43,6 +58,7 @@
   $("booking-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     $("form-error").textContent = "";
+    for (const input of document.querySelectorAll("#booking-form [aria-invalid]")) input.removeAttribute("aria-invalid");
     $("submit").disabled = true;
     const body = {
       test_type: $("test_type").value, patient_name: $("patient_name").value,
@@ -57,6 +73,9 @@
       const answer = await response.json();
       if (response.status !== 202) {
         const fields = answer.fields ? Object.entries(answer.fields).map(([f, m]) => `${f.replace("_", " ")}: ${m}`).join("\n") : "";
+        for (const field of Object.keys(answer.fields || {})) {
+          if ($(field)) $(field).setAttribute("aria-invalid", "true");
+        }
         $("form-error").textContent = fields || answer.message;
         return;
       }
@@ -80,9 +99,19 @@
     body.innerHTML = "";
     for (const b of bookings) {
       const row = body.insertRow();
-      for (const text of [b.date, testNames[b.test_type] || b.test_type, b.city, b.status, b.lab_name || b.reason || ""]) {
+      for (const text of [b.date, testNames[b.test_type] || b.test_type, b.city]) {
         row.insertCell().textContent = text;
       }
+      const status = row.insertCell();
+      status.textContent = b.status;
+      status.className = "status " + b.status;
+      if (b.reason) {
+        const reason = document.createElement("span");
+        reason.className = "reason";
+        reason.textContent = b.reason;
+        status.appendChild(reason);
+      }
+      row.insertCell().textContent = b.lab_name || "—";
     }
     $("bookings-table").hidden = bookings.length === 0;
     $("lookup-empty").hidden = bookings.length !== 0;

@@ -23,6 +23,18 @@ pub struct BookingView {
     pub reason: Option<String>,
     pub requested_at_ms: i64,
     pub decided_at_ms: Option<i64>,
+    /// Where the booking's event is in the log.
+    pub event: Option<LogPosition>,
+    /// Where LabService's decision is in the log.
+    pub decision_event: Option<LogPosition>,
+}
+
+/// A record's place in the log: the seed's concept made visible on the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogPosition {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
 }
 
 #[derive(Default)]
@@ -31,7 +43,7 @@ pub struct Bookings {
     by_email: HashMap<String, Vec<String>>,
     by_idempotency_key: HashMap<String, String>,
     /// Decisions that arrived before their booking (different topics are read independently).
-    early_decisions: HashMap<String, LabDecision>,
+    early_decisions: HashMap<String, (LabDecision, Option<LogPosition>)>,
 }
 
 impl Actor for Bookings {
@@ -40,11 +52,11 @@ impl Actor for Bookings {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Requested(pub BookingRequested);
+pub struct Requested(pub BookingRequested, pub Option<LogPosition>);
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Decided(pub LabDecision);
+pub struct Decided(pub LabDecision, pub Option<LogPosition>);
 
 #[derive(Message)]
 #[rtype(result = "Option<BookingView>")]
@@ -61,7 +73,7 @@ pub struct ByIdempotencyKey(pub String);
 impl Handler<Requested> for Bookings {
     type Result = ();
 
-    fn handle(&mut self, Requested(booking): Requested, _ctx: &mut Self::Context) {
+    fn handle(&mut self, Requested(booking, position): Requested, _ctx: &mut Self::Context) {
         if let Some(key) = &booking.idempotency_key {
             self.by_idempotency_key.entry(key.clone()).or_insert_with(|| booking.booking_id.clone());
         }
@@ -85,11 +97,13 @@ impl Handler<Requested> for Bookings {
                 reason: None,
                 requested_at_ms: booking.requested_at_ms,
                 decided_at_ms: None,
+                event: position,
+                decision_event: None,
             },
         );
         self.by_email.entry(email).or_default().push(id.clone());
-        if let Some(decision) = self.early_decisions.remove(&id) {
-            self.apply(decision);
+        if let Some((decision, position)) = self.early_decisions.remove(&id) {
+            self.apply(decision, position);
         }
     }
 }
@@ -97,18 +111,19 @@ impl Handler<Requested> for Bookings {
 impl Handler<Decided> for Bookings {
     type Result = ();
 
-    fn handle(&mut self, Decided(decision): Decided, _ctx: &mut Self::Context) {
+    fn handle(&mut self, Decided(decision, position): Decided, _ctx: &mut Self::Context) {
         if self.by_id.contains_key(&decision.booking_id) {
-            self.apply(decision);
+            self.apply(decision, position);
         } else {
-            self.early_decisions.insert(decision.booking_id.clone(), decision);
+            self.early_decisions.insert(decision.booking_id.clone(), (decision, position));
         }
     }
 }
 
 impl Bookings {
-    fn apply(&mut self, decision: LabDecision) {
+    fn apply(&mut self, decision: LabDecision, position: Option<LogPosition>) {
         if let Some(view) = self.by_id.get_mut(&decision.booking_id) {
+            view.decision_event = position;
             view.status = decision.status;
             view.lab_name = decision.lab_name;
             view.lab_address = decision.lab_address;

@@ -20,7 +20,7 @@ use oxbow_service::http::Readiness;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use bookings::{Bookings, Decided, Requested};
+use bookings::{Bookings, Decided, LogPosition, Requested};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct BookingConfig {
@@ -149,14 +149,16 @@ async fn project_once(
         };
         for record in records {
             let Some(value) = record.value.as_deref() else { continue };
+            let position =
+                Some(LogPosition { topic: record.topic.clone(), partition: record.partition, offset: record.offset });
             if record.topic == booking::BOOKINGS_TOPIC {
                 match rmp_serde::from_slice::<BookingRequested>(value) {
-                    Ok(event) => bookings.send(Requested(event)).await?,
+                    Ok(event) => bookings.send(Requested(event, position)).await?,
                     Err(error) => tracing::warn!(offset = record.offset, %error, "skipping an undecodable booking"),
                 }
             } else {
                 match rmp_serde::from_slice::<LabDecision>(value) {
-                    Ok(event) => bookings.send(Decided(event)).await?,
+                    Ok(event) => bookings.send(Decided(event, position)).await?,
                     Err(error) => tracing::warn!(offset = record.offset, %error, "skipping an undecodable decision"),
                 }
             }

@@ -8,7 +8,7 @@ use booking_events::{self as booking, BookingRequested, CITIES, TEST_TYPES};
 use oxbow::client::ProducerRecord;
 use serde::Deserialize;
 
-use crate::bookings::{ByEmail, ByIdempotencyKey, Get, Requested};
+use crate::bookings::{ByEmail, ByIdempotencyKey, Get, LogPosition, Requested};
 use crate::domain::BookingForm;
 use crate::AppState;
 
@@ -111,18 +111,27 @@ async fn create_booking(
         idempotency_key: key,
     };
     let record = ProducerRecord::new(booking::BOOKINGS_TOPIC, booking::encode(&event)).key(event.booking_id.clone());
-    if let Err(error) = oxbow_service::startup::publish(&state.producer, record).await {
-        tracing::warn!(%error, "the booking event was not acknowledged");
-        metrics::counter!("booking_requests_total", "outcome" => "unavailable").increment(1);
-        return HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "5")).json(error_body(
+    let stored = match oxbow_service::startup::publish(&state.producer, record).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::warn!(%error, "the booking event was not acknowledged");
+            metrics::counter!("booking_requests_total", "outcome" => "unavailable").increment(1);
+            return HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "5")).json(error_body(
             "unavailable",
             "the booking could not be recorded because the event broker is unavailable; nothing was booked, please retry",
         ));
-    }
+        }
+    };
     metrics::counter!("booking_requests_total", "outcome" => "accepted").increment(1);
     let id = event.booking_id.clone();
     // Read-your-writes: the booking is visible at once, before the projection reads it back.
-    let _ = state.bookings.send(Requested(event)).await;
+    // acks=all: the offset is known.
+    let position = stored.offset.map(|offset| LogPosition {
+        topic: booking::BOOKINGS_TOPIC.to_string(),
+        partition: stored.partition,
+        offset,
+    });
+    let _ = state.bookings.send(Requested(event, position)).await;
     HttpResponse::Accepted().json(accepted(&id))
 }
 
