@@ -41,7 +41,8 @@ pub struct LogPosition {
 pub struct Bookings {
     by_id: HashMap<String, BookingView>,
     by_email: HashMap<String, Vec<String>>,
-    by_idempotency_key: HashMap<String, String>,
+    /// Idempotency-Key -> (booking id, the request's fingerprint).
+    by_idempotency_key: HashMap<String, (String, String)>,
     /// Decisions that arrived before their booking (different topics are read independently).
     early_decisions: HashMap<String, (LabDecision, Option<LogPosition>)>,
 }
@@ -67,7 +68,7 @@ pub struct Get(pub String);
 pub struct ByEmail(pub String);
 
 #[derive(Message)]
-#[rtype(result = "Option<String>")]
+#[rtype(result = "Option<(String, String)>")]
 pub struct ByIdempotencyKey(pub String);
 
 impl Handler<Requested> for Bookings {
@@ -75,7 +76,16 @@ impl Handler<Requested> for Bookings {
 
     fn handle(&mut self, Requested(booking, position): Requested, _ctx: &mut Self::Context) {
         if let Some(key) = &booking.idempotency_key {
-            self.by_idempotency_key.entry(key.clone()).or_insert_with(|| booking.booking_id.clone());
+            self.by_idempotency_key.entry(key.clone()).or_insert_with(|| {
+                let print = crate::domain::fingerprint(
+                    &booking.patient_name,
+                    &booking.email,
+                    &booking.city,
+                    &booking.test_type,
+                    &booking.date,
+                );
+                (booking.booking_id.clone(), print)
+            });
         }
         if self.by_id.contains_key(&booking.booking_id) {
             return;
@@ -153,7 +163,7 @@ impl Handler<ByEmail> for Bookings {
 }
 
 impl Handler<ByIdempotencyKey> for Bookings {
-    type Result = Option<String>;
+    type Result = Option<(String, String)>;
 
     fn handle(&mut self, ByIdempotencyKey(key): ByIdempotencyKey, _ctx: &mut Self::Context) -> Self::Result {
         self.by_idempotency_key.get(&key).cloned()

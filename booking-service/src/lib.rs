@@ -26,11 +26,21 @@ use bookings::{Bookings, Decided, LogPosition, Requested};
 pub struct BookingConfig {
     #[serde(flatten)]
     pub common: CommonConfig,
+    pub booking: BookingSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BookingSettings {
+    /// The furthest bookable date, in days from today.
+    pub horizon_days: u32,
 }
 
 pub const DEFAULTS: &str = r#"
 [http]
 listen = "127.0.0.1:8080"
+
+[booking]
+horizon_days = 365
 "#;
 
 /// Loads the configuration: defaults, optional file, `BOOKING__SECTION__KEY` variables.
@@ -42,8 +52,9 @@ pub fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<BookingConf
 pub struct AppState {
     pub bookings: Addr<Bookings>,
     pub producer: Producer,
-    /// Requests with an Idempotency-Key are handled one at a time, so a retry never books twice.
-    pub idempotency: tokio::sync::Mutex<()>,
+    /// Idempotency-Keys whose request is being handled: the same key again meanwhile is a 409.
+    pub keys_in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub horizon_days: u32,
 }
 
 /// Runs BookingService until `shutdown`; calls `on_listening` with the bound address.
@@ -72,7 +83,12 @@ pub async fn run(
     let caught_up = Arc::new(AtomicBool::new(false));
     let projection = actix_rt::spawn(project(client, bookings.clone(), caught_up.clone(), shutdown.clone()));
 
-    let state = web::Data::new(AppState { bookings, producer, idempotency: tokio::sync::Mutex::new(()) });
+    let state = web::Data::new(AppState {
+        bookings,
+        producer,
+        keys_in_flight: std::sync::Mutex::default(),
+        horizon_days: config.booking.horizon_days,
+    });
     let ready_flag = caught_up.clone();
     let readiness = Readiness::new().broker(cluster).condition(move || {
         if ready_flag.load(Ordering::Acquire) {

@@ -9,7 +9,7 @@ use oxbow::client::ProducerRecord;
 use serde::Deserialize;
 
 use crate::bookings::{ByEmail, ByIdempotencyKey, Get, LogPosition, Requested};
-use crate::domain::BookingForm;
+use crate::domain::{key_use, BookingForm, KeyUse};
 use crate::AppState;
 
 /// Larger bodies get 413.
@@ -66,11 +66,15 @@ async fn catalog() -> HttpResponse {
 
 async fn create_booking(
     request: HttpRequest,
-    form: web::Json<BookingForm>,
+    body: web::Json<serde_json::Value>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let today = time::OffsetDateTime::now_utc().date();
-    let valid = match form.into_inner().validate(today) {
+    if !body.is_object() {
+        return HttpResponse::BadRequest().json(error_body("malformed", "the body must be a JSON object"));
+    }
+    let checked = BookingForm::from_json(&body).and_then(|form| form.validate(today, state.horizon_days));
+    let valid = match checked {
         Ok(valid) => valid,
         Err(fields) => {
             let fields: BTreeMap<&str, String> = fields;
@@ -91,13 +95,39 @@ async fn create_booking(
             return HttpResponse::BadRequest().json(error_body("bad_idempotency_key", &message));
         }
     };
-    let _serialized = match &key {
-        Some(_) => Some(state.idempotency.lock().await),
+    // One request per key at a time; a lock per key, never waited on: a concurrent duplicate is a 409.
+    let _in_flight = match &key {
+        Some(key) => match KeyInFlight::claim(&state, key) {
+            Some(claim) => Some(claim),
+            None => {
+                return HttpResponse::Conflict().json(error_body(
+                    "conflict",
+                    "a request with this Idempotency-Key is being processed; retry when it has been answered",
+                ))
+            }
+        },
         None => None,
     };
     if let Some(key) = &key {
-        if let Ok(Some(id)) = state.bookings.send(ByIdempotencyKey(key.clone())).await {
-            return HttpResponse::Accepted().insert_header(("Idempotent-Replayed", "true")).json(accepted(&id));
+        let previous = state.bookings.send(ByIdempotencyKey(key.clone())).await.ok().flatten();
+        match key_use(previous, &valid.fingerprint()) {
+            KeyUse::First => {}
+            KeyUse::Replay(id) => {
+                // The original answer, with the booking's status as it is now.
+                let status = match state.bookings.send(Get(id.clone())).await {
+                    Ok(Some(view)) => view.status,
+                    _ => "pending".to_string(),
+                };
+                let mut body = accepted(&id);
+                body["status"] = serde_json::Value::String(status);
+                return HttpResponse::Accepted().insert_header(("Idempotent-Replayed", "true")).json(body);
+            }
+            KeyUse::Reused => {
+                return HttpResponse::UnprocessableEntity().json(error_body(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was already used for a different request; use a new key for a new booking",
+                ))
+            }
         }
     }
     let event = BookingRequested {
@@ -159,5 +189,24 @@ async fn bookings_by_email(query: web::Query<EmailQuery>, state: web::Data<AppSt
     match state.bookings.send(ByEmail(email.trim().to_string())).await {
         Ok(views) => HttpResponse::Ok().json(views),
         Err(_) => HttpResponse::ServiceUnavailable().json(error_body("unavailable", "try again")),
+    }
+}
+
+/// A claimed Idempotency-Key, given back when the request is answered (however it ends).
+struct KeyInFlight<'a> {
+    state: &'a AppState,
+    key: String,
+}
+
+impl<'a> KeyInFlight<'a> {
+    fn claim(state: &'a AppState, key: &str) -> Option<KeyInFlight<'a>> {
+        let fresh = state.keys_in_flight.lock().expect("keys lock").insert(key.to_string());
+        fresh.then(|| KeyInFlight { state, key: key.to_string() })
+    }
+}
+
+impl Drop for KeyInFlight<'_> {
+    fn drop(&mut self) {
+        self.state.keys_in_flight.lock().expect("keys lock").remove(&self.key);
     }
 }

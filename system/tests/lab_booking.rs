@@ -198,8 +198,19 @@ async fn bad_requests_get_clear_errors_and_a_broker_outage_gets_503() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = broker(dir.path());
     let mut booking = service("booking", "booking", &broker.addr, "", dir.path(), &[]);
+    let lab = service("lab", "lab", &broker.addr, "", dir.path(), &[]);
     wait_ready(&booking.addr).await;
+    wait_ready(&lab.addr).await;
     let addr = booking.addr.clone();
+
+    // A field of the wrong type is a 422 naming it (the body is valid JSON); dates are bounded by the horizon.
+    let typed = serde_json::json!({"patient_name": 42, "email": "a@example.com", "city": "Pune", "test_type": "thyroid", "date": time_tomorrow()});
+    let (status, body) = post_json(&addr, "/api/bookings", &typed, &[]).await;
+    assert_eq!((status, body["fields"]["patient_name"].as_str()), (422, Some("must be a string")), "{body}");
+    let far = serde_json::json!({"patient_name": "A", "email": "a@example.com", "city": "Pune", "test_type": "thyroid", "date": "9999-12-31"});
+    let (status, body) = post_json(&addr, "/api/bookings", &far, &[]).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["fields"]["date"].as_str().unwrap().contains("within 365 days"), "{body}");
 
     let (status, body) = post_json(&addr, "/api/bookings", &serde_json::json!({}), &[]).await;
     assert_eq!(status, 422);
@@ -241,6 +252,32 @@ async fn bad_requests_get_clear_errors_and_a_broker_outage_gets_503() {
     assert_eq!(first["id"], second["id"]);
     let (_, list) = get_json(&addr, "/api/bookings?email=ravi@example.com").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
+    // The same key with another request is refused; a replay answers with the booking's current status.
+    let changed = serde_json::json!({"patient_name": "Ravi", "email": "ravi@example.com", "city": "Pune", "test_type": "thyroid", "date": time_tomorrow()});
+    let (status, body) = post_json(&addr, "/api/bookings", &changed, &[("Idempotency-Key", "retry-123")]).await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("idempotency_key_reused")), "{body}");
+    let id = first["id"].as_str().unwrap().to_string();
+    oxbow_testkit::poll("the booking decided", std::time::Duration::from_secs(30), || async {
+        let (_, view) = get_json(&addr, &format!("/api/bookings/{id}")).await;
+        view["status"] != "pending"
+    })
+    .await;
+    let (_, view) = get_json(&addr, &format!("/api/bookings/{id}")).await;
+    let (status, replay) = post_json(&addr, "/api/bookings", &form, &[("Idempotency-Key", "retry-123")]).await;
+    assert_eq!((status, &replay["status"]), (202, &view["status"]), "a replay shows the current status: {replay}");
+    // Concurrent requests with one key: one booking; the others get the same answer or 409, none waits.
+    let burst = serde_json::json!({"patient_name": "Burst", "email": "burst@example.com", "city": "Delhi", "test_type": "thyroid", "date": time_tomorrow()});
+    let answers = futures_util::future::join_all(
+        (0..6).map(|_| post_json(&addr, "/api/bookings", &burst, &[("Idempotency-Key", "burst-1")])),
+    )
+    .await;
+    assert!(answers.iter().all(|(status, _)| *status == 202 || *status == 409), "{answers:?}");
+    assert!(answers.iter().any(|(status, _)| *status == 202), "{answers:?}");
+    let ids: std::collections::BTreeSet<&str> =
+        answers.iter().filter(|(status, _)| *status == 202).map(|(_, body)| body["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    let (_, list) = get_json(&addr, "/api/bookings?email=burst@example.com").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "booked once");
     // The key survives a BookingService restart (it is in the bookings topic).
     assert_eq!(booking.terminate(), Some(0));
     booking.restart();
