@@ -84,12 +84,26 @@ impl Broker {
         ));
         let http = match config.http_listen.as_str() {
             "" => None,
-            listen => Some(crate::server::http::start(
-                listen,
-                registry.clone(),
-                context.coordinator.clone(),
-                context.authenticator.clone(),
-            )?),
+            listen => {
+                // The console reads the cluster through this broker's own listener, as this broker.
+                let ip = if local_addr.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    local_addr.ip()
+                };
+                let mut client = oxbow::client::ClientConfig::new(SocketAddr::new(ip, local_addr.port()).to_string());
+                client.client_id = "oxbow-console".into();
+                client.request_timeout = Duration::from_secs(10);
+                client.credentials = Some(crate::security::broker_credentials(&secret, config.node_id));
+                client.tls = crate::security::tls::peer_settings(&config.security).context("TLS settings")?;
+                Some(crate::server::http::start(
+                    listen,
+                    registry.clone(),
+                    context.coordinator.clone(),
+                    context.authenticator.clone(),
+                    crate::server::Console::new(client),
+                )?)
+            }
         };
         let accept_task = actix_rt::spawn(accept_loop(listener, context, network, shutdown_rx.clone(), done_tx));
         cluster.spawn_tasks(shutdown_rx);

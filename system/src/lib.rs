@@ -117,6 +117,10 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
 
         let first_broker = brokers[0].local_addr().to_string();
         let cli_env = security.cli_env();
+        let console = brokers
+            .first()
+            .and_then(|broker| broker.http_addr())
+            .map_or(String::new(), |addr| format!("http://{addr}/"));
         let broker_metrics = brokers
             .iter()
             .filter_map(|broker| broker.http_addr())
@@ -135,7 +139,7 @@ pub fn up(addresses: Addresses) -> anyhow::Result<()> {
                 println!("Analytics:  http://{data}/api/analytics/summary");
                 println!("Metrics:    http://{data}/metrics (each service has /metrics, /healthz, /readyz)");
                 println!("Brokers:    {bootstrap} (replication factor {replication_factor})");
-                println!("Broker metrics: {broker_metrics}");
+                println!("Console:    {console} (brokers' metrics: {broker_metrics})");
                 println!("Security:   TLS, SCRAM logins and ACLs; each service has its own least-privilege user");
                 println!("CLI:        export {cli_env}");
                 println!("            oxbow --bootstrap-server {first_broker} topic describe bookings");

@@ -1,6 +1,6 @@
-//! The broker's HTTP port (`http_listen`, off by default): Prometheus `/metrics` and `/healthz`. On a
-//! non-loopback address it answers only requests with HTTP Basic credentials of a broker user (when the
-//! broker requires authentication), or anyone with `--allow-insecure`.
+//! The broker's HTTP port (`http_listen`, off by default): the web console (`console.rs`), Prometheus
+//! `/metrics` and `/healthz`. On a non-loopback address it answers only requests with HTTP Basic credentials
+//! of a broker user (when the broker requires authentication), or anyone with `--allow-insecure`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,25 +13,98 @@ use base64::Engine as _;
 use crate::group::{DescribeGroup, GroupCoordinator, ListGroups};
 use crate::metrics::{GroupLabels, GroupPartitionLabels, PartitionLabels};
 use crate::partition::SizeBytes;
-use crate::security::Authenticator;
+use crate::security::{Authenticator, Principal};
+use oxbow::protocol::api::acls::{Operation, ResourceType};
+
+use super::console::Console;
 use crate::topic::Registry;
 
-struct HttpState {
+pub(super) struct HttpState {
     registry: Arc<Registry>,
     coordinator: Addr<GroupCoordinator>,
     authenticator: Arc<Authenticator>,
     /// Requests must carry a user's credentials.
     require_login: bool,
+    pub(super) console: Arc<Console>,
+}
+
+impl HttpState {
+    /// The user whose HTTP Basic credentials the request carries, if they are right.
+    pub(super) fn login(&self, request: &HttpRequest) -> Option<String> {
+        let header = request.headers().get("authorization")?.to_str().ok()?;
+        let decoded = BASE64.decode(header.strip_prefix("Basic ")?.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, password) = text.split_once(':')?;
+        let state = self.registry.cluster().state();
+        self.authenticator.verify_password(user, password, &state).then(|| user.to_string())
+    }
+
+    /// A 401 when this port requires a login and the request has none that is right.
+    pub(super) fn check_login(&self, request: &HttpRequest) -> Option<HttpResponse> {
+        if !self.require_login || self.login(request).is_some() {
+            return None;
+        }
+        Some(
+            HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Basic realm=\"oxbow\""))
+                .json(serde_json::json!({"error": "unauthorized", "message": "log in as a broker user"})),
+        )
+    }
+
+    /// Whether `principal` may change topics through the console: anyone on a broker without authentication;
+    /// else a logged-in user (whom the ACLs allow, when they are enforced; the console checks them per change).
+    pub(super) fn may_change(&self, principal: &Option<Principal>) -> bool {
+        !self.authenticator.required || principal.is_some()
+    }
+
+    /// A 401 or 403 unless the request's user may do `operation` on the resource.
+    pub(super) fn check_change(
+        &self,
+        request: &HttpRequest,
+        resource_type: ResourceType,
+        name: &str,
+        operation: Operation,
+    ) -> Option<HttpResponse> {
+        if let Some(refused) = self.check_login(request) {
+            return Some(refused);
+        }
+        if !self.authenticator.required {
+            return None;
+        }
+        let Some(user) = self.login(request) else {
+            return Some(
+                HttpResponse::Unauthorized()
+                    .insert_header(("WWW-Authenticate", "Basic realm=\"oxbow\""))
+                    .json(serde_json::json!({"error": "unauthorized", "message": "log in to make changes; the console is read-only without a login"})),
+            );
+        };
+        let principal = Principal::User(user);
+        let allowed = !self.authenticator.acls_enforced
+            || crate::security::acl::allowed(
+                &self.registry.cluster().state().acls,
+                &principal,
+                self.authenticator.is_super_user(&principal),
+                resource_type,
+                name,
+                operation,
+            );
+        (!allowed).then(|| {
+            HttpResponse::Forbidden()
+                .json(serde_json::json!({"error": "forbidden", "message": format!("{principal} may not do this")}))
+        })
+    }
 }
 
 /// A running HTTP port.
 pub struct HttpPort {
     pub addr: SocketAddr,
     handle: actix_web::dev::ServerHandle,
+    sampler: actix_rt::task::JoinHandle<()>,
 }
 
 impl HttpPort {
     pub async fn stop(self) {
+        self.sampler.abort();
         self.handle.stop(true).await;
     }
 }
@@ -42,6 +115,7 @@ pub fn start(
     registry: Arc<Registry>,
     coordinator: Addr<GroupCoordinator>,
     authenticator: Arc<Authenticator>,
+    console: Arc<Console>,
 ) -> anyhow::Result<HttpPort> {
     let config = registry.broker_config().clone();
     let listener = std::net::TcpListener::bind(listen)
@@ -54,14 +128,19 @@ pub fn start(
              (then HTTP Basic logins are required), or start with --allow-insecure"
         );
     }
-    let state = web::Data::new(HttpState { registry, coordinator, authenticator, require_login });
+    let sampler = console.spawn_sampler();
+    let state = web::Data::new(HttpState { registry, coordinator, authenticator, require_login, console });
     let server = HttpServer::new({
         let state = state.clone();
         move || {
-            App::new().app_data(state.clone()).route("/metrics", web::get().to(metrics)).route(
-                "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
-            )
+            App::new()
+                .app_data(state.clone())
+                .route("/metrics", web::get().to(metrics))
+                .route(
+                    "/healthz",
+                    web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+                )
+                .configure(super::console::configure)
         }
     })
     .workers(1)
@@ -72,30 +151,17 @@ pub fn start(
     let server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);
-    Ok(HttpPort { addr, handle })
+    Ok(HttpPort { addr, handle, sampler })
 }
 
 async fn metrics(request: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
-    if state.require_login && !logged_in(&request, &state) {
-        return HttpResponse::Unauthorized()
-            .insert_header(("WWW-Authenticate", "Basic realm=\"oxbow\""))
-            .json(serde_json::json!({"error": "unauthorized"}));
+    if let Some(refused) = state.check_login(&request) {
+        return refused;
     }
     refresh_gauges(&state).await;
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.registry.metrics().render())
-}
-
-fn logged_in(request: &HttpRequest, state: &HttpState) -> bool {
-    let Some(header) = request.headers().get("authorization").and_then(|value| value.to_str().ok()) else {
-        return false;
-    };
-    let Some(encoded) = header.strip_prefix("Basic ") else { return false };
-    let Ok(decoded) = BASE64.decode(encoded.trim()) else { return false };
-    let Ok(text) = String::from_utf8(decoded) else { return false };
-    let Some((user, password)) = text.split_once(':') else { return false };
-    state.authenticator.verify_password(user, password, &state.registry.cluster().state())
 }
 
 /// The gauges that describe state: partitions and leaders, the controller, brokers, groups, log sizes.

@@ -4,7 +4,10 @@
 
 mod api;
 mod connection;
+mod console;
 pub mod http;
+
+pub use console::Console;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
