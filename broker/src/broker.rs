@@ -47,7 +47,21 @@ impl Broker {
         let authenticator = Arc::new(Authenticator::new(secret.clone(), &config.security)?);
         let tls = crate::security::tls::server_config(&config.security).context("TLS settings")?;
         let peer_tls = crate::security::tls::peer_settings(&config.security).context("TLS settings")?;
-        let cluster = Cluster::start(&config, advertised_host.clone(), local_addr.port(), &secret, peer_tls).await?;
+        let external_listener = match config.external_listen.as_str() {
+            "" => None,
+            listen => Some(TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?),
+        };
+        let external = match &external_listener {
+            Some(listener) if config.external_advertised.is_empty() => Some(listener.local_addr()?.to_string()),
+            Some(_) => Some(config.external_advertised.clone()),
+            None => None,
+        };
+        if let Some(listener) = &external_listener {
+            check_exposure(&config, listener.local_addr()?)?;
+        }
+        let cluster =
+            Cluster::start(&config, advertised_host.clone(), local_addr.port(), &secret, peer_tls, external.clone())
+                .await?;
         let partition_arbiters: Vec<Arbiter> = (0..config.partition_threads()).map(|_| Arbiter::new()).collect();
         let network_arbiters: Vec<Arbiter> = (0..config.network_threads).map(|_| Arbiter::new()).collect();
         let metrics = crate::metrics::BrokerMetrics::new();
@@ -67,6 +81,7 @@ impl Broker {
             advertised_port: local_addr.port(),
             authenticator,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            external: false,
             quotas: Arc::new(crate::security::quota::Quotas::new(
                 config.security.quota_produce_bytes_per_s,
                 config.security.quota_fetch_bytes_per_s,
@@ -105,6 +120,29 @@ impl Broker {
                 )?)
             }
         };
+        if let (Some(listener), Some(external)) = (external_listener, &external) {
+            // The same server, telling its clients the brokers' external addresses.
+            let (host, port) = external.rsplit_once(':').context("external_advertised must be host:port")?;
+            let external_context = Arc::new(ServerContext {
+                advertised_host: host.to_string(),
+                advertised_port: port.parse().context("external_advertised port")?,
+                external: true,
+                registry: context.registry.clone(),
+                coordinator: context.coordinator.clone(),
+                config: context.config.clone(),
+                authenticator: context.authenticator.clone(),
+                tls: context.tls.clone(),
+                quotas: context.quotas.clone(),
+            });
+            tracing::info!(addr = %listener.local_addr()?, advertised = %external, "external listener");
+            actix_rt::spawn(accept_loop(
+                listener,
+                external_context,
+                network.clone(),
+                shutdown_rx.clone(),
+                done_tx.clone(),
+            ));
+        }
         let accept_task = actix_rt::spawn(accept_loop(listener, context, network, shutdown_rx.clone(), done_tx));
         cluster.spawn_tasks(shutdown_rx);
         if cluster.voters() == [config.node_id] {

@@ -13,6 +13,11 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Host clients are told to connect to (defaults to the listen host).
     pub advertised_host: Option<String>,
+    /// A second client listener for clients outside the brokers' network (e.g. the host of a compose stack);
+    /// empty: none. Clients that connect to it are told every broker's `external_advertised` address.
+    pub external_listen: String,
+    /// `host:port` clients reach the external listener at (default: the address it binds).
+    pub external_advertised: String,
     /// The HTTP port for `/metrics` (Prometheus); empty: off. Off the loopback address it needs
     /// authentication (HTTP Basic logins of broker users) or `--allow-insecure`.
     pub http_listen: String,
@@ -182,6 +187,8 @@ impl BrokerConfig {
             .set_default("node_id", 1)?
             .set_default("listen", "127.0.0.1:9092")?
             .set_default("http_listen", "")?
+            .set_default("external_listen", "")?
+            .set_default("external_advertised", "")?
             .set_default("data_dir", "./data")?
             .set_default("partition_threads", 0)?
             .set_default("network_threads", 1)?

@@ -276,3 +276,40 @@ async fn an_unanswered_send_ends_with_an_unknown_outcome_and_a_refused_one_fails
     assert!(error.is_unknown_outcome(), "{error}");
     broker.kill9();
 }
+
+/// A broker with a second, external listener tells the clients that connect there its external address, and
+/// the ones on the main listener its main address (the way a compose stack serves its own network and the
+/// host); both produce and consume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_the_external_listener_are_given_external_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let external_port = common::free_port();
+    let external = format!("127.0.0.1:{external_port}");
+    let advertised = format!("localhost:{external_port}");
+    let broker = BrokerProcess::start_with_env(
+        &dir.path().join("broker"),
+        &[("OXBOW__EXTERNAL_LISTEN", external.as_str()), ("OXBOW__EXTERNAL_ADVERTISED", advertised.as_str())],
+    );
+    broker.admin().await.create_topic("both", 1, 1, BTreeMap::new()).await.unwrap();
+    let metadata = |addr: String| async move {
+        let connection = oxbow::client::Connection::connect(&addr, "t", Duration::from_secs(5)).await.unwrap();
+        let request = oxbow::protocol::api::metadata::MetadataRequest { topics: None };
+        let response = connection.call(&request, Duration::from_secs(5)).await.unwrap();
+        format!("{}:{}", response.brokers[0].host, response.brokers[0].port)
+    };
+    assert_eq!(metadata(broker.addr.clone()).await, broker.addr);
+    common::poll("the external address registered", Duration::from_secs(10), || async {
+        metadata(external.clone()).await == advertised
+    })
+    .await;
+    let mut config = oxbow::client::ProducerConfig::new(advertised.clone());
+    config.acks = Acks::All;
+    let producer = oxbow::client::Producer::connect(config).await.unwrap();
+    producer.send_and_wait(ProducerRecord::new("both", "from outside")).await.unwrap();
+    let mut consumer_config = ConsumerConfig::new(advertised);
+    consumer_config.auto_offset_reset = OffsetReset::Earliest;
+    let mut consumer = oxbow::client::Consumer::connect(consumer_config).await.unwrap();
+    consumer.assign_topic("both").await.unwrap();
+    let records = read_all(&mut consumer, 1, Duration::from_secs(10)).await;
+    assert_eq!(records[0].value.as_deref(), Some(&b"from outside"[..]));
+}

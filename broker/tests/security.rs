@@ -78,7 +78,14 @@ async fn broker_to_broker_apis_answer_only_brokers_and_check_what_they_send() {
     let delete = ControllerCall::DeleteTopic { name: "__consumer_offsets".into() };
     raw.request(ApiKey::Controller.key(), 0, 2, &controller_payload(&delete));
     raw.expect_error(2, ErrorCode::CLUSTER_AUTHORIZATION_FAILED);
-    let fake = ControllerCall::Heartbeat { node_id: 7, host: "evil".into(), port: 1, incarnation: 1, relayed: false };
+    let fake = ControllerCall::Heartbeat {
+        node_id: 7,
+        host: "evil".into(),
+        port: 1,
+        incarnation: 1,
+        relayed: false,
+        external: None,
+    };
     raw.request(ApiKey::Controller.key(), 0, 3, &controller_payload(&fake));
     raw.expect_error(3, ErrorCode::CLUSTER_AUTHORIZATION_FAILED);
     raw.request(ApiKey::Raft.key(), 0, 4, &RaftRequest { payload: vec![0xc0; 100] });
@@ -109,7 +116,14 @@ async fn broker_to_broker_apis_answer_only_brokers_and_check_what_they_send() {
     let request = RaftRequest { payload: rmp_serde::to_vec_named(&overflow).unwrap() };
     let error = peer.call(&request, TIMEOUT).await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::INVALID_REQUEST), "{error}");
-    let spoofed = ControllerCall::Heartbeat { node_id: 3, host: "x".into(), port: 1, incarnation: 1, relayed: false };
+    let spoofed = ControllerCall::Heartbeat {
+        node_id: 3,
+        host: "x".into(),
+        port: 1,
+        incarnation: 1,
+        relayed: false,
+        external: None,
+    };
     let error = peer.call(&controller_payload(&spoofed), TIMEOUT).await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::CLUSTER_AUTHORIZATION_FAILED), "{error}");
 

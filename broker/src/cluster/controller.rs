@@ -26,6 +26,9 @@ pub enum ControllerCall {
         /// Relayed by another broker (the connection it came on is not the heartbeating broker's own).
         #[serde(default)]
         relayed: bool,
+        /// Its external listener's advertised `host:port`, if any.
+        #[serde(default)]
+        external: Option<String>,
     },
     CreateTopic {
         name: String,
@@ -231,7 +234,7 @@ impl Cluster {
         }
         let unclean = self.settings.unclean_leader_election;
         match call {
-            ControllerCall::Heartbeat { node_id, host, port, incarnation, .. } => {
+            ControllerCall::Heartbeat { node_id, host, port, incarnation, external, .. } => {
                 // Only a leader a quorum still follows may keep brokers alive.
                 if self.raft.ensure_linearizable().await.is_err() {
                     return ControllerReply::NotController { leader: None };
@@ -250,14 +253,18 @@ impl Cluster {
                 }
                 let state = self.state();
                 let current = state.brokers.get(&node_id).is_some_and(|broker| {
-                    broker.incarnation == incarnation && !broker.fenced && broker.host == host && broker.port == port
+                    broker.incarnation == incarnation
+                        && !broker.fenced
+                        && broker.host == host
+                        && broker.port == port
+                        && broker.external == external
                 });
                 if current {
                     let index = self.raft.metrics().borrow().last_applied.map_or(0, |id| id.index);
                     return ControllerReply::Done { index };
                 }
                 tracing::info!(node_id, %host, port, incarnation, "registering broker");
-                self.write(Command::RegisterBroker { node_id, host, port, incarnation, unclean }).await
+                self.write(Command::RegisterBroker { node_id, host, port, incarnation, unclean, external }).await
             }
             ControllerCall::CreateTopic { name, partitions, replication_factor, configs } => {
                 // Checked here too, not only by the broker that took the client's request.

@@ -40,6 +40,23 @@ pub struct BrokerState {
     pub incarnation: u64,
     /// Missed its heartbeats: it leads nothing and is in no in-sync set it could be removed from.
     pub fenced: bool,
+    /// `host:port` of its external listener (clients outside the brokers' network), if it has one.
+    #[serde(default)]
+    pub external: Option<String>,
+}
+
+impl BrokerState {
+    /// The address a client reaches it at: the external listener's for clients that came in on one.
+    pub fn address(&self, external: bool) -> (String, u16) {
+        if external {
+            if let Some((host, port)) = self.external.as_deref().and_then(|a| a.rsplit_once(':')) {
+                if let Ok(port) = port.parse() {
+                    return (host.to_string(), port);
+                }
+            }
+        }
+        (self.host.clone(), self.port)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +87,8 @@ pub enum Command {
         port: u16,
         incarnation: u64,
         unclean: bool,
+        #[serde(default)]
+        external: Option<String>,
     },
     /// The broker missed its heartbeats for the session timeout.
     FenceBroker {
@@ -133,14 +152,14 @@ impl CommandResult {
 impl ClusterState {
     pub fn apply(&mut self, command: Command) -> CommandResult {
         match command {
-            Command::RegisterBroker { node_id, host, port, incarnation, unclean } => {
+            Command::RegisterBroker { node_id, host, port, incarnation, unclean, external } => {
                 let restarted = self.brokers.get(&node_id).is_some_and(|broker| broker.incarnation != incarnation);
                 if restarted {
                     // The old process is gone: whatever it led needs a new leader epoch, and its replicas are
                     // not in sync until they catch up again.
                     self.fail_over(node_id, unclean);
                 }
-                self.brokers.insert(node_id, BrokerState { host, port, incarnation, fenced: false });
+                self.brokers.insert(node_id, BrokerState { host, port, incarnation, fenced: false, external });
                 self.elect_leaderless(unclean);
                 CommandResult::Done
             }
@@ -387,6 +406,7 @@ mod tests {
                 port: 9000 + *node as u16,
                 incarnation: 1,
                 unclean: false,
+                external: None,
             });
         }
         state
@@ -426,7 +446,14 @@ mod tests {
             isr: vec![1, 2, 3],
         };
         assert!(matches!(state.apply(stale), CommandResult::Rejected(_)));
-        state.apply(Command::RegisterBroker { node_id: 1, host: "h".into(), port: 1, incarnation: 2, unclean: false });
+        state.apply(Command::RegisterBroker {
+            node_id: 1,
+            host: "h".into(),
+            port: 1,
+            incarnation: 2,
+            unclean: false,
+            external: None,
+        });
         let grow = Command::AlterIsr {
             topic: "t".into(),
             partition: 0,
@@ -464,9 +491,23 @@ mod tests {
         let p = state.partition("t", 0).unwrap();
         assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![1]));
         // Broker 2 is back but was not in sync: no clean leader.
-        state.apply(Command::RegisterBroker { node_id: 2, host: "h".into(), port: 1, incarnation: 1, unclean: false });
+        state.apply(Command::RegisterBroker {
+            node_id: 2,
+            host: "h".into(),
+            port: 1,
+            incarnation: 1,
+            unclean: false,
+            external: None,
+        });
         assert_eq!(state.partition("t", 0).unwrap().leader, NO_LEADER);
-        state.apply(Command::RegisterBroker { node_id: 1, host: "h".into(), port: 1, incarnation: 5, unclean: false });
+        state.apply(Command::RegisterBroker {
+            node_id: 1,
+            host: "h".into(),
+            port: 1,
+            incarnation: 5,
+            unclean: false,
+            external: None,
+        });
         assert_eq!(state.partition("t", 0).unwrap().leader, 1);
     }
 
@@ -510,7 +551,7 @@ mod tests {
                             *incarnation += 1;
                         }
                         let incarnation = *incarnation;
-                        state.apply(Command::RegisterBroker { node_id, host: "h".into(), port: 1, incarnation, unclean: false });
+                        state.apply(Command::RegisterBroker { node_id, host: "h".into(), port: 1, incarnation, unclean: false, external: None });
                     }
                     Event::Fence { node_id } => {
                         state.apply(Command::FenceBroker { node_id, unclean: false });

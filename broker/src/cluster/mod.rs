@@ -77,6 +77,8 @@ pub struct Cluster {
     settings: ClusterConfig,
     host: String,
     port: u16,
+    /// The external listener's advertised `host:port`, registered with the heartbeats.
+    external: Option<String>,
     controller: Mutex<ControllerState>,
     /// Set by a controlled shutdown: heartbeats stop so the broker is not registered again.
     leaving: std::sync::atomic::AtomicBool,
@@ -92,6 +94,7 @@ impl Cluster {
         port: u16,
         secret: &crate::security::ClusterSecret,
         tls: Option<oxbow::client::TlsSettings>,
+        external: Option<String>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let mut controllers = parse_controllers(&config.cluster.controllers)?;
         if controllers.is_empty() {
@@ -148,6 +151,7 @@ impl Cluster {
             settings: config.cluster.clone(),
             host,
             port,
+            external,
             controller: Mutex::default(),
             leaving: std::sync::atomic::AtomicBool::new(false),
         });
@@ -213,6 +217,7 @@ impl Cluster {
             port: self.port,
             incarnation: self.incarnation,
             relayed: false,
+            external: self.external.clone(),
         };
         match self.call_controller(call, session / 2).await {
             Ok(ControllerReply::Done { index }) => {

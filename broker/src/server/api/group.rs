@@ -54,12 +54,8 @@ pub async fn find_coordinator(request: FindCoordinatorRequest, scope: &RequestSc
     let Some(broker) = state.brokers.get(&leader).filter(|broker| !broker.fenced) else {
         return Ok(not_available(format!("{OFFSETS_TOPIC}/{partition} has no live leader")));
     };
-    Ok(Encoded::new(&FindCoordinatorResponse {
-        error_code: ErrorCode::NONE,
-        node_id: leader,
-        host: broker.host.clone(),
-        port: broker.port,
-    }))
+    let (host, port) = broker.address(context.external);
+    Ok(Encoded::new(&FindCoordinatorResponse { error_code: ErrorCode::NONE, node_id: leader, host, port }))
 }
 
 pub async fn join(request: JoinGroupRequest, client_id: String, scope: &RequestScope) -> Result<Encoded, CodedError> {

@@ -65,7 +65,10 @@ pub async fn handle(request: MetadataRequest, scope: &RequestScope, access: &Acc
         .brokers
         .iter()
         .filter(|(_, broker)| !broker.fenced)
-        .map(|(node_id, broker)| BrokerMetadata { node_id: *node_id, host: broker.host.clone(), port: broker.port })
+        .map(|(node_id, broker)| {
+            let (host, port) = broker.address(context.external);
+            BrokerMetadata { node_id: *node_id, host, port }
+        })
         .collect();
     if !brokers.iter().any(|broker| broker.node_id == context.config.node_id) {
         brokers.push(BrokerMetadata {

@@ -37,6 +37,8 @@ pub struct ServerContext {
     pub authenticator: Arc<Authenticator>,
     /// Set when the listener serves TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// This is the external listener: brokers are advertised by their external addresses.
+    pub external: bool,
     pub quotas: Arc<crate::security::quota::Quotas>,
 }
 
