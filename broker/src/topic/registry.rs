@@ -273,8 +273,9 @@ impl Registry {
     /// Waits (briefly) until the reconciler started or removed this broker's replicas of a topic, so that a
     /// client that created a topic here can use it here at once.
     /// Waits until the new config is in force on this broker's partitions (reconciled, every partition actor
-    /// told) and on every other live broker holding a replica of the topic (it describes the topic with it),
-    /// so the next produce or describe anywhere sees it.
+    /// told) and on every other live broker holding a replica of the topic that can be reached (it describes
+    /// the topic with it), so the next produce or describe anywhere sees it. An unreachable broker is not
+    /// waited for: it applies the change from the metadata log when it is back.
     async fn wait_config_visible(&self, name: &str, config: &TopicConfig) -> Result<(), CodedError> {
         let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
         while self.topic(name).is_some_and(|topic| topic.config != *config) {
@@ -303,7 +304,12 @@ impl Registry {
             let Some(addr) = self.cluster.peers.address(node) else { continue };
             loop {
                 let request = DescribeTopicsRequest { names: Some(vec![name.to_string()]) };
-                let answer = self.cluster.peers.call(&addr, &request, Duration::from_secs(1)).await;
+                let answer = match self.cluster.peers.call(&addr, &request, Duration::from_secs(1)).await {
+                    // A broker that cannot be reached (it just died, not fenced yet) reads the change from the
+                    // metadata log when it returns; waiting for it would only delay the answer.
+                    Err(error) if error.is_retriable() => break,
+                    answer => answer,
+                };
                 let seen = answer.ok().and_then(|response| response.topics.into_iter().next()).map(|topic| {
                     topic
                         .configs
