@@ -28,19 +28,12 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines().find(|line| line.starts_with(prefix)).and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
-/// The HTTP address a broker logged.
-fn http_addr(log: &str) -> String {
-    let line = log.lines().find(|line| line.contains("HTTP port listening")).expect("the broker logs its HTTP port");
-    let at = line.find("addr=").expect("addr field") + "addr=".len();
-    line[at..].split_whitespace().next().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_while_producing_and_follow_a_stopped_follower() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start_with_env(&[("OXBOW__HTTP_LISTEN", "127.0.0.1:0")]);
     cluster.wait_live_brokers(3).await;
-    let addrs: Vec<String> = cluster.brokers.iter().map(|broker| http_addr(&broker.log())).collect();
+    let addrs: Vec<String> = cluster.brokers.iter().map(|broker| broker.http_addr()).collect();
     let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
     let configs = BTreeMap::from([("flush.ms".to_string(), "0".to_string())]);
     admin.create_topic("m", 1, 3, configs).await.unwrap();

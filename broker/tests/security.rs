@@ -51,6 +51,20 @@ fn secret(data_dir: &Path) -> String {
     std::fs::read_to_string(data_dir.join("cluster.secret")).unwrap().trim().to_string()
 }
 
+/// The bootstrap admin's password file (`admin-pass-1234`) under `dir`; its path.
+fn admin_password_file(dir: &Path) -> String {
+    let file = dir.join("admin.password");
+    std::fs::write(&file, "admin-pass-1234\n").unwrap();
+    file.display().to_string()
+}
+
+/// A connection logged in as `user`, whose password is `<user>-password`.
+async fn login(addr: &str, user: &str) -> Connection {
+    let connection = Connection::connect(addr, user, TIMEOUT).await.unwrap();
+    connection.authenticate(&Credentials::new(user, format!("{user}-password")), TIMEOUT).await.unwrap();
+    connection
+}
+
 async fn metadata_works(addr: &str) {
     let connection = Connection::connect(addr, "probe", TIMEOUT).await.unwrap();
     connection.call(&MetadataRequest { topics: None }, TIMEOUT).await.unwrap();
@@ -181,9 +195,7 @@ async fn a_broker_with_the_wrong_cluster_secret_is_refused_by_the_others() {
 #[tokio::test]
 async fn scram_users_log_in_and_nothing_else_gets_in() {
     let dir = tempfile::tempdir().unwrap();
-    let admin_password_file = dir.path().join("admin.password");
-    std::fs::write(&admin_password_file, "admin-pass-1234\n").unwrap();
-    let admin_password_file = admin_password_file.display().to_string();
+    let admin_password_file = admin_password_file(dir.path());
     let broker = BrokerProcess::start_with_env(
         &dir.path().join("b1"),
         &[
@@ -336,9 +348,7 @@ async fn acls_decide_who_reads_and_writes_and_changes_apply_at_once() {
     use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 
     let dir = tempfile::tempdir().unwrap();
-    let admin_password_file = dir.path().join("admin.password");
-    std::fs::write(&admin_password_file, "admin-pass-1234").unwrap();
-    let admin_password_file = admin_password_file.display().to_string();
+    let admin_password_file = admin_password_file(dir.path());
     let broker = BrokerProcess::start_with_env(
         &dir.path().join("b1"),
         &[
@@ -347,14 +357,7 @@ async fn acls_decide_who_reads_and_writes_and_changes_apply_at_once() {
             ("OXBOW__SECURITY__ADMIN_PASSWORD_FILE", admin_password_file.as_str()),
         ],
     );
-    let login = |user: &'static str| {
-        let addr = broker.addr.clone();
-        async move {
-            let connection = Connection::connect(&addr, user, TIMEOUT).await.unwrap();
-            connection.authenticate(&Credentials::new(user, format!("{user}-password")), TIMEOUT).await.unwrap();
-            connection
-        }
-    };
+    let login = |user: &'static str| login(&broker.addr, user);
     let mut admin_config = ClientConfig::new(broker.addr.clone());
     admin_config.credentials = Some(Credentials::new("admin", "admin-pass-1234"));
     let admin = Admin::connect(admin_config).await.unwrap();
@@ -507,9 +510,7 @@ async fn tls_checks_certificates_both_ways_and_a_client_certificate_names_the_pr
 
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let admin_password_file = dir.path().join("admin.password");
-    std::fs::write(&admin_password_file, "admin-pass-1234").unwrap();
-    let admin_password_file = admin_password_file.display().to_string();
+    let admin_password_file = admin_password_file(dir.path());
     let mut env = pki.broker_env();
     env.extend([
         ("OXBOW__SECURITY__TLS_CLIENT_AUTH", "optional".to_string()),
@@ -619,9 +620,7 @@ async fn a_user_over_its_quota_is_throttled_not_disconnected_and_others_are_not(
     use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 
     let dir = tempfile::tempdir().unwrap();
-    let admin_password_file = dir.path().join("admin.password");
-    std::fs::write(&admin_password_file, "admin-pass-1234").unwrap();
-    let admin_password_file = admin_password_file.display().to_string();
+    let admin_password_file = admin_password_file(dir.path());
     let broker = BrokerProcess::start_with_env(
         &dir.path().join("b1"),
         &[
@@ -638,14 +637,7 @@ async fn a_user_over_its_quota_is_throttled_not_disconnected_and_others_are_not(
         admin.upsert_user(user, &format!("{user}-password")).await.unwrap();
     }
     admin.create_topic("q", 1, 1, BTreeMap::new()).await.unwrap();
-    let login = |user: &'static str| {
-        let addr = broker.addr.clone();
-        async move {
-            let connection = Connection::connect(&addr, user, TIMEOUT).await.unwrap();
-            connection.authenticate(&Credentials::new(user, format!("{user}-password")), TIMEOUT).await.unwrap();
-            connection
-        }
-    };
+    let login = |user: &'static str| login(&broker.addr, user);
     let mut builder = oxbow::protocol::batch::BatchBuilder::new(40_000);
     builder.append(1, None, Some(&[b'x'; 30_000][..]), &[]);
     let batch = builder.finish();

@@ -11,18 +11,12 @@ use common::browser::{save_screenshot, Browser};
 use oxbow::client::{Admin, ClientConfig};
 use oxbow_testkit::TestCluster;
 
-fn http_addr(log: &str) -> String {
-    let line = log.lines().find(|line| line.contains("HTTP port listening")).expect("the broker logs its HTTP port");
-    let at = line.find("addr=").expect("addr field") + "addr=".len();
-    line[at..].split_whitespace().next().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_console_shows_the_cluster_topics_records_groups_and_a_broker_going_down() {
     let _serial = oxbow_testkit::ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start_with_env(&[("OXBOW__HTTP_LISTEN", "127.0.0.1:0")]);
     cluster.wait_live_brokers(3).await;
-    let console = http_addr(&cluster.brokers[0].log());
+    let console = cluster.brokers[0].http_addr();
     let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
     let url = format!("http://{console}/");
     let mut browser = tokio::task::spawn_blocking(move || {

@@ -228,6 +228,15 @@ impl BrokerProcess {
         Consumer::connect(config).await.expect("consumer connects")
     }
 
+    /// The address of the broker's HTTP port (`OXBOW__HTTP_LISTEN`), as it logged it.
+    pub fn http_addr(&self) -> String {
+        let log = self.log();
+        let line =
+            log.lines().find(|line| line.contains("HTTP port listening")).expect("the broker logs its HTTP port");
+        let at = line.find("addr=").expect("addr field") + "addr=".len();
+        line[at..].split_whitespace().next().expect("an address").to_string()
+    }
+
     /// Runs the `oxbow` CLI against this broker.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut child = Command::new(cli_bin())
