@@ -40,7 +40,8 @@
     return series;
   }
 
-  function chart(svg, legend, series) {
+  // `format` writes a value for the legend (the latest and the peak of each series).
+  function chart(svg, legend, series, format = (v) => String(Math.round(v))) {
     const names = Object.keys(series);
     let max = 1, first = Infinity, last = 0;
     for (const points of Object.values(series)) for (const [t, v] of points) { max = Math.max(max, v); first = Math.min(first, t); last = Math.max(last, t); }
@@ -60,10 +61,11 @@
       const latest = series[name].length ? series[name][series[name].length - 1][1] : 0;
       const item = document.createElement("span");
       item.innerHTML = `<i style="background:${color}"></i>`;
-      item.append(`${name}: ${Math.round(latest)}`);
+      const peak = Math.max(0, ...series[name].map(([, v]) => v));
+      item.append(`${name}: ${format(latest)} (peak ${format(peak)})`);
       item.dataset.series = name;
       item.dataset.latest = String(latest);
-      item.dataset.max = String(Math.max(0, ...series[name].map(([, v]) => v)));
+      item.dataset.max = String(peak);
       legend.appendChild(item);
     });
     if (!names.length) legend.textContent = "No data yet.";
@@ -85,7 +87,9 @@
     }
     $("controller").textContent = cluster.controller_id < 0 ? "electing…" : `Broker ${cluster.controller_id} (voters ${cluster.voters.join(", ")})`;
     $("version").textContent = `Oxbow ${cluster.version}`;
-    chart($("throughput"), $("throughput-legend"), rates(await json("/api/history"), "records"));
+    const history = await json("/api/history");
+    chart($("throughput"), $("throughput-legend"), rates(history, "records"), (v) => `${Math.round(v)}/s`);
+    chart($("bytes"), $("bytes-legend"), rates(history, "bytes"), (v) => `${size(Math.round(v))}/s`);
   }
 
   async function drawTopics() {
@@ -117,7 +121,7 @@
       const wrap = document.createElement("div");
       wrap.className = "scroll";
       const table = document.createElement("table");
-      table.innerHTML = "<thead><tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>In sync</th><th>Start</th><th>High watermark</th><th>End</th></tr></thead>";
+      table.innerHTML = "<thead><tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>In sync</th><th>Start</th><th>High watermark</th><th>End</th><th>Size</th></tr></thead>";
       const body = table.createTBody();
       for (const p of topic.partitions) {
         const row = body.insertRow();
@@ -129,6 +133,7 @@
         cell(row, p.log_start_offset);
         cell(row, p.high_watermark);
         cell(row, p.log_end_offset);
+        cell(row, size(p.size_bytes));
       }
       wrap.appendChild(table);
       block.appendChild(wrap);
@@ -162,6 +167,13 @@
     }
   }
 
+  function size(bytes) {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let value = bytes, unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit++; }
+    return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+  }
+
   function rendered(value) {
     if (!value || value.format === "null") return "null";
     if (value.format === "json" || value.format === "msgpack") return JSON.stringify(value.value, null, 1) + (value.format === "msgpack" ? "\n(MessagePack)" : "");
@@ -171,7 +183,15 @@
   async function browse() {
     const topic = $("browse-topic").value;
     if (!topic) return;
-    const page = await json(`/api/topics/${encodeURIComponent(topic)}/partitions/${$("browse-partition").value}/records?offset=${$("browse-offset").value}&limit=50`);
+    const time = $("browse-time").value.trim();
+    let from = `offset=${$("browse-offset").value}`;
+    if (time) {
+      // The page shows UTC, so a time without a zone is UTC too (a bare date already is).
+      const at = Date.parse(/T/.test(time) && !/([zZ]|[+-]\d\d:?\d\d)$/.test(time) ? `${time}Z` : time);
+      if (Number.isNaN(at)) throw new Error(`"${time}" is not a time: write it as 2026-12-02T17:00:00Z`);
+      from = `timestamp=${at}`;
+    }
+    const page = await json(`/api/topics/${encodeURIComponent(topic)}/partitions/${$("browse-partition").value}/records?${from}&limit=50`);
     $("browse-range").textContent = `${page.records.length} record(s) from offset ${page.start}; the partition ends at ${page.end}`;
     const body = $("records").tBodies[0];
     body.innerHTML = "";

@@ -12,11 +12,13 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    // openraft narrates every election at info; keep it to warnings unless RUST_LOG names it.
+    // openraft logs every refused connection to a peer (one not started yet, one stopped on purpose) as an
+    // ERROR or WARN line; the broker reports its quorum itself (cluster::quorum_watch). RUST_LOG naming
+    // openraft brings its lines back.
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    let spec = if spec.contains("openraft") { spec } else { format!("{spec},openraft=warn") };
+    let spec = if spec.contains("openraft") { spec } else { format!("{spec},openraft=off") };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|_| "info,openraft=warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|_| "info,openraft=off".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

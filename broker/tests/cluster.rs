@@ -825,3 +825,27 @@ async fn an_acknowledged_config_change_is_in_force_on_every_broker_at_once() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logs_say_who_leads_the_quorum_and_which_voter_is_down_without_error_lines_at_start() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start();
+    cluster.wait_live_brokers(3).await;
+    // The first election's refused connections (peers still starting) are not errors.
+    for broker in &cluster.brokers {
+        let log = broker.log();
+        assert!(!log.contains(" ERROR "), "no ERROR line at the first start:\n{log}");
+        assert!(!log.contains("openraft"), "openraft's own lines are off by default:\n{log}");
+    }
+    poll("a log naming the active controller", Duration::from_secs(10), || async {
+        cluster.brokers.iter().all(|broker| broker.log().contains("is the active controller"))
+    })
+    .await;
+    // A voter stopped for longer than the grace period is named once, and its return too.
+    cluster.brokers[2].kill9();
+    let said =
+        |cluster: &TestCluster, text: &str| cluster.brokers[..2].iter().any(|broker| broker.log().contains(text));
+    poll("voter 3 reported", Duration::from_secs(30), || async { said(&cluster, "voter 3 is not keeping up") }).await;
+    cluster.brokers[2].restart();
+    poll("voter 3 reported back", Duration::from_secs(30), || async { said(&cluster, "voter 3 has caught up") }).await;
+}

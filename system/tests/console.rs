@@ -59,6 +59,11 @@ async fn the_console_shows_the_cluster_topics_records_groups_and_a_broker_going_
         browser.wait_for("document.querySelectorAll('#records tbody tr').length === 50", Duration::from_secs(20));
         let first = browser.eval("document.querySelector('#records tbody tr td:nth-child(4)').textContent");
         assert!(first.as_str().unwrap().contains("\"learner\": 0"), "JSON values are shown: {first}");
+        browser.eval("document.querySelector('nav a[data-tab=cluster]').click(); true");
+        browser.wait_for(
+            "Number((document.querySelector('#bytes-legend [data-series=clicks]') || {dataset: {max: 0}}).dataset.max) > 1000",
+            Duration::from_secs(20),
+        );
         browser
     })
     .await
@@ -93,6 +98,33 @@ async fn the_console_shows_the_cluster_topics_records_groups_and_a_broker_going_
         );
         browser.wait_for(
             "document.querySelectorAll('#lag polyline[data-series=analytics]').length === 1",
+            Duration::from_secs(20),
+        );
+        browser
+    })
+    .await
+    .unwrap();
+
+    // The record browser from a time: records written after it, none before.
+    tokio::time::sleep(Duration::from_millis(5)).await; // (the clock moves on: a time strictly after the first 300)
+    let after = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let later: String = (0..20).map(|n| format!("{{\"learner\": {n}, \"action\": \"buy\"}}\n")).collect();
+    let produced = cluster.brokers[0].cli(&["produce", "clicks", "--partition", "0"], Some(&later));
+    assert!(produced.status.success(), "{}", oxbow_testkit::stderr(&produced));
+    browser = tokio::task::spawn_blocking(move || {
+        browser.eval("document.querySelector('nav a[data-tab=browse]').click(); true");
+        browser.eval(&format!(
+            "document.getElementById('browse-time').value = '{after}'; \
+             document.getElementById('browse-form').requestSubmit(); true"
+        ));
+        browser.wait_for("document.querySelectorAll('#records tbody tr').length === 20", Duration::from_secs(20));
+        let first = browser.eval("document.querySelector('#records tbody tr td:nth-child(1)').textContent");
+        assert_eq!(first, "300", "the first record at or after {after}");
+        let values = browser.eval("[...document.querySelectorAll('#records tbody tr td:nth-child(4)')].map(td => td.textContent).join()");
+        assert!(!values.as_str().unwrap().contains("view"), "only records after the time: {values}");
+        browser.eval("document.querySelector('nav a[data-tab=topics]').click(); true");
+        browser.wait_for(
+            "[...document.querySelectorAll('.topic[data-topic=clicks] tr[data-partition=\"0\"] td')].pop().textContent.endsWith('KiB')",
             Duration::from_secs(20),
         );
         browser

@@ -10,6 +10,7 @@ mod log_format;
 pub mod metadata;
 mod network;
 mod peers;
+pub mod quorum_watch;
 mod store;
 
 use controller::ControllerState;
@@ -193,6 +194,55 @@ impl Cluster {
             }
         });
         let cluster = self.clone();
+        let mut stop = shutdown.clone();
+        actix_rt::spawn(async move {
+            let mut watch = quorum_watch::QuorumWatch::new(QUORUM_REPORT_GRACE);
+            loop {
+                let seen = {
+                    let metrics = cluster.raft.metrics().borrow().clone();
+                    quorum_watch::Observation {
+                        leader: metrics.current_leader,
+                        term: metrics.current_term,
+                        matched: metrics
+                            .replication
+                            .map(|replication| {
+                                replication
+                                    .into_iter()
+                                    .map(|(voter, log_id)| (voter, log_id.map(|id| id.index)))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        last_index: metrics.last_log_index.unwrap_or(0),
+                    }
+                };
+                for event in watch.observe(Instant::now(), &seen) {
+                    use quorum_watch::QuorumEvent;
+                    match event {
+                        QuorumEvent::Leader { leader, term } => {
+                            tracing::info!(leader, term, "metadata quorum: broker {leader} is the active controller")
+                        }
+                        QuorumEvent::NoLeader { for_ } => tracing::warn!(
+                            waited_s = for_.as_secs(),
+                            "metadata quorum: no active controller; are a majority of the voters {:?} running and reachable?",
+                            cluster.voters
+                        ),
+                        QuorumEvent::VoterBehind { voter, for_ } => tracing::warn!(
+                            voter,
+                            behind_s = for_.as_secs(),
+                            "metadata quorum: voter {voter} is not keeping up (stopped or unreachable?)"
+                        ),
+                        QuorumEvent::VoterBack { voter } => {
+                            tracing::info!(voter, "metadata quorum: voter {voter} has caught up")
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        let cluster = self.clone();
         actix_rt::spawn(async move {
             let interval = Duration::from_millis((cluster.settings.heartbeat_interval_ms / 2).clamp(20, 250));
             loop {
@@ -301,3 +351,5 @@ impl crate::partition::ClusterLink for Cluster {
 
 /// How long a leader waits for the controller to accept an in-sync set change before it may propose again.
 const ISR_CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a voter may stay behind, or the quorum leaderless, before the broker logs it.
+const QUORUM_REPORT_GRACE: Duration = Duration::from_secs(5);

@@ -129,6 +129,7 @@ impl Store {
             }
             (ops, false)
         } else {
+            // A new log (empty) gets its header; an old one without checksums is converted.
             (replay_unchecked(&bytes), true)
         };
         let mut entries = BTreeMap::new();
@@ -149,7 +150,9 @@ impl Store {
             }
         }
         if rewrite {
-            tracing::info!(path = %log_path.display(), "rewriting the metadata log with checksums");
+            if !bytes.is_empty() {
+                tracing::info!(path = %log_path.display(), "rewriting the metadata log with checksums");
+            }
             write_atomic(dir, "log", &live_log_file(last_purged, &entries)?)?;
         }
         let log_file = OpenOptions::new().append(true).open(&log_path)?;

@@ -125,7 +125,7 @@ impl PartitionActor {
                 }
             }
         }
-        self.offsets.send_replace(self.state.offsets());
+        self.offsets.send_replace(LogOffsets { size_bytes: self.log.size_bytes(), ..self.state.offsets() });
     }
 
     fn position(&self) -> FollowerPosition {

@@ -55,6 +55,8 @@ pub struct LogOffsets {
     /// reaches the log end it had when elected: until then the high watermark may be lower than what was
     /// committed (it is not persisted), and "the latest offset" would be an understatement.
     pub high_watermark_known: bool,
+    /// Bytes of this replica's log on disk (set by the actor: the state machine has no files).
+    pub size_bytes: u64,
 }
 
 #[derive(Debug)]

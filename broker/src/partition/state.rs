@@ -190,6 +190,7 @@ impl<W> ReplicaState<W> {
                 Role::Follower { .. } => true,
                 Role::Unknown => false,
             },
+            size_bytes: 0,
         }
     }
 

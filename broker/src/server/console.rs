@@ -31,6 +31,8 @@ struct Sample {
     at_ms: i64,
     /// Topic -> the sum of its partitions' high watermarks (records written so far).
     records: BTreeMap<String, u64>,
+    /// Topic -> the bytes of its partitions' leader logs (grows with what is written, drops with retention).
+    bytes: BTreeMap<String, u64>,
     /// Group -> the sum of its partitions' lag.
     lag: BTreeMap<String, u64>,
 }
@@ -69,11 +71,11 @@ impl Console {
 
 async fn sample(admin: &Admin) -> Result<Sample, oxbow::client::ClientError> {
     let topics = admin.describe_topics(None).await?;
-    let records = topics
-        .iter()
-        .filter(|topic| !topic.internal)
-        .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|p| p.high_watermark).sum()))
-        .collect();
+    let shown = || topics.iter().filter(|topic| !topic.internal);
+    let records =
+        shown().map(|topic| (topic.name.clone(), topic.partitions.iter().map(|p| p.high_watermark).sum())).collect();
+    let bytes =
+        shown().map(|topic| (topic.name.clone(), topic.partitions.iter().map(|p| p.size_bytes).sum())).collect();
     // Groups may not answer yet (a young cluster's offsets topic): the topics' sample still counts.
     let mut lag = BTreeMap::new();
     for group in admin.list_groups().await.unwrap_or_default() {
@@ -81,7 +83,7 @@ async fn sample(admin: &Admin) -> Result<Sample, oxbow::client::ClientError> {
             lag.insert(group.group_id, description.offsets.iter().map(|row| row.lag).sum());
         }
     }
-    Ok(Sample { at_ms: crate::now_ms(), records, lag })
+    Ok(Sample { at_ms: crate::now_ms(), records, bytes, lag })
 }
 
 pub fn configure(config: &mut web::ServiceConfig) {

@@ -87,6 +87,7 @@ impl Admin {
                         mine.log_start_offset = p.log_start_offset;
                         mine.high_watermark = p.high_watermark;
                         mine.log_end_offset = p.log_end_offset;
+                        mine.size_bytes = p.size_bytes;
                     }
                 }
             }

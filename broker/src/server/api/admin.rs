@@ -137,6 +137,7 @@ pub async fn describe_topics(
                             log_start_offset: offsets.log_start_offset,
                             high_watermark: offsets.high_watermark,
                             log_end_offset: offsets.log_end_offset,
+                            size_bytes: offsets.size_bytes,
                         }
                     })
                     .collect(),

@@ -43,6 +43,9 @@ pub struct PartitionDescription {
     pub log_start_offset: u64,
     pub high_watermark: u64,
     pub log_end_offset: u64,
+    /// Bytes of the answering replica's log on disk (added in 0.2; absent from older brokers).
+    #[serde(default)]
+    pub size_bytes: u64,
 }
 
 impl Request for DescribeTopicsRequest {
@@ -70,6 +73,7 @@ mod tests {
                     isr: vec![1],
                     log_start_offset: 0,
                     high_watermark: 5,
+                    size_bytes: 4096,
                     log_end_offset: 5,
                 }],
             }],
