@@ -33,6 +33,8 @@ pub struct BookingConfig {
 pub struct BookingSettings {
     /// The furthest bookable date, in days from today.
     pub horizon_days: u32,
+    /// How long a POST waits for the cluster to acknowledge the booking event before answering 503.
+    pub publish_timeout_ms: u64,
 }
 
 pub const DEFAULTS: &str = r#"
@@ -41,6 +43,7 @@ listen = "127.0.0.1:8080"
 
 [booking]
 horizon_days = 365
+publish_timeout_ms = 10000
 "#;
 
 /// Loads the configuration: defaults, optional file, `BOOKING__SECTION__KEY` variables.
@@ -55,6 +58,7 @@ pub struct AppState {
     /// Idempotency-Keys whose request is being handled: the same key again meanwhile is a 409.
     pub keys_in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
     pub horizon_days: u32,
+    pub publish_timeout: Duration,
 }
 
 /// Runs BookingService until `shutdown`; calls `on_listening` with the bound address.
@@ -72,12 +76,13 @@ pub async fn run(
     producer_config.client = client.clone();
     producer_config.acks = Acks::All;
     producer_config.linger = Duration::from_millis(1);
-    producer_config.client.request_timeout = Duration::from_secs(5);
-    producer_config.max_block = Duration::from_secs(5);
-    // Long enough to ride out a partition leader's failover (about a second; a paused leader: its session of
-    // 2 s, or the controller's election too) before answering 503: a leader change shows only as latency.
-    // Retries are bounded by this alone (the library's default).
-    producer_config.delivery_timeout = Duration::from_secs(12);
+    // The producer retries through a partition leader's failover (about a second; a paused leader: its
+    // session of 2 s, or the controller's election too) within the publish timeout, so a leader change shows
+    // only as latency; the POST answers 503 when the timeout passes (see routes::create_booking).
+    let publish_timeout = Duration::from_millis(config.booking.publish_timeout_ms.max(100));
+    producer_config.client.request_timeout = publish_timeout.min(Duration::from_secs(5));
+    producer_config.max_block = publish_timeout;
+    producer_config.delivery_timeout = publish_timeout;
     let producer = Producer::with_cluster(cluster.clone(), producer_config)?;
     let bookings = Bookings::default().start();
     let caught_up = Arc::new(AtomicBool::new(false));
@@ -88,6 +93,7 @@ pub async fn run(
         producer,
         keys_in_flight: std::sync::Mutex::default(),
         horizon_days: config.booking.horizon_days,
+        publish_timeout,
     });
     let ready_flag = caught_up.clone();
     let readiness = Readiness::new().broker(cluster).condition(move || {

@@ -141,15 +141,34 @@ async fn create_booking(
         idempotency_key: key,
     };
     let record = ProducerRecord::new(booking::BOOKINGS_TOPIC, booking::encode(&event)).key(event.booking_id.clone());
-    let stored = match oxbow_service::startup::publish(&state.producer, record).await {
-        Ok(stored) => stored,
-        Err(error) => {
-            tracing::warn!(%error, "the booking event was not acknowledged");
+    let published =
+        tokio::time::timeout(state.publish_timeout, oxbow_service::startup::publish(&state.producer, record));
+    let stored = match published.await {
+        Ok(Ok(stored)) => stored,
+        failed => {
+            // Refused before it could be stored (no partition leader known, the buffer full, a definite
+            // refusal), or the outcome is unknown: sent, but not acknowledged in time.
+            let unknown = match &failed {
+                Ok(Err(error)) => error.is_unknown_outcome(),
+                _ => true,
+            };
+            match &failed {
+                Ok(Err(error)) => tracing::warn!(%error, unknown, "the booking event was not acknowledged"),
+                _ => tracing::warn!(
+                    timeout_ms = state.publish_timeout.as_millis() as u64,
+                    "the booking event was not acknowledged in time"
+                ),
+            }
             metrics::counter!("booking_requests_total", "outcome" => "unavailable").increment(1);
-            return HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "5")).json(error_body(
-            "unavailable",
-            "the booking could not be recorded because the event broker is unavailable; nothing was booked, please retry",
-        ));
+            let message = if unknown {
+                "the event broker is unavailable: the booking was not confirmed in time and may or may not be recorded; \
+                 retry with the same Idempotency-Key to book it once"
+            } else {
+                "the event broker is unavailable: the booking could not be recorded; nothing was booked, please retry"
+            };
+            return HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", "5"))
+                .json(error_body("unavailable", message));
         }
     };
     metrics::counter!("booking_requests_total", "outcome" => "accepted").increment(1);

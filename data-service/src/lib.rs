@@ -1,5 +1,5 @@
-//! DataService: consumes bookings and lab decisions and stores them, with the consumed offsets in the same
-//! transaction, in PostgreSQL (schema `analytics`) or an embedded SQLite file. HTTP on 8082:
+//! DataService: consumes bookings and lab decisions and stores them in batches, with the consumed offsets in
+//! the same transaction (`oxbow_service::sink`), in PostgreSQL (schema `analytics`) or an embedded SQLite file. HTTP on 8082:
 //! `/api/analytics/{bookings-per-day,bookings-per-test-type,bookings-per-city,lab-utilization,
 //! rejection-rate,latency,summary}`, `/healthz`, `/readyz`, `/metrics`. The same figures are SQL views
 //! (see README).
@@ -13,6 +13,7 @@ use actix_web::{web, App, HttpResponse};
 use booking_events::{self as booking, BookingRequested, LabDecision};
 use oxbow_service::config::{CommonConfig, DatabaseConfig, GroupSettings};
 use oxbow_service::http::Readiness;
+use oxbow_service::sink::TransactionalSink;
 use oxbow_service::subscription::{Subscription, SubscriptionConfig};
 use serde::Deserialize;
 use sqlx::AnyPool;
@@ -67,9 +68,28 @@ pub async fn run(
     tracing::info!(?backend, "database ready");
     let topics = [booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC];
     let cluster = oxbow_service::startup::connect(&config.common, &topics, &topics).await?;
-    let writer = Writer { pool: pool.clone() }.start();
+    oxbow_service::sink::prepare(&pool, backend).await?;
+    let session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
+    let client = config.common.broker.client_config()?;
+    let mut bookings_config =
+        SubscriptionConfig::new(client.clone(), &format!("{}-bookings", config.group.id), &[booking::BOOKINGS_TOPIC]);
+    bookings_config.session_timeout = session_timeout;
+    let mut decisions_config =
+        SubscriptionConfig::new(client, &format!("{}-assignments", config.group.id), &[booking::ASSIGNMENTS_TOPIC]);
+    decisions_config.session_timeout = session_timeout;
+    let bookings_sink = TransactionalSink::<Writer, BookingRequested>::new(pool.clone(), Writer, None).start();
+    let decisions_sink = TransactionalSink::<Writer, LabDecision>::new(pool.clone(), Writer, None).start();
+    let bookings = Subscription::new(bookings_config, bookings_sink.clone()).resume_from(bookings_sink.recipient());
+    let decisions = Subscription::new(decisions_config, decisions_sink.clone()).resume_from(decisions_sink.recipient());
+    let consuming = [bookings.ready(), decisions.ready()];
 
-    let readiness = Readiness::new().broker(cluster).database(pool.clone());
+    let readiness = Readiness::new().broker(cluster).database(pool.clone()).condition(move || {
+        if consuming.iter().all(|ready| ready.load(std::sync::atomic::Ordering::Acquire)) {
+            Ok(())
+        } else {
+            Err("not yet joined to the groups and caught up with the bookings and decisions".to_string())
+        }
+    });
     let app_pool = pool.clone();
     let server = oxbow_service::http::serve(&config.common.http.listen, move || {
         App::new()
@@ -107,16 +127,6 @@ pub async fn run(
     })?;
     oxbow_service::startup::announce("data-service", server.addr, on_listening);
 
-    let session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
-    let client = config.common.broker.client_config()?;
-    let mut bookings_config =
-        SubscriptionConfig::new(client.clone(), &format!("{}-bookings", config.group.id), &[booking::BOOKINGS_TOPIC]);
-    bookings_config.session_timeout = session_timeout;
-    let mut decisions_config =
-        SubscriptionConfig::new(client, &format!("{}-assignments", config.group.id), &[booking::ASSIGNMENTS_TOPIC]);
-    decisions_config.session_timeout = session_timeout;
-    let bookings: Subscription<Writer, BookingRequested> = Subscription::new(bookings_config, writer.clone());
-    let decisions: Subscription<Writer, LabDecision> = Subscription::new(decisions_config, writer);
     let (first, second) = tokio::join!(bookings.run(shutdown.clone()), decisions.run(shutdown));
     server.stop().await;
     pool.close().await;

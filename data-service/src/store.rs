@@ -1,82 +1,73 @@
-//! DataService's database access: each consumed record's row and its partition's next offset are written
-//! in one transaction; a record below the stored next offset was applied already and is skipped. So a
-//! crash and redelivery neither loses nor duplicates a row.
+//! DataService's database access: a batch's rows are written inside the sink's transaction, with the
+//! partitions' next offsets (`oxbow_service::sink`), so a crash and redelivery neither loses nor
+//! duplicates a row.
 
 use booking_events::{BookingRequested, LabDecision};
-use sqlx::{AnyPool, Row};
+use sqlx::{Any, AnyPool, Row, Transaction};
 
-/// Where a record came from.
-pub struct Source<'a> {
-    pub topic: &'a str,
-    pub partition: u32,
-    pub offset: u64,
+/// `($first, ..., $first+width-1), ...` for `rows` rows.
+fn rows_of(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=width).map(|col| format!("${}", row * width + col)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-pub enum Event<'a> {
-    Booking(&'a BookingRequested),
-    Decision(&'a LabDecision),
+/// Rows per INSERT (7 or 10 parameters each: far below either backend's limit).
+const ROWS_PER_INSERT: usize = 500;
+
+/// Stores bookings; one already stored (a booking event seen twice) is left as it is.
+pub async fn insert_bookings(tx: &mut Transaction<'static, Any>, bookings: &[&BookingRequested]) -> sqlx::Result<()> {
+    for chunk in bookings.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO bookings (booking_id, patient_name, email, city, test_type, date, requested_at_ms) \
+             VALUES {} ON CONFLICT (booking_id) DO NOTHING",
+            rows_of(chunk.len(), 7)
+        );
+        let mut query = sqlx::query(&sql);
+        for b in chunk {
+            query = query
+                .bind(&b.booking_id)
+                .bind(&b.patient_name)
+                .bind(&b.email)
+                .bind(&b.city)
+                .bind(&b.test_type)
+                .bind(&b.date)
+                .bind(b.requested_at_ms);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
-/// Applies one record exactly once. Returns false if it had been applied before.
-pub async fn apply(pool: &AnyPool, source: Source<'_>, event: Event<'_>) -> sqlx::Result<bool> {
-    let mut tx = pool.begin().await?;
-    let next: Option<i64> =
-        sqlx::query("SELECT next_offset FROM consumed_offsets WHERE topic = $1 AND partition_id = $2")
-            .bind(source.topic)
-            .bind(i64::from(source.partition))
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.get(0));
-    if next.is_some_and(|next| source.offset < next as u64) {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    match event {
-        Event::Booking(b) => {
-            sqlx::query(
-                "INSERT INTO bookings (booking_id, patient_name, email, city, test_type, date, requested_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (booking_id) DO NOTHING",
-            )
-            .bind(&b.booking_id)
-            .bind(&b.patient_name)
-            .bind(&b.email)
-            .bind(&b.city)
-            .bind(&b.test_type)
-            .bind(&b.date)
-            .bind(b.requested_at_ms)
-            .execute(&mut *tx)
-            .await?;
+/// Stores lab decisions; the first decision stored for a booking stays.
+pub async fn insert_decisions(tx: &mut Transaction<'static, Any>, decisions: &[&LabDecision]) -> sqlx::Result<()> {
+    for chunk in decisions.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO assignments (booking_id, status, lab_id, lab_name, reason, city, test_type, date, requested_at_ms, decided_at_ms) \
+             VALUES {} ON CONFLICT (booking_id) DO NOTHING",
+            rows_of(chunk.len(), 10)
+        );
+        let mut query = sqlx::query(&sql);
+        for d in chunk {
+            query = query
+                .bind(&d.booking_id)
+                .bind(&d.status)
+                .bind(d.lab_id)
+                .bind(&d.lab_name)
+                .bind(&d.reason)
+                .bind(&d.city)
+                .bind(&d.test_type)
+                .bind(&d.date)
+                .bind(d.requested_at_ms)
+                .bind(d.decided_at_ms);
         }
-        Event::Decision(d) => {
-            sqlx::query(
-                "INSERT INTO assignments (booking_id, status, lab_id, lab_name, reason, city, test_type, date, requested_at_ms, decided_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (booking_id) DO NOTHING",
-            )
-            .bind(&d.booking_id)
-            .bind(&d.status)
-            .bind(d.lab_id)
-            .bind(&d.lab_name)
-            .bind(&d.reason)
-            .bind(&d.city)
-            .bind(&d.test_type)
-            .bind(&d.date)
-            .bind(d.requested_at_ms)
-            .bind(d.decided_at_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
+        query.execute(&mut **tx).await?;
     }
-    sqlx::query(
-        "INSERT INTO consumed_offsets (topic, partition_id, next_offset) VALUES ($1, $2, $3) \
-         ON CONFLICT (topic, partition_id) DO UPDATE SET next_offset = excluded.next_offset",
-    )
-    .bind(source.topic)
-    .bind(i64::from(source.partition))
-    .bind((source.offset + 1) as i64)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(())
 }
 
 /// `(label, count)` rows of a grouping view.

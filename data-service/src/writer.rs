@@ -1,61 +1,41 @@
-//! The writer actor: stores bookings and lab decisions, exactly once per record.
+//! The writer: stores bookings and lab decisions in batches, inside a [`TransactionalSink`] transaction
+//! (exactly once per record: the sink skips records stored before).
+//!
+//! [`TransactionalSink`]: oxbow_service::sink::TransactionalSink
 
-use actix::prelude::*;
 use booking_events::{BookingRequested, LabDecision};
+use oxbow_service::sink::{database_error, Outgoing, SinkStore};
 use oxbow_service::subscription::{Delivery, HandlerError};
-use sqlx::AnyPool;
+use sqlx::{Any, Transaction};
 
-use crate::store::{self, Event, Source};
+use crate::store;
 
-pub struct Writer {
-    pub pool: AnyPool,
-}
+pub struct Writer;
 
-impl Actor for Writer {
-    type Context = Context<Self>;
-}
-
-async fn apply(
-    pool: AnyPool,
-    topic: String,
-    partition: u32,
-    offset: u64,
-    event: Event<'_>,
-) -> Result<(), HandlerError> {
-    let source = Source { topic: &topic, partition, offset };
-    match store::apply(&pool, source, event).await {
-        Ok(true) => {
-            metrics::counter!("data_rows_written_total", "topic" => topic).increment(1);
-            Ok(())
-        }
-        Ok(false) => {
-            tracing::debug!(%topic, partition, offset, "already stored; skipped");
-            Ok(())
-        }
-        Err(error) => Err(HandlerError::retriable(format!("database: {error}"))),
+impl SinkStore<BookingRequested> for Writer {
+    async fn store(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        deliveries: &[&Delivery<BookingRequested>],
+    ) -> Result<Vec<Outgoing>, HandlerError> {
+        let rows: Vec<&BookingRequested> = deliveries.iter().map(|d| &d.event).collect();
+        store::insert_bookings(tx, &rows).await.map_err(database_error)?;
+        metrics::counter!("data_rows_written_total", "topic" => booking_events::BOOKINGS_TOPIC)
+            .increment(rows.len() as u64);
+        Ok(Vec::new())
     }
 }
 
-impl Handler<Delivery<BookingRequested>> for Writer {
-    type Result = ResponseFuture<Result<(), HandlerError>>;
-
-    fn handle(&mut self, delivery: Delivery<BookingRequested>, _ctx: &mut Self::Context) -> Self::Result {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let Delivery { event, topic, partition, offset, .. } = delivery;
-            apply(pool, topic, partition, offset, Event::Booking(&event)).await
-        })
-    }
-}
-
-impl Handler<Delivery<LabDecision>> for Writer {
-    type Result = ResponseFuture<Result<(), HandlerError>>;
-
-    fn handle(&mut self, delivery: Delivery<LabDecision>, _ctx: &mut Self::Context) -> Self::Result {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let Delivery { event, topic, partition, offset, .. } = delivery;
-            apply(pool, topic, partition, offset, Event::Decision(&event)).await
-        })
+impl SinkStore<LabDecision> for Writer {
+    async fn store(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        deliveries: &[&Delivery<LabDecision>],
+    ) -> Result<Vec<Outgoing>, HandlerError> {
+        let rows: Vec<&LabDecision> = deliveries.iter().map(|d| &d.event).collect();
+        store::insert_decisions(tx, &rows).await.map_err(database_error)?;
+        metrics::counter!("data_rows_written_total", "topic" => booking_events::ASSIGNMENTS_TOPIC)
+            .increment(rows.len() as u64);
+        Ok(Vec::new())
     }
 }

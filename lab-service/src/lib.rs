@@ -14,7 +14,10 @@ use booking_events::{self as booking, BookingRequested};
 use oxbow::client::{Producer, ProducerConfig};
 use oxbow_service::config::{CommonConfig, DatabaseConfig, GroupSettings};
 use oxbow_service::http::Readiness;
+use oxbow_service::sink::TransactionalSink;
 use oxbow_service::subscription::{Subscription, SubscriptionConfig};
+
+use allocator::Allocator;
 use serde::Deserialize;
 use sqlx::AnyPool;
 use tokio::sync::watch;
@@ -67,15 +70,27 @@ pub async fn run(
     tracing::info!(?backend, "database ready");
     let topics = [booking::BOOKINGS_TOPIC, booking::ASSIGNMENTS_TOPIC];
     let cluster = oxbow_service::startup::connect(&config.common, &topics, &[booking::BOOKINGS_TOPIC]).await?;
-    // Decisions are published one at a time: no linger, so each goes out at once.
+    // A batch's decisions are sent together and awaited together: no linger needed.
     let client = config.common.broker.client_config()?;
     let mut producer_config = ProducerConfig::new(bootstrap.clone());
     producer_config.client = client.clone();
     producer_config.linger = std::time::Duration::ZERO;
     let producer = Arc::new(Producer::with_cluster(cluster.clone(), producer_config)?);
-    let allocator = Allocator { pool: pool.clone(), producer: producer.clone() }.start();
+    oxbow_service::sink::prepare(&pool, backend).await?;
+    let sink = TransactionalSink::new(pool.clone(), Allocator, Some(producer.clone())).start();
+    let mut subscription_config = SubscriptionConfig::new(client, &config.group.id, &[booking::BOOKINGS_TOPIC]);
+    subscription_config.session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
+    let subscription: Subscription<_, BookingRequested> =
+        Subscription::new(subscription_config, sink.clone()).resume_from(sink.recipient());
+    let consuming = subscription.ready();
 
-    let readiness = Readiness::new().broker(cluster.clone()).database(pool.clone());
+    let readiness = Readiness::new().broker(cluster.clone()).database(pool.clone()).condition(move || {
+        if consuming.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err("not yet joined to the group and caught up with the bookings".to_string())
+        }
+    });
     let app_pool = pool.clone();
     let server = oxbow_service::http::serve(&config.common.http.listen, move || {
         App::new()
@@ -91,17 +106,12 @@ pub async fn run(
     })?;
     oxbow_service::startup::announce("lab-service", server.addr, on_listening);
 
-    let mut subscription_config = SubscriptionConfig::new(client, &config.group.id, &[booking::BOOKINGS_TOPIC]);
-    subscription_config.session_timeout = std::time::Duration::from_millis(config.group.session_timeout_ms);
-    let subscription: Subscription<Allocator, BookingRequested> = Subscription::new(subscription_config, allocator);
     let result = subscription.run(shutdown).await;
     server.stop().await;
     producer.close().await;
     pool.close().await;
     result
 }
-
-use allocator::Allocator;
 
 async fn list_labs(pool: web::Data<AnyPool>) -> HttpResponse {
     match store::labs(&pool).await {

@@ -1,6 +1,7 @@
 //! The pieces of `oxbow-local`: running brokers and services in one process or one at a time.
 
 mod secure;
+pub mod storm;
 
 use std::path::PathBuf;
 

@@ -49,6 +49,8 @@ enum Command {
     Up(UpArgs),
     /// One broker.
     Broker(oxbow_broker::launch::BrokerArgs),
+    /// A booking storm against a running system (see scripts/bench-booking.sh).
+    Storm(oxbow_system::storm::StormArgs),
     /// One service.
     Service {
         service: ServiceName,
@@ -81,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             oxbow_service::telemetry::init_logs("human", "info");
             oxbow_broker::launch::run_until_signal(args.load()?)
         }
+        Command::Storm(args) => oxbow_system::storm::run(args),
         Command::Service { service, config } => oxbow_system::run_service(
             match service {
                 ServiceName::Booking => "booking",

@@ -131,8 +131,12 @@ async fn two_lab_services_and_kill_9_of_lab_and_data_services_keep_exactly_once(
     let pg = Postgres::start();
     let broker = broker(dir.path());
     let booking = service("booking", "booking", &broker.addr, "", dir.path(), &[]);
-    let mut lab_a = service("lab", "lab-a", &broker.addr, &pg.url, dir.path(), &[]);
-    let mut lab_b = service("lab", "lab-b", &broker.addr, &pg.url, dir.path(), &[]);
+    // Both LabService instances start at once on a fresh database (their schema and tables are created once).
+    let (mut lab_a, mut lab_b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| service("lab", "lab-a", &broker.addr, &pg.url, dir.path(), &[]));
+        let b = scope.spawn(|| service("lab", "lab-b", &broker.addr, &pg.url, dir.path(), &[]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
     let mut data = service("data", "data", &broker.addr, &pg.url, dir.path(), &[]);
     for service in [&booking, &lab_a, &lab_b, &data] {
         wait_ready(&service.addr).await;
@@ -197,7 +201,8 @@ async fn the_embedded_sqlite_default_runs_the_whole_flow() {
 async fn bad_requests_get_clear_errors_and_a_broker_outage_gets_503() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = broker(dir.path());
-    let mut booking = service("booking", "booking", &broker.addr, "", dir.path(), &[]);
+    let publish_timeout = [("BOOKING__PUBLISH_TIMEOUT_MS", "3000".to_string())];
+    let mut booking = service("booking", "booking", &broker.addr, "", dir.path(), &publish_timeout);
     let lab = service("lab", "lab", &broker.addr, "", dir.path(), &[]);
     wait_ready(&booking.addr).await;
     wait_ready(&lab.addr).await;
@@ -287,10 +292,14 @@ async fn bad_requests_get_clear_errors_and_a_broker_outage_gets_503() {
     let (status, view) = get_json(&booking.addr, &format!("/api/bookings/{}", first["id"].as_str().unwrap())).await;
     assert_eq!((status, view["email"].as_str()), (200, Some("ravi@example.com")), "bookings survive a restart");
 
-    // The broker goes away: 503 with a clear message, never 202.
+    // The broker goes away: 503 with a clear message, never 202, once the publish timeout (3 s here) passed.
     broker.kill9();
+    let asked = std::time::Instant::now();
     let (status, body) = post_json(&booking.addr, "/api/bookings", &booking_form(1, CITIES, TESTS), &[]).await;
+    let waited = asked.elapsed();
     assert_eq!(status, 503, "{body}");
+    assert!(waited >= Duration::from_millis(2900), "it rode out the outage for the publish timeout: {waited:?}");
+    assert!(waited < Duration::from_secs(13), "and answered then, not much later: {waited:?}");
     assert!(body["message"].as_str().unwrap().contains("broker is unavailable"), "{body}");
     let (status, _) = get_json(&booking.addr, "/readyz").await;
     assert_eq!(status, 503);
@@ -333,4 +342,69 @@ async fn an_undecodable_record_goes_to_the_dead_letter_topic_and_consumption_con
     };
     assert!(header("error").unwrap().contains("cannot decode"), "{:?}", dead.headers);
     assert_eq!(header("source.topic").as_deref(), Some("bookings"));
+}
+
+/// Every record of a topic (all partitions, from the start to the end seen now): the count per key.
+async fn records_per_key(bootstrap: &str, topic: &str) -> BTreeMap<String, usize> {
+    use oxbow::client::{Consumer, ConsumerConfig, OffsetReset};
+    let mut config = ConsumerConfig::new(bootstrap);
+    config.auto_offset_reset = OffsetReset::Earliest;
+    let mut consumer = Consumer::connect(config).await.unwrap();
+    consumer.assign_topic(topic).await.unwrap();
+    let mut ends = BTreeMap::new();
+    for (topic, partition) in consumer.assignment() {
+        let end = consumer.list_offset(&topic, partition, oxbow::protocol::offset_spec::LATEST).await.unwrap();
+        ends.insert((topic, partition), end);
+    }
+    let mut counts = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ends.iter().any(|((t, p), end)| consumer.position(t, *p).is_none_or(|position| position < *end)) {
+        assert!(std::time::Instant::now() < deadline, "reading {topic} to its end");
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let key = String::from_utf8(record.key.unwrap().to_vec()).unwrap();
+            *counts.entry(key).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_waits_for_the_group_and_a_paused_lab_service_publishes_no_second_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let broker = broker(dir.path());
+    let booking = service("booking", "booking", &broker.addr, "", dir.path(), &[]);
+    // A long session: while this member is paused, the group waits for it.
+    let slow_session = [("GROUP__SESSION_TIMEOUT_MS", "10000".to_string())];
+    let lab_a = service("lab", "lab-a", &broker.addr, &pg.url, dir.path(), &slow_session);
+    let data = service("data", "data", &broker.addr, &pg.url, dir.path(), &[]);
+    for service in [&booking, &lab_a, &data] {
+        wait_ready(&service.addr).await;
+    }
+    let mut ids = book_many(&booking.addr, 100, 0).await;
+    wait_decided(&booking.addr, &ids, Duration::from_secs(60)).await;
+
+    // A paused member holds up the rebalance: a new LabService listens but is not ready, as it has not
+    // joined the group (nor read anything).
+    lab_a.signal("STOP");
+    ids.extend(book_many(&booking.addr, 100, 100).await);
+    let lab_b = service("lab", "lab-b", &broker.addr, &pg.url, dir.path(), &[]);
+    let (status, body) = http(&lab_b.addr, "GET", "/readyz", &[], None).await;
+    assert_eq!(status, 503, "not ready before joining: {body}");
+    assert!(body.contains("not yet joined"), "{body}");
+    // Once the paused member's session ends, the new one joins, catches up and decides the rest.
+    wait_ready(&lab_b.addr).await;
+    wait_decided(&booking.addr, &ids, Duration::from_secs(60)).await;
+    let log = lab_b.log();
+    assert!(log.find("subscription started") < log.find("caught up: ready"), "{log}");
+
+    // The paused member resumes while bookings keep coming: it rejoins and publishes no decision again.
+    lab_a.signal("CONT");
+    ids.extend(book_many(&booking.addr, 100, 200).await);
+    wait_decided(&booking.addr, &ids, Duration::from_secs(60)).await;
+    check_postgres(&pg, &ids, &data.addr).await;
+    let decisions = records_per_key(&broker.addr, "lab-assignments").await;
+    let repeated: Vec<_> = decisions.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "decisions published more than once: {repeated:?}");
+    assert_eq!(decisions.len(), ids.len(), "one decision record per booking");
 }

@@ -39,7 +39,12 @@ pub async fn connect(
     if backend == Backend::Postgres {
         assert!(schema.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "schema names are plain identifiers");
         let setup = AnyPoolOptions::new().max_connections(1).connect(&url).await.context("connecting to PostgreSQL")?;
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&setup).await?;
+        // Two instances starting together would race on CREATE SCHEMA IF NOT EXISTS (a unique violation in
+        // pg_namespace): the second waits for the first's transaction instead.
+        let mut tx = setup.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7262010916)").execute(&mut *tx).await?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut *tx).await?;
+        tx.commit().await?;
         setup.close().await;
         let search_path = format!("SET search_path TO {schema}");
         options = options.after_connect(move |connection, _| {
