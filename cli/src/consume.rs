@@ -32,6 +32,9 @@ pub struct ConsumeArgs {
     timeout_ms: Option<u64>,
     #[arg(long)]
     print_key: bool,
+    /// Print each record's headers first, as `key:value,key:value` (a null value as `null`), then the separator.
+    #[arg(long)]
+    print_headers: bool,
     #[arg(long, default_value = "\t")]
     key_separator: String,
     /// Join this consumer group: share the topic's partitions with its other members and commit offsets.
@@ -119,6 +122,18 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs) -> anyhow::Re
         let mut out = stdout.lock();
         for (record_idx, record) in records.iter().enumerate() {
             let value = record.value.as_deref().map_or("null".into(), String::from_utf8_lossy);
+            if args.print_headers {
+                let headers: Vec<String> = record
+                    .headers
+                    .iter()
+                    .map(|(key, value)| {
+                        format!("{key}:{}", value.as_deref().map_or("null".into(), String::from_utf8_lossy))
+                    })
+                    .collect();
+                if write!(out, "{}{}", headers.join(","), args.key_separator).is_err() {
+                    return Ok(());
+                }
+            }
             let written = if args.print_key {
                 let key = record.key.as_deref().map_or("null".into(), String::from_utf8_lossy);
                 writeln!(out, "{key}{}{value}", args.key_separator)

@@ -25,6 +25,9 @@ pub struct ProduceArgs {
     partition: Option<u32>,
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// A header KEY=VALUE on every record (repeatable).
+    #[arg(long = "header", value_name = "KEY=VALUE")]
+    headers: Vec<String>,
 }
 
 pub async fn run(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> {
@@ -33,6 +36,11 @@ pub async fn run(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
     config.linger = std::time::Duration::from_millis(args.linger_ms);
     // A record not acknowledged within the request timeout fails the command (retries included).
     config.delivery_timeout = config.client.request_timeout;
+    let mut headers = Vec::with_capacity(args.headers.len());
+    for header in &args.headers {
+        let Some((key, value)) = header.split_once('=') else { bail!("--header {header:?} is not KEY=VALUE") };
+        headers.push((key.to_string(), Some(bytes::Bytes::from(value.to_string()))));
+    }
     let producer = Producer::connect(config).await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
@@ -46,6 +54,7 @@ pub async fn run(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
             None => ProducerRecord::new(&args.topic, line),
         };
         record.partition = args.partition;
+        record.headers.clone_from(&headers);
         pending.push_back(producer.send(record).await.with_context(|| format!("sending to '{}'", args.topic))?);
         n_records += 1;
         if pending.len() >= PENDING_DELIVERIES_MAX {

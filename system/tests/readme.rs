@@ -77,5 +77,6 @@ async fn the_quick_start_works_as_written_against_oxbow_local() {
     assert!(printed.contains(&"Created topic greetings with 3 partition(s)."), "{stdout}");
     assert!(stdout.contains("ReplicationFactor: 3"), "the default replication factor applies: {stdout}");
     assert!(printed.contains(&"alice=1") && printed.contains(&"alice=3"), "{stdout}");
+    assert!(printed.contains(&"source:readme\ttagged"), "headers are printed: {stdout}");
     assert!(stdout.contains("dashboard"), "the group is listed: {stdout}");
 }

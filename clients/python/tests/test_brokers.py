@@ -27,21 +27,23 @@ def test_records_round_trip_with_the_rust_cli(broker: Broker) -> None:
     lines = [("k1", "plain"), ("κλειδί", "värde ✓ 日本"), ("k3", ""), ("k4", big)]
     # Python writes, the Rust CLI reads.
     with oxbow.Producer(oxbow.ProducerConfig(broker.addr, batch_bytes=4 * 1024 * 1024)) as producer:
-        futures = [producer.send("texts", value, key=key) for key, value in lines]
+        headers = [("trace", "t-1"), ("lang", "ελληνικά")]
+        futures = [producer.send("texts", value, key=key, headers=headers) for key, value in lines]
         offsets = [f.result(30).offset for f in futures]
     assert offsets == [0, 1, 2, 3]
-    out = cli(broker.addr, "consume", "texts", "--from-beginning", "--print-key", "--max-messages", "4", "--timeout-ms", "10000")
+    out = cli(broker.addr, "consume", "texts", "--from-beginning", "--print-headers", "--print-key", "--max-messages", "4", "--timeout-ms", "10000")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.decode().split("\n")[:4] == [f"{k}\t{v}" for k, v in lines]
+    assert out.stdout.decode().split("\n")[:4] == [f"trace:t-1,lang:ελληνικά\t{k}\t{v}" for k, v in lines]
     # The Rust CLI writes, Python reads, byte for byte.
     sent = "".join(f"{k}|{v}\n" for k, v in lines).encode()
-    out = cli(broker.addr, "produce", "texts", "--key-separator", "|", stdin=sent)
+    out = cli(broker.addr, "produce", "texts", "--key-separator", "|", "--header", "from=cli", "--header", "lang=日本語", stdin=sent)
     assert out.returncode == 0, out.stderr
     with oxbow.Consumer(oxbow.ConsumerConfig(broker.addr, auto_offset_reset="earliest")) as consumer:
         consumer.assign([("texts", 0)])
         consumer.seek("texts", 0, 4)
         rows = consumer.to_records(timeout=2.0)
     assert [(r["key"], r["value"]) for r in rows] == [(k.encode(), v.encode()) for k, v in lines]
+    assert all(r["headers"] == [("from", b"cli"), ("lang", "日本語".encode())] for r in rows)
     assert [r["offset"] for r in rows] == [4, 5, 6, 7]
 
 
@@ -212,3 +214,57 @@ def test_idempotent_retries_through_a_leader_kill_store_every_record_once(cluste
     lost = set(acked) - set(stored)
     assert not lost, f"acknowledged but lost: {sorted(lost)[:10]}"
     assert stored == sorted(stored, key=lambda v: int(v[1:])), "stored in the order sent"
+
+
+def test_a_topic_of_the_longest_name_is_created_deleted_and_created_again(broker: Broker) -> None:
+    name = "t" * 249
+    with oxbow.Admin(oxbow.ClientConfig(broker.addr)) as admin:
+        admin.create_topic(name, partitions=1, replication_factor=1)
+        with pytest.raises(oxbow.BrokerError) as refused:
+            admin.create_topic(name + "x", partitions=1, replication_factor=1)
+        assert refused.value.name == "INVALID_TOPIC_NAME"
+        admin.delete_topic(name)
+        eventually("the topic to be gone", lambda: name not in admin.list_topics())
+        admin.create_topic(name, partitions=1, replication_factor=1)
+    with oxbow.Producer(oxbow.ProducerConfig(broker.addr)) as producer:
+        assert producer.send_and_wait(name, "again").offset == 0
+
+
+def test_acks_0_gets_no_answer_and_a_refused_batch_is_dropped_silently(broker: Broker) -> None:
+    async def run() -> None:
+        from oxbow.connection import Connection
+        from oxbow.protocol import Api, encode_batch
+
+        admin = aio.Admin(oxbow.ClientConfig(broker.addr))
+        await admin.create_topic("quiet", partitions=1, replication_factor=1)
+        await admin.close()
+        connection = await Connection.open(broker.addr)
+        bad = bytearray(encode_batch([(None, b"corrupt", [], 1)]))
+        bad[-1] ^= 0xFF  # the CRC no longer matches
+        for records in (bytes(bad), encode_batch([(None, b"fine", [], 1)])):
+            body = {"acks": 0, "timeout_ms": 1000, "topics": [{"name": "quiet", "partitions": [{"partition": 0, "records": records}]}]}
+            await connection.call(Api.PRODUCE, body, expect_response=False)
+        # The same corrupt batch with acks=1 is answered CORRUPT_MESSAGE, per partition; the connection works on.
+        body = {"acks": 1, "timeout_ms": 1000, "topics": [{"name": "quiet", "partitions": [{"partition": 0, "records": bytes(bad)}]}]}
+        answer = await connection.call(Api.PRODUCE, body)
+        assert answer["topics"][0]["partitions"][0]["error_code"] == 2
+        fetched = await connection.call(
+            Api.FETCH,
+            {"max_wait_ms": 0, "min_bytes": 1, "max_bytes": 1 << 20,
+             "topics": [{"name": "quiet", "partitions": [{"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}]},
+        )
+        records = fetched["topics"][0]["partitions"][0]["records"]
+        from oxbow.protocol import decode_batches
+
+        assert [r.value for r in decode_batches("quiet", 0, records)] == [b"fine"]
+        # Nothing to return: an empty bin, not nil, and no diverging_epoch for a consumer.
+        at_end = await connection.call(
+            Api.FETCH,
+            {"max_wait_ms": 0, "min_bytes": 1, "max_bytes": 1 << 20,
+             "topics": [{"name": "quiet", "partitions": [{"partition": 0, "fetch_offset": 1, "partition_max_bytes": 1 << 20}]}]},
+        )
+        partition = at_end["topics"][0]["partitions"][0]
+        assert partition["records"] == b"" and "diverging_epoch" not in partition
+        connection.close()
+
+    asyncio.run(run())
