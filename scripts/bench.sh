@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Runs the standard benchmark scenarios against a fresh release-mode broker on this machine and writes
-# the results table into docs/benchmarks.md (between the BEGIN/END markers). Usage: scripts/bench.sh
-# Needs python3 (to read the tools' --json output). Takes a few minutes; uses a temporary data directory.
+# the results table into docs/benchmarks.md (between the BEGIN/END markers).
+# Usage: scripts/bench.sh [--json FILE]
+#   --json FILE  also writes every scenario's figures as JSON lines (name, settings, command, records/s,
+#                MB/s, latency percentiles, ...) to FILE, to set another system's figures beside them.
+# BENCH_ONLY=REGEX runs only the scenarios whose name matches (the table is then printed, not written).
+# Needs python3 (to read the tools' --json output). Takes about 15 minutes; uses a temporary data directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+JSON_OUT=
+if [ "${1:-}" = "--json" ]; then
+  JSON_OUT=${2:?--json needs a file}
+  case $JSON_OUT in /*) ;; *) JSON_OUT=$PWD/$JSON_OUT ;; esac
+fi
 cargo build --release -p oxbow-broker -p oxbow-cli
 BIN=target/release
 DATA=$(mktemp -d)
@@ -19,6 +28,7 @@ for _ in $(seq 100); do "$BIN/oxbow" topic list >/dev/null 2>&1 && break; sleep 
 RESULTS=$DATA/results.jsonl
 run() { # name, settings, command...
   local name=$1 settings=$2; shift 2
+  if [ -n "${BENCH_ONLY:-}" ] && ! [[ $name =~ $BENCH_ONLY ]]; then return; fi
   echo "== $name: $*" >&2
   # Start each scenario with no dirty pages left by the previous one (writeback would compete with it), and
   # with memory the VM has backed: this VM hands the guest its RAM lazily and takes freed pages back within
@@ -32,6 +42,7 @@ run() { # name, settings, command...
   out=$("$@" --json | tail -1)
   python3 -c 'import json,sys; d=json.loads(sys.argv[3]); d["name"]=sys.argv[1]; d["settings"]=sys.argv[2]; d["command"]=sys.argv[4]; print(json.dumps(d))' \
     "$name" "$settings" "$out" "oxbow $(echo "${@:2}")" >>"$RESULTS"
+  if [ -n "$JSON_OUT" ]; then tail -1 "$RESULTS" >>"$JSON_OUT"; fi
 }
 
 "$BIN/oxbow" topic create durable --config flush.ms=0 >/dev/null
@@ -45,7 +56,13 @@ run "consume 100 B" "page cache, 1 partition, fetch up to 8 MiB per partition" \
   "$BIN/oxbow" perf consume --topic p100 --num-records 5000000
 run "consume 1 KB" "page cache, 1 partition" \
   "$BIN/oxbow" perf consume --topic p1k --num-records 1000000
-PEAK=$(python3 -c 'import json,sys; print(int([json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["name"]=="produce 100 B"][0]["records_per_second"]))' "$RESULTS")
+for codec in none lz4 zstd; do
+  run "learner activity, $codec" "acks=1, 1 partition, batch 512 KiB, linger 5 ms, compression $codec, as fast as possible" \
+    "$BIN/oxbow" perf produce --topic "learners-$codec" --workload learner-activity --num-records 1000000 --compression $codec
+done
+run "produce 100 B, 1000 partitions, 8 producers" "acks=1, 1000 partitions, 8 producers (one connection each), keyless records spread by the sticky partitioner, batch 512 KiB, linger 5 ms" \
+  "$BIN/oxbow" perf produce --topic p1000 --partitions 1000 --producers 8 --num-records 5000000 --record-size 100 --acks 1
+PEAK=$(python3 -c 'import json,sys; print(int(([json.loads(l)["records_per_second"] for l in open(sys.argv[1]) if json.loads(l)["name"]=="produce 100 B"] or [2000000])[0]))' "$RESULTS")
 HALF=$((PEAK / 2))
 run "produce 100 B at 50% of peak" "acks=1, offered $HALF records/s, linger 0.5 ms" \
   "$BIN/oxbow" perf produce --topic half --num-records $((HALF * 8)) --record-size 100 --acks 1 --throughput $HALF --linger-ms 0.5
@@ -104,10 +121,15 @@ for r in rows:
     also = []
     if "send_call_ms" in r:
         also.append(f"send call p99 {r['send_call_ms']['p99']:.3f} ms, max {r['send_call_ms']['max']:.1f} ms")
+    if r.get("stored_bytes") and "compression" in r["settings"]:
+        also.append(f"{r['compression']}: {r['payload_bytes'] / max(r['stored_bytes'], 1):.2f} bytes of keys and values per byte stored")
     if r.get("lag_by_members"):
         also.append("largest lag (records) with " + ", ".join(f"{p['members']} consumer(s): {p['max_lag']:,} (then {p['end_lag']:,})" for p in r["lag_by_members"]))
     table.append(f"| {r['name']} | {r['records_per_second']:,.0f} | {r['mb_per_second']:.1f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p99_9']:.2f} | {l['max']:.2f} | {'; '.join(also)} | {r['settings']} | `{r['command']}` |")
 by_name = {r["name"]: r for r in rows}
+if not all(name in by_name for name in ("produce 100 B", "produce 1 KB", "produce 100 B durable", "produce 100 B, 3 brokers RF=3", "produce 1 KB, 3 brokers RF=3")):
+    print("\n".join(table))  # a BENCH_ONLY run: the table is shown, docs/benchmarks.md is left as it is
+    sys.exit(0)
 ratio = lambda a, b: 100 * by_name[a]["records_per_second"] / by_name[b]["records_per_second"]
 body = "\n".join([
     f"Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, broker and client sharing them; {platform.platform()}.",

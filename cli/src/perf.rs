@@ -13,7 +13,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oxbow::client::{
     Admin, ClientConfig, Consumer, ConsumerConfig, GroupConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
+use oxbow::protocol::compression::Compression;
 use oxbow::protocol::Acks;
+use oxbow::workload::LearnerActivity;
 
 const REPORT_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -54,6 +56,9 @@ pub struct ProduceArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 5.0)]
     linger_ms: f64,
+    /// Batch compression: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
     /// Batches per partition in flight (1-5 with --acks all, which is idempotent).
     #[arg(long, default_value_t = 5)]
     max_in_flight: usize,
@@ -97,6 +102,9 @@ pub struct E2eArgs {
     acks: String,
     #[arg(long, default_value_t = 1.0)]
     linger_ms: f64,
+    /// Batch compression: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
     #[arg(long, value_enum, default_value = "fixed")]
     workload: Workload,
     #[arg(long, default_value_t = 1)]
@@ -183,6 +191,13 @@ async fn ensure_topic(client: &ClientConfig, topic: &str, partitions: u32) -> an
         }
         _ => Ok(()),
     }
+}
+
+/// The bytes a topic's partitions hold on their leaders (what the log grew by, for a new topic).
+async fn stored_bytes(client: &ClientConfig, topic: &str) -> anyhow::Result<u64> {
+    let admin = Admin::connect(client.clone()).await?;
+    let description = admin.describe_topic(topic).await.with_context(|| format!("describing topic '{topic}'"))?;
+    Ok(description.partitions.iter().map(|partition| partition.size_bytes).sum())
 }
 
 fn progress(total: u64, json: bool) -> ProgressBar {
@@ -308,6 +323,7 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
         config.acks = acks;
         config.batch_bytes = args.batch_size;
         config.linger = linger;
+        config.compression = args.compression;
         config.max_in_flight = args.max_in_flight;
         config.buffer_bytes = config.buffer_bytes.max(args.batch_size * 8);
         let producer = Producer::connect(config).await?;
@@ -361,7 +377,21 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
     let elapsed = started.elapsed();
     reporter.abort();
     bar.finish_and_clear();
-    summary(&stats, elapsed, "sent", args.json, serde_json::Value::Null);
+    let stored_bytes = stored_bytes(&client, &args.topic).await?;
+    let payload_bytes = stats.bytes.load(Ordering::Relaxed);
+    if !args.json {
+        println!(
+            "{payload_bytes} bytes of keys and values stored as {stored_bytes} bytes ({}, {:.2}x)",
+            args.compression,
+            payload_bytes as f64 / stored_bytes.max(1) as f64
+        );
+    }
+    let extra = serde_json::json!({
+        "compression": args.compression.name(),
+        "payload_bytes": payload_bytes,
+        "stored_bytes": stored_bytes,
+    });
+    summary(&stats, elapsed, "sent", args.json, extra);
     let errors = stats.errors.load(Ordering::Relaxed);
     if errors > 0 {
         bail!("{errors} records failed");
@@ -482,6 +512,7 @@ async fn e2e(client: ClientConfig, args: E2eArgs) -> anyhow::Result<()> {
     let mut producer_config = ProducerConfig { client, ..ProducerConfig::new("") };
     producer_config.acks = parse_acks(&args.acks)?;
     producer_config.linger = linger;
+    producer_config.compression = args.compression;
     let producer = Producer::connect(producer_config).await?;
     let bar = progress(args.num_records, args.json);
     let reporter = tokio::spawn(report_loop(stats.clone(), bar.clone(), args.num_records, "received", args.json));
@@ -573,60 +604,17 @@ async fn wait_assigned(client: &ClientConfig, group: &str) -> anyhow::Result<()>
     }
 }
 
-/// Deterministic pseudo-random learner events (xorshift), so runs are comparable.
-struct Generator {
-    state: u64,
-}
-
-/// (kind, weight, min bytes, max bytes) of the learner-activity mix.
-const LEARNER_EVENTS: &[(&str, u64, usize, usize)] = &[
-    ("question", 8, 200, 600),
-    ("chat_message", 25, 60, 300),
-    ("reaction", 20, 40, 80),
-    ("problem_submission", 6, 500, 4000),
-    ("dashboard_view", 14, 80, 160),
-    ("leaderboard_view", 8, 80, 160),
-    ("store_order", 2, 300, 800),
-    ("device_update", 7, 100, 220),
-    ("location_update", 10, 60, 120),
-];
-
-/// Learners the traffic is spread over.
-const LEARNERS: u64 = 100_000;
+/// Learner events of `oxbow::workload`, as records of `topic`.
+struct Generator(LearnerActivity);
 
 impl Generator {
     fn new(seed: u64) -> Generator {
-        Generator { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 }
-    }
-
-    fn next(&mut self) -> u64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        self.state
+        Generator(LearnerActivity::new(seed))
     }
 
     fn learner_event(&mut self, topic: &str) -> ProducerRecord {
-        let total: u64 = LEARNER_EVENTS.iter().map(|e| e.1).sum();
-        let mut pick = self.next() % total;
-        let (kind, _, min, max) = *LEARNER_EVENTS
-            .iter()
-            .find(|e| {
-                if pick < e.1 {
-                    true
-                } else {
-                    pick -= e.1;
-                    false
-                }
-            })
-            .expect("weights sum");
-        let learner = self.next() % LEARNERS;
-        let size = min + (self.next() as usize % (max - min + 1));
-        let mut value =
-            format!("{{\"type\":\"{kind}\",\"learner\":{learner},\"ts\":{},\"body\":\"", now_ms()).into_bytes();
-        value.resize(size.saturating_sub(2).max(value.len()), b'a');
-        value.extend_from_slice(b"\"}");
-        ProducerRecord::new(topic, value).key(format!("learner-{learner}")).header("type", kind)
+        let event = self.0.next_event(now_ms());
+        ProducerRecord::new(topic, event.value).key(event.key).header("type", event.kind)
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use anyhow::{bail, Context as _};
 use clap::Args;
 use oxbow::client::{ClientConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use oxbow::protocol::compression::Compression;
 use oxbow::protocol::Acks;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -25,6 +26,9 @@ pub struct ProduceArgs {
     partition: Option<u32>,
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// Batch compression: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
     /// A header KEY=VALUE on every record (repeatable).
     #[arg(long = "header", value_name = "KEY=VALUE")]
     headers: Vec<String>,
@@ -34,6 +38,7 @@ pub async fn run(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
     let mut config = ProducerConfig { client, ..ProducerConfig::new("") };
     config.acks = args.acks.parse::<Acks>().map_err(|error| anyhow::anyhow!("--{error}"))?;
     config.linger = std::time::Duration::from_millis(args.linger_ms);
+    config.compression = args.compression;
     // A record not acknowledged within the request timeout fails the command (retries included).
     config.delivery_timeout = config.client.request_timeout;
     let mut headers = Vec::with_capacity(args.headers.len());

@@ -140,6 +140,33 @@ fn a_batch_announcing_two_billion_records_reserves_nothing_for_them() {
     assert!(batch::decode_records(&Bytes::from(lying), 0).is_err());
 }
 
+/// A compressed batch may take what it decompresses to, up to `DECOMPRESSED_BYTES_MAX`, and never more:
+/// a 60 KB lz4 "bomb" of 64 MiB of zeros is refused at the limit.
+#[test]
+fn a_compression_bomb_costs_at_most_the_decompression_limit() {
+    use oxbow::protocol::compression::{Compression, DECOMPRESSED_BYTES_MAX};
+    for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd, Compression::Snappy] {
+        let mut builder = batch::BatchBuilder::new(256);
+        builder.append(1, None, Some(b"v"), &[]);
+        let mut bomb = builder.finish()[..batch::BATCH_HEADER_BYTES].to_vec();
+        codec.compress(&vec![0u8; 64 << 20], &mut bomb);
+        let batch_length = (bomb.len() - 12) as u32;
+        bomb[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        bomb[21..23].copy_from_slice(&codec.id().to_be_bytes());
+        let crc = crc32c::crc32c(&bomb[21..]);
+        bomb[17..21].copy_from_slice(&crc.to_be_bytes());
+        LARGEST_ALLOCATION.store(0, Ordering::Relaxed);
+        assert!(batch::validate_batch(&bomb, true).is_err(), "{codec}");
+        assert!(batch::decode_records(&Bytes::from(bomb.clone()), 0).is_err(), "{codec}");
+        let largest = LARGEST_ALLOCATION.load(Ordering::Relaxed);
+        assert!(
+            largest <= 2 * DECOMPRESSED_BYTES_MAX + SLACK_BYTES,
+            "{codec}: a {}-byte bomb made a {largest}-byte allocation",
+            bomb.len()
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 

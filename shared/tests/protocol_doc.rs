@@ -6,6 +6,7 @@ use oxbow::protocol::api::metadata::{
     BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
 };
 use oxbow::protocol::batch::{self, BatchBuilder};
+use oxbow::protocol::compression::Compression;
 use oxbow::protocol::frame::{self, ErrorBody, RequestHeader, ResponseHeader};
 use oxbow::protocol::{ApiKey, ErrorCode};
 
@@ -146,4 +147,16 @@ fn security_error_examples() {
         frame::encode_response(header, &ErrorBody { message: message.into() }, &mut encoded);
         assert_eq!(&encoded[..], &bytes[..], "{marker}");
     }
+}
+
+#[test]
+fn compressed_record_batch_example() {
+    let bytes = example("batch: one-record-snappy");
+    let header = batch::validate_batch(&bytes, true).unwrap();
+    assert_eq!(header.compression(), Ok(Compression::Snappy));
+    let records = batch::decode_records(&bytes, 0).unwrap();
+    assert_eq!(records, batch::decode_records(&example("batch: one-record"), 0).unwrap());
+    let mut builder = BatchBuilder::new(128);
+    builder.append(1_700_000_000_000, Some(b"k"), Some(b"hi"), &[]);
+    assert_eq!(builder.finish_compressed(Compression::Snappy, -1, -1, -1), bytes);
 }

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use oxbow::protocol::batch::{self, BatchBuilder, Record};
+use oxbow::protocol::compression::Compression;
 
 use super::segment::{Segment, SegmentReader};
 use crate::durable::sync_dir;
@@ -87,7 +88,8 @@ pub fn clean(
                 }
             }
             cleaned.kept_records += kept.len() as u64;
-            write_batches(&mut output, &kept, header.leader_epoch, now_ms)
+            let compression = header.compression().map_err(invalid)?;
+            write_batches(&mut output, &kept, header.leader_epoch, compression, now_ms)
         })?;
         output.sync()?;
         cleaned.segments.push(output);
@@ -153,7 +155,14 @@ pub fn fault_point(fault: Option<&str>, point: &str) {
 
 /// Re-encodes kept records into batches with their original offsets (a new batch starts where a
 /// timestamp no longer fits the 32-bit delta).
-fn write_batches(output: &mut Segment, records: &[Record], leader_epoch: i32, now_ms: i64) -> io::Result<()> {
+/// They keep the codec of the batch they came from.
+fn write_batches(
+    output: &mut Segment,
+    records: &[Record],
+    leader_epoch: i32,
+    compression: Compression,
+    now_ms: i64,
+) -> io::Result<()> {
     let mut start = 0;
     while start < records.len() {
         let base_offset = records[start].offset;
@@ -170,7 +179,7 @@ fn write_batches(output: &mut Segment, records: &[Record], leader_epoch: i32, no
             );
             end += 1;
         }
-        let mut bytes = BytesMut::from(&builder.finish()[..]);
+        let mut bytes = BytesMut::from(&builder.finish_compressed(compression, -1, -1, -1)[..]);
         batch::stamp_header_prefix(&mut bytes[..16], base_offset, leader_epoch);
         let bytes = bytes.freeze();
         let header = batch::validate_batch(&bytes, false).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;

@@ -159,7 +159,7 @@ impl Segment {
             }
             batch_buf.resize(total, 0);
             reader.read_exact(&mut batch_buf[BATCH_HEADER_BYTES..])?;
-            if let Err(error) = batch::validate_batch(&batch_buf, false) {
+            if let Err(error) = batch::check_batch(&batch_buf) {
                 problem = Some(format!(
                     "corrupt batch at offset {} (position {}): {error}",
                     header.base_offset, segment.size_bytes

@@ -2,12 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use oxbow::protocol::compression::Compression;
+
 use crate::config::LogDefaults;
 use crate::partition::{LogConfig, PartitionConfig};
 
 /// The keys a topic accepts, with the broker default each falls back to.
 pub const KEYS: &[&str] = &[
     "cleanup.policy",
+    "compression.type",
     "delete.retention.ms",
     "flush.ms",
     "index.interval.bytes",
@@ -40,6 +43,9 @@ pub struct TopicConfig {
     pub retention_bytes: i64,
     pub delete_retention_ms: i64,
     pub min_insync_replicas: u32,
+    /// `compression.type`: `None` for `producer` (batches stored as sent), else the codec every stored batch
+    /// has (the broker recompresses batches that arrive with another).
+    pub compression: Option<Compression>,
     /// The broker's `log.write_behind_bytes` (not a topic config).
     pub write_behind_bytes: u64,
 }
@@ -64,6 +70,7 @@ impl TopicConfig {
             retention_bytes: defaults.retention_bytes,
             delete_retention_ms: defaults.delete_retention_ms,
             min_insync_replicas: defaults.min_insync_replicas,
+            compression: None,
             write_behind_bytes: defaults.write_behind_bytes,
         };
         for (key, value) in &overrides {
@@ -81,6 +88,17 @@ impl TopicConfig {
                             "invalid value '{value}' for config '{key}': expected delete, compact or compact,delete"
                         )
                     })?
+                }
+                "compression.type" => {
+                    config.compression = match value.as_str() {
+                        "producer" => None,
+                        other => Some(other.parse::<Compression>().map_err(|_| {
+                            format!(
+                                "invalid value '{value}' for config '{key}': expected producer, none, gzip, snappy, \
+                                 lz4 or zstd"
+                            )
+                        })?),
+                    }
                 }
                 "min.insync.replicas" => config.min_insync_replicas = parse_in(key, value, 1, 32)? as u32,
                 "retention.ms" => config.retention_ms = parse_limit(key, value)?,
@@ -120,6 +138,7 @@ impl TopicConfig {
     pub fn entries(&self) -> Vec<(String, String, bool)> {
         let values = [
             ("cleanup.policy", self.cleanup_policy.name().to_string()),
+            ("compression.type", self.compression.map_or("producer", Compression::name).to_string()),
             ("delete.retention.ms", self.delete_retention_ms.to_string()),
             ("flush.ms", self.flush_ms.to_string()),
             ("index.interval.bytes", self.index_interval_bytes.to_string()),
@@ -205,6 +224,11 @@ mod tests {
         let both = [("cleanup.policy".into(), "compact,delete".into())].into();
         let config = TopicConfig::resolve(&defaults(), both, 64 << 20).unwrap();
         assert_eq!(config.cleanup_policy, CleanupPolicy { delete: true, compact: true });
+        assert_eq!(config.compression, None, "producer by default");
+        let zstd = [("compression.type".into(), "zstd".into())].into();
+        let config = TopicConfig::resolve(&defaults(), zstd, 64 << 20).unwrap();
+        assert_eq!(config.compression, Some(Compression::Zstd));
+        assert!(config.entries().iter().any(|(k, v, d)| k == "compression.type" && v == "zstd" && !d));
     }
 
     #[test]
@@ -226,6 +250,7 @@ mod tests {
             ("min.insync.replicas", "0"),
             ("retention.bytes", "-2"),
             ("delete.retention.ms", "-7"),
+            ("compression.type", "brotli"),
         ];
         for (key, value) in refused {
             let error = TopicConfig::resolve(&defaults(), [(key.into(), value.into())].into(), 64 << 20)

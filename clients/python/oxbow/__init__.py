@@ -10,7 +10,7 @@ asyncio API: ``oxbow.aio``. Errors: ``oxbow.errors`` (``BrokerError.code`` is th
 from .cluster import ClientConfig
 from .connection import Security
 from .consumer import ConsumerConfig, RebalanceListener
-from .errors import ERROR_CODES, AuthenticationFailed, BrokerError, ConnectionLost, OxbowError, RequestTimeout, UnknownOutcome
+from .errors import ERROR_CODES, AuthenticationFailed, BrokerError, ConnectionLost, CorruptRecords, OxbowError, RequestTimeout, UnknownOutcome
 from .producer import ProducerConfig, RecordMetadata
 from .protocol import EARLIEST, LATEST, Record, partition_for_key
 from .sync import Admin, Consumer, Producer
@@ -23,6 +23,7 @@ __all__ = [
     "BrokerError",
     "ClientConfig",
     "ConnectionLost",
+    "CorruptRecords",
     "Consumer",
     "ConsumerConfig",
     "EARLIEST",

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from . import protocol
 from .cluster import ClientConfig, Cluster
-from .errors import BrokerError, ConnectionLost, OxbowError, RequestTimeout
+from .errors import BrokerError, ConnectionLost, CorruptRecords, OxbowError, RequestTimeout
 from .protocol import Api, Record
 
 TopicPartition = tuple[str, int]
@@ -310,6 +310,8 @@ class Consumer:
         results = await asyncio.gather(*fetches, return_exceptions=True)
         records: list[Record] = []
         for result in results:
+            if isinstance(result, CorruptRecords):
+                raise result  # retrying reads the same bytes again
             if isinstance(result, BaseException):
                 self.cluster.topics.clear()
                 continue
@@ -350,7 +352,10 @@ class Consumer:
                 data = answer["records"]
                 position = self._positions[tp]
                 assert position is not None
-                got = list(protocol.decode_batches(tp[0], tp[1], data, position))
+                try:
+                    got = list(protocol.decode_batches(tp[0], tp[1], data, position))
+                except OxbowError as error:
+                    raise CorruptRecords(f"{tp[0]}/{tp[1]} at offset {position}: {error}") from error
                 records.extend(got)
                 last = protocol.last_offset(data)
                 if last is not None and last + 1 > position:

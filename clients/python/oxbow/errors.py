@@ -73,6 +73,11 @@ class BrokerError(OxbowError):
         super().__init__(f"{self.name} ({code}): {self.message}")
 
 
+class CorruptRecords(OxbowError):
+    """A fetched batch that cannot be read: a CRC mismatch, records that do not parse, or a codec this Python
+    lacks the package for (the message names it). Polling again reads the same bytes, so it is raised."""
+
+
 class ConnectionLost(OxbowError):
     """The connection failed or closed; the request may or may not have been handled."""
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
-from . import protocol
+from . import compression, protocol
 from .cluster import ClientConfig, Cluster
 from .errors import BrokerError, ConnectionLost, OxbowError, RequestTimeout, UnknownOutcome
 from .protocol import Api
@@ -30,6 +30,8 @@ class ProducerConfig(ClientConfig):
     #: Records waiting in the producer at most; ``send`` waits for room up to ``max_block``.
     buffer_records: int = 100_000
     max_block: float = 60.0
+    #: Batch compression: "none", "gzip", "snappy", "lz4" or "zstd" (the last three need their packages).
+    compression: str = "none"
 
 
 @dataclass
@@ -69,6 +71,7 @@ class _PartitionQueue:
 class Producer:
     def __init__(self, config: ProducerConfig) -> None:
         self.config = config
+        self._codec = compression.codec_id(config.compression)
         self.cluster = Cluster(config)
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._sticky: dict[str, int] = {}
@@ -202,7 +205,9 @@ class Producer:
             except OxbowError as error:
                 return self._fail(batch, error)
             sequence = queue.sequence
-        data = protocol.encode_batch([(p.key, p.value, p.headers, p.timestamp) for p in batch], producer_id, epoch, sequence)
+        data = protocol.encode_batch(
+            [(p.key, p.value, p.headers, p.timestamp) for p in batch], producer_id, epoch, sequence, self._codec
+        )
         request = {
             "acks": self.config.acks,
             "timeout_ms": int(min(self.config.request_timeout, self.config.delivery_timeout) * 1000),

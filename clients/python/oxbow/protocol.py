@@ -9,6 +9,7 @@ from typing import Any, Iterator, Optional
 
 import msgpack
 
+from . import compression
 from .errors import OxbowError
 
 
@@ -131,8 +132,10 @@ def encode_batch(
     producer_id: int = -1,
     producer_epoch: int = -1,
     base_sequence: int = -1,
+    codec: int = 0,
 ) -> bytes:
-    """A batch of (key, value, headers, timestamp ms) as a producer sends it (base offset 0, epoch -1)."""
+    """A batch of (key, value, headers, timestamp ms) as a producer sends it (base offset 0, epoch -1), its
+    records compressed with the codec id ``codec`` (docs/protocol.md, "Compression")."""
     if not records:
         raise ValueError("a batch holds at least one record")
     base_timestamp = records[0][3]
@@ -151,9 +154,13 @@ def encode_batch(
             record += struct.pack(">i", -1) if header_value is None else struct.pack(">i", len(header_value)) + header_value
         body += struct.pack(">I", len(record)) + record
     max_timestamp = max(r[3] for r in records)
+    if codec and len(body) <= compression.DECOMPRESSED_BYTES_MAX:
+        body = bytearray(compression.compress(codec, bytes(body)))
+    else:
+        codec = 0
     # Bytes 21.. (attributes onwards) are what the CRC covers.
     covered = (
-        struct.pack(">HIqqqhiI", 0, len(records) - 1, base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence, len(records))
+        struct.pack(">HIqqqhiI", codec, len(records) - 1, base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence, len(records))
         + body
     )
     batch_length = 4 + 1 + 4 + len(covered)  # partition_leader_epoch, magic, crc, then the covered bytes
@@ -162,18 +169,26 @@ def encode_batch(
 
 def decode_batches(topic: str, partition: int, data: bytes, from_offset: int = 0) -> Iterator[Record]:
     """The records of concatenated batches at or after ``from_offset``; every batch's CRC is checked."""
+    whole = data
     position = 0
     while position + 12 <= len(data):
         base_offset, batch_length = struct.unpack_from(">QI", data, position)
         end = position + 12 + batch_length
         if end > len(data) or batch_length < HEADER_BYTES - 12:
             raise OxbowError(f"a batch at byte {position} runs past the data")
-        (_, _, _, magic, crc, _attributes, _last_delta, base_timestamp, _max_ts, _pid, _pepoch, _seq, count) = _HEADER.unpack_from(data, position)
+        (_, _, _, magic, crc, attributes, _last_delta, base_timestamp, _max_ts, _pid, _pepoch, _seq, count) = _HEADER.unpack_from(data, position)
         if magic != 1:
             raise OxbowError(f"unknown batch magic {magic}")
         if crc32c(bytes(data[position + 21 : end])) != crc:
             raise OxbowError(f"the batch at offset {base_offset} of {topic}/{partition} fails its CRC-32C")
+        batch_end = end
         cursor = position + HEADER_BYTES
+        if attributes & ~0x07:
+            raise OxbowError(f"unknown attribute bits {attributes:#06x} in the batch at offset {base_offset}")
+        if attributes:
+            # The records section decompressed; the records are read from it as from an uncompressed batch.
+            section = compression.decompress(attributes, bytes(data[cursor:end]))
+            data, cursor, end = section, 0, len(section)
         for _ in range(count):
             (length,) = struct.unpack_from(">I", data, cursor)
             record_end = cursor + 4 + length
@@ -208,7 +223,8 @@ def decode_batches(topic: str, partition: int, data: bytes, from_offset: int = 0
             offset = base_offset + offset_delta
             if offset >= from_offset:
                 yield Record(topic, partition, offset, base_timestamp + ts_delta, parts[0], parts[1], headers)
-        position = end
+        data = whole
+        position = batch_end
 
 
 def last_offset(data: bytes) -> Optional[int]:

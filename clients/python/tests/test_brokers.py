@@ -268,3 +268,45 @@ def test_acks_0_gets_no_answer_and_a_refused_batch_is_dropped_silently(broker: B
         connection.close()
 
     asyncio.run(run())
+
+
+def test_every_codec_round_trips_with_the_rust_cli_and_a_missing_package_is_named(broker: Broker) -> None:
+    from oxbow import compression
+
+    config = oxbow.ClientConfig(broker.addr)
+    with oxbow.Admin(config) as admin:
+        admin.create_topic("packed", partitions=1, replication_factor=1)
+    lines = [(f"learner-{i}", f"why does my loop {i} return the wrong value") for i in range(20)]
+    offset = 0
+    for codec in compression.CODECS:
+        if codec not in compression.available():
+            # A batch of this codec from the Rust CLI is refused by this Python with a clear error.
+            out = cli(broker.addr, "produce", "packed", "--compression", codec, stdin=b"x\n")
+            assert out.returncode == 0, out.stderr
+            with oxbow.Consumer(oxbow.ConsumerConfig(broker.addr)) as consumer:
+                consumer.assign([("packed", 0)])
+                consumer.seek("packed", 0, offset)
+                with pytest.raises(oxbow.OxbowError, match=compression._PACKAGES[codec]):
+                    consumer.poll(timeout=5.0)
+            offset += 1
+            continue
+        # Python compresses, the Rust CLI reads.
+        with oxbow.Producer(oxbow.ProducerConfig(broker.addr, compression=codec)) as producer:
+            futures = [producer.send("packed", value, key=key) for key, value in lines]
+            assert [f.result(30).offset for f in futures] == list(range(offset, offset + 20))
+        out = cli(broker.addr, "consume", "packed", "--partition", "0", "--offset", str(offset), "--print-key", "--max-messages", "20", "--timeout-ms", "10000")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.decode().split("\n")[:20] == [f"{k}\t{v}" for k, v in lines], codec
+        # The Rust CLI compresses, Python reads.
+        sent = "".join(f"{k}|{v}\n" for k, v in lines).encode()
+        out = cli(broker.addr, "produce", "packed", "--key-separator", "|", "--compression", codec, stdin=sent)
+        assert out.returncode == 0, out.stderr
+        with oxbow.Consumer(oxbow.ConsumerConfig(broker.addr)) as consumer:
+            consumer.assign([("packed", 0)])
+            consumer.seek("packed", 0, offset + 20)
+            rows = consumer.to_records(timeout=2.0)
+        assert [(r["key"], r["value"]) for r in rows] == [(k.encode(), v.encode()) for k, v in lines], codec
+        offset += 40
+    # Python refuses to produce with a codec it cannot compress, before connecting.
+    with pytest.raises(ValueError, match="brotli"):
+        oxbow.Producer(oxbow.ProducerConfig(broker.addr, compression="brotli"))

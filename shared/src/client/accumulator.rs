@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::{ClientError, RecordMetadata};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
+use crate::protocol::compression::Compression;
 use crate::protocol::{partitioner, ErrorCode};
 
 pub type TopicPartition = (String, u32);
@@ -65,6 +66,8 @@ pub struct Accumulator {
     /// The idempotent producer's id and epoch, and the next sequence number of each partition.
     producer: Option<(i64, i16)>,
     sequences: HashMap<TopicPartition, i32>,
+    /// The codec batches are sealed with.
+    compression: Compression,
 }
 
 /// What `send` needs of a topic.
@@ -160,6 +163,11 @@ pub struct ReadyBatch {
 }
 
 impl Accumulator {
+    /// An accumulator whose batches are sealed with `compression`.
+    pub fn with_compression(compression: Compression) -> Accumulator {
+        Accumulator { compression, ..Accumulator::default() }
+    }
+
     pub fn outstanding_records(&self) -> u64 {
         self.outstanding_records
     }
@@ -332,9 +340,9 @@ impl Accumulator {
                         *sequence = sequence.wrapping_add(builder.record_count() as i32);
                         flight.unacknowledged.insert(first);
                         batch.stamp = Some((producer_id, first));
-                        builder.finish_with_producer(producer_id, producer_epoch, first)
+                        builder.finish_compressed(self.compression, producer_id, producer_epoch, first)
                     }
-                    None => builder.finish(),
+                    None => builder.finish_compressed(self.compression, -1, -1, -1),
                 };
             }
             if batch.attempts > 0 {

@@ -27,6 +27,7 @@ use super::accumulator::{Accumulator, Appended, Completion, ReadyBatch, RecordPa
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
+use crate::protocol::compression::Compression;
 use crate::protocol::{Acks, ApiKey, ErrorCode, NodeId};
 
 /// Linger waits shorter than this sleep on a blocking thread rather than on tokio's millisecond timer.
@@ -45,6 +46,9 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// ...or once its first record is this old.
     pub linger: Duration,
+    /// The codec batches are compressed with (`none` by default). Compression runs once per batch, on the
+    /// sender task; the broker stores the batch as sent unless the topic's `compression.type` says otherwise.
+    pub compression: Compression,
     /// Bytes of records buffered and not yet acknowledged; `send` waits beyond it.
     pub buffer_bytes: usize,
     /// How long `send` waits for buffer space before failing with `BufferFull`.
@@ -71,6 +75,7 @@ impl ProducerConfig {
             acks: Acks::All,
             batch_bytes: 128 * 1024,
             linger: Duration::from_millis(5),
+            compression: Compression::None,
             buffer_bytes: 64 * 1024 * 1024,
             max_block: Duration::from_secs(60),
             retries: u32::MAX,
@@ -177,8 +182,8 @@ impl Producer {
         let shared = Arc::new(Shared {
             cluster,
             buffer: Arc::new(Semaphore::new(config.buffer_bytes)),
+            state: Mutex::new(Accumulator::with_compression(config.compression)),
             config,
-            state: Mutex::default(),
             wake: Notify::new(),
             idle: Notify::new(),
             closed: AtomicBool::new(false),

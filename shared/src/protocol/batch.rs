@@ -2,9 +2,14 @@
 //!
 //! All integers are big-endian. The layout is specified in `docs/protocol.md` ("Record batch").
 //! The CRC-32C covers everything from `attributes` to the end, so the broker can stamp `base_offset`
-//! and `leader_epoch` without recomputing it.
+//! and `leader_epoch` without recomputing it. The records section may be compressed (`compression`); the
+//! header never is.
+
+use std::cell::RefCell;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use super::compression::{Compression, CompressionError, CODEC_MASK, DECOMPRESSED_BYTES_MAX};
 
 /// Size of the fixed batch header, up to the first record.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -40,10 +45,12 @@ pub enum BatchError {
     UnsupportedMagic { magic: u8 },
     #[error("CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
-    #[error("unsupported attributes {attributes:#06x} (compression is not supported yet)")]
+    #[error("unsupported attributes {attributes:#06x} (bits 0-2 name the codec, 0-4; the others are 0)")]
     UnsupportedAttributes { attributes: u16 },
     #[error("record structure invalid: {reason}")]
     InvalidRecords { reason: &'static str },
+    #[error(transparent)]
+    Compression(#[from] CompressionError),
 }
 
 /// The header fields of a batch, read without touching its records.
@@ -72,6 +79,15 @@ impl BatchHeader {
 
     pub fn last_offset(&self) -> u64 {
         self.base_offset + u64::from(self.last_offset_delta)
+    }
+
+    /// The codec of the records section (bits 0-2 of `attributes`; the other bits must be 0).
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        if self.attributes & !CODEC_MASK != 0 {
+            return Err(BatchError::UnsupportedAttributes { attributes: self.attributes });
+        }
+        Compression::from_id(self.attributes & CODEC_MASK)
+            .ok_or(BatchError::UnsupportedAttributes { attributes: self.attributes })
     }
 
     /// Parses the header at the start of `buf` (which may hold only part of the batch).
@@ -107,7 +123,34 @@ impl BatchHeader {
 
 /// Checks one complete batch (`buf` is exactly the batch): header, CRC, and that the records tile the
 /// batch exactly with offset deltas `0..record_count` when `strict_offsets` (as a producer must send them).
+/// A compressed batch is decompressed (into a reused per-thread buffer) to walk its records.
 pub fn validate_batch(buf: &[u8], strict_offsets: bool) -> Result<BatchHeader, BatchError> {
+    validate_batch_keys(buf, strict_offsets).map(|(header, _)| header)
+}
+
+/// [`validate_batch`], also saying whether any record has no key (compacted topics refuse those).
+pub fn validate_batch_keys(buf: &[u8], strict_offsets: bool) -> Result<(BatchHeader, bool), BatchError> {
+    let header = check_batch(buf)?;
+    if header.record_count == 0 {
+        return Err(BatchError::InvalidRecords { reason: "a batch holds at least one record" });
+    }
+    if strict_offsets && header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::InvalidRecords { reason: "last_offset_delta must be record_count - 1" });
+    }
+    let section = &buf[BATCH_HEADER_BYTES..];
+    let null_key = match header.compression()? {
+        Compression::None => walk_records(section, &header, strict_offsets)?,
+        codec => with_scratch(|scratch| {
+            codec.decompress(section, scratch)?;
+            walk_records(scratch, &header, strict_offsets)
+        })?,
+    };
+    Ok((header, null_key))
+}
+
+/// Checks a batch's framing, CRC and codec, not its records: for batches this broker or its leader already
+/// validated (recovery, replication), where the CRC says the bytes are the ones that were checked.
+pub fn check_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     if buf.len() != header.total_bytes() {
         return Err(BatchError::Truncated { needed: header.total_bytes(), available: buf.len() });
@@ -116,27 +159,49 @@ pub fn validate_batch(buf: &[u8], strict_offsets: bool) -> Result<BatchHeader, B
     if computed != header.crc {
         return Err(BatchError::CrcMismatch { stored: header.crc, computed });
     }
-    if header.attributes != 0 {
-        return Err(BatchError::UnsupportedAttributes { attributes: header.attributes });
+    header.compression()?;
+    Ok(header)
+}
+
+/// Rewrites a valid batch with its records compressed by `codec` (the broker does this when a topic's
+/// `compression.type` names a codec other than the batch's). The header fields stay; length and CRC follow.
+pub fn recompress(batch: &[u8], header: &BatchHeader, codec: Compression) -> Result<Bytes, BatchError> {
+    let mut raw = Vec::new();
+    header.compression()?.decompress(&batch[BATCH_HEADER_BYTES..], &mut raw)?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + raw.len() / 2);
+    out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
+    codec.compress(&raw, &mut out);
+    seal(&mut out, codec);
+    Ok(Bytes::from(out))
+}
+
+/// The uncompressed records section of a valid batch (a slice of it when it is not compressed).
+pub fn records_section(batch: &Bytes, header: &BatchHeader) -> Result<Bytes, BatchError> {
+    match header.compression()? {
+        Compression::None => Ok(batch.slice(BATCH_HEADER_BYTES..)),
+        codec => {
+            let mut raw = Vec::new();
+            codec.decompress(&batch[BATCH_HEADER_BYTES..], &mut raw)?;
+            Ok(Bytes::from(raw))
+        }
     }
-    if header.record_count == 0 {
-        return Err(BatchError::InvalidRecords { reason: "a batch holds at least one record" });
-    }
-    if strict_offsets && header.last_offset_delta != header.record_count - 1 {
-        return Err(BatchError::InvalidRecords { reason: "last_offset_delta must be record_count - 1" });
-    }
-    // Walk the record lengths (not their contents) so a consumer is never served records that do not parse.
-    let mut position = BATCH_HEADER_BYTES;
+}
+
+/// Walks the record lengths and fields of a records section (not their contents), so a consumer is never
+/// served records that do not parse. Returns whether any record has a null key.
+fn walk_records(records: &[u8], header: &BatchHeader, strict_offsets: bool) -> Result<bool, BatchError> {
+    let mut position = 0;
     let mut previous_delta: Option<u32> = None;
+    let mut null_key = false;
     for record_idx in 0..header.record_count {
-        if buf.len() - position < RECORD_OVERHEAD_BYTES {
+        if records.len() - position < RECORD_OVERHEAD_BYTES {
             return Err(BatchError::InvalidRecords { reason: "record header runs past the batch" });
         }
-        let length = read_u32(buf, position) as usize;
-        if length < RECORD_OVERHEAD_BYTES - 4 || length > buf.len() - position - 4 {
+        let length = read_u32(records, position) as usize;
+        if length < RECORD_OVERHEAD_BYTES - 4 || length > records.len() - position - 4 {
             return Err(BatchError::InvalidRecords { reason: "record length runs past the batch" });
         }
-        let offset_delta = read_u32(buf, position + 9);
+        let offset_delta = read_u32(records, position + 9);
         if strict_offsets && offset_delta != record_idx {
             return Err(BatchError::InvalidRecords { reason: "offset deltas must be 0, 1, 2, ..." });
         }
@@ -144,13 +209,30 @@ pub fn validate_batch(buf: &[u8], strict_offsets: bool) -> Result<BatchHeader, B
             return Err(BatchError::InvalidRecords { reason: "offset deltas must increase" });
         }
         previous_delta = Some(offset_delta);
-        check_record_fields(buf, position + 13, position + 4 + length)?;
+        null_key |= read_i32(records, position + 13) < 0;
+        check_record_fields(records, position + 13, position + 4 + length)?;
         position += 4 + length;
     }
-    if position != buf.len() {
+    if position != records.len() {
         return Err(BatchError::InvalidRecords { reason: "bytes after the last record" });
     }
-    Ok(header)
+    Ok(null_key)
+}
+
+/// Runs `f` with this thread's decompression buffer, emptied; a buffer grown past 1 MiB is given back after.
+fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> Result<T, BatchError>) -> Result<T, BatchError> {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        scratch.clear();
+        let result = f(&mut scratch);
+        if scratch.capacity() > 1 << 20 {
+            *scratch = Vec::new();
+        }
+        result
+    })
 }
 
 /// The whole batches at the front of a buffer: each header with its byte range.
@@ -278,15 +360,24 @@ impl BatchBuilder {
         self.finish_with_producer(-1, -1, -1)
     }
 
-    pub fn finish_with_producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Bytes {
+    pub fn finish_with_producer(self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Bytes {
+        self.finish_compressed(Compression::None, producer_id, producer_epoch, base_sequence)
+    }
+
+    /// Writes the header and CRC with the records compressed by `compression` (left uncompressed when they
+    /// are over [`DECOMPRESSED_BYTES_MAX`], which no reader would accept compressed).
+    pub fn finish_compressed(
+        mut self,
+        compression: Compression,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> Bytes {
         assert!(self.record_count > 0, "an empty batch is never sent");
-        let batch_length = (self.buf.len() - BATCH_LENGTH_PREFIX_BYTES) as u32;
         let header = &mut self.buf[..BATCH_HEADER_BYTES];
         header[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&0u64.to_be_bytes());
-        header[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
         header[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&(-1i32).to_be_bytes());
         header[OFFSET_MAGIC] = MAGIC;
-        header[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&0u16.to_be_bytes());
         header[OFFSET_LAST_OFFSET_DELTA..OFFSET_LAST_OFFSET_DELTA + 4]
             .copy_from_slice(&self.last_offset_delta.to_be_bytes());
         header[OFFSET_BASE_TIMESTAMP..OFFSET_BASE_TIMESTAMP + 8].copy_from_slice(&self.base_timestamp.to_be_bytes());
@@ -295,22 +386,26 @@ impl BatchBuilder {
         header[OFFSET_PRODUCER_EPOCH..OFFSET_PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
         header[OFFSET_BASE_SEQUENCE..OFFSET_BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
         header[OFFSET_RECORD_COUNT..OFFSET_RECORD_COUNT + 4].copy_from_slice(&self.record_count.to_be_bytes());
-        let crc = crc32c::crc32c(&self.buf[OFFSET_ATTRIBUTES..]);
-        self.buf[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        self.buf.freeze()
+        let raw_bytes = self.buf.len() - BATCH_HEADER_BYTES;
+        if compression == Compression::None || raw_bytes > DECOMPRESSED_BYTES_MAX {
+            seal(&mut self.buf, Compression::None);
+            return self.buf.freeze();
+        }
+        let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + raw_bytes / 2);
+        out.extend_from_slice(&self.buf[..BATCH_HEADER_BYTES]);
+        compression.compress(&self.buf[BATCH_HEADER_BYTES..], &mut out);
+        seal(&mut out, compression);
+        Bytes::from(out)
     }
 }
 
-/// Whether any record of a valid batch has no key (compacted topics refuse those).
-pub fn has_null_key(batch: &[u8], header: &BatchHeader) -> bool {
-    let mut position = BATCH_HEADER_BYTES;
-    for _ in 0..header.record_count {
-        if read_i32(batch, position + 13) < 0 {
-            return true;
-        }
-        position += 4 + read_u32(batch, position) as usize;
-    }
-    false
+/// Writes `batch_length`, the codec bits and the CRC of a batch whose other header fields are in place.
+fn seal(batch: &mut [u8], compression: Compression) {
+    let batch_length = (batch.len() - BATCH_LENGTH_PREFIX_BYTES) as u32;
+    batch[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
+    batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&compression.id().to_be_bytes());
+    let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
+    batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Decodes the records of a buffer of batches (as served by Fetch), verifying each batch's CRC.
@@ -325,19 +420,22 @@ pub fn decode_records(buf: &Bytes, from_offset: u64) -> Result<Vec<Record>, Batc
             continue;
         }
         let batch = buf.slice(range);
-        validate_batch(&batch, false)?;
-        decode_batch_records(&batch, &header, from_offset, &mut records)?;
+        check_batch(&batch)?;
+        let section = records_section(&batch, &header)?;
+        walk_records(&section, &header, false)?;
+        decode_batch_records(&section, &header, from_offset, &mut records)?;
     }
     Ok(records)
 }
 
+/// Decodes a validated records section; keys, values and header values are slices of `batch`.
 fn decode_batch_records(
     batch: &Bytes,
     header: &BatchHeader,
     from_offset: u64,
     out: &mut Vec<Record>,
 ) -> Result<(), BatchError> {
-    let mut position = BATCH_HEADER_BYTES;
+    let mut position = 0;
     for _ in 0..header.record_count {
         let length = read_u32(batch, position) as usize;
         let end = position + 4 + length;
@@ -496,6 +594,75 @@ mod tests {
         assert_eq!(records[0].headers[0].0, "h");
         assert_eq!(records[1].key.as_deref(), Some(&b"k3"[..]));
         assert_eq!(records[1].value, None);
+    }
+
+    fn sample_builder() -> BatchBuilder {
+        let mut builder = BatchBuilder::new(256);
+        for idx in 0..50 {
+            let value = format!("learner {idx} asked why the loop returns the wrong value");
+            builder.append(1_000 + idx, Some(b"learner-7"), Some(value.as_bytes()), &[]);
+        }
+        builder.append(2_000, None, None, &[("h".to_string(), Some(Bytes::from_static(b"x")))]);
+        builder
+    }
+
+    #[test]
+    fn compressed_batches_validate_decode_and_recompress_to_the_same_records() {
+        let plain = sample_builder().finish();
+        let expected = decode_records(&plain, 0).unwrap();
+        for codec in Compression::ALL {
+            let mut batch = sample_builder().finish_compressed(codec, 9, 1, 100).to_vec();
+            let (header, null_key) = validate_batch_keys(&batch, true).unwrap();
+            assert_eq!(header.compression(), Ok(codec));
+            assert!(null_key, "{codec}: the last record has no key");
+            assert_eq!((header.producer_id, header.base_sequence, header.record_count), (9, 100, 51));
+            if codec != Compression::None {
+                assert!(batch.len() < plain.len() / 2, "{codec}: {} of {} bytes", batch.len(), plain.len());
+            }
+            stamp_header_prefix(&mut batch[..16], 500, 3);
+            let batch = Bytes::from(batch);
+            let records = decode_records(&batch, 0).unwrap();
+            let shifted: Vec<u64> = expected.iter().map(|r| r.offset + 500).collect();
+            assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), shifted);
+            assert!(records
+                .iter()
+                .zip(&expected)
+                .all(|(a, b)| (&a.key, &a.value, &a.headers) == (&b.key, &b.value, &b.headers)));
+            for target in Compression::ALL {
+                let again = recompress(&batch, &header, target).unwrap();
+                let again_header = validate_batch(&again, true).unwrap();
+                assert_eq!(again_header.compression(), Ok(target));
+                assert_eq!((again_header.base_offset, again_header.producer_id), (500, 9));
+                assert_eq!(decode_records(&again, 0).unwrap(), records, "{codec} -> {target}");
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_batches_detect_every_flipped_byte_and_truncation() {
+        for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let batch = sample_builder().finish_compressed(codec, -1, -1, -1);
+            for idx in OFFSET_MAGIC..batch.len() {
+                let mut corrupt = batch.to_vec();
+                corrupt[idx] ^= 0x40;
+                assert!(validate_batch(&corrupt, true).is_err(), "{codec}: flip at {idx} went unnoticed");
+                assert!(decode_records(&Bytes::from(corrupt), 0).is_err(), "{codec}: flip at {idx} decoded");
+            }
+            for len in 0..batch.len() {
+                assert!(validate_batch(&batch[..len], true).is_err(), "{codec}: truncation at {len} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_codecs_and_attribute_bits_are_refused() {
+        for attributes in [5u16, 7, 0x08, 0x8000] {
+            let mut batch = sample_batch().to_vec();
+            batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+            let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
+            batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(validate_batch(&batch, true), Err(BatchError::UnsupportedAttributes { attributes }));
+        }
     }
 
     /// A batch with one record whose key, value and header fields are the given raw bytes, with a valid CRC:

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod compression;
 pub mod error;
 pub mod frame;
 pub mod partitioner;

@@ -168,11 +168,19 @@ fn validate(records: &Bytes, config: &TopicConfig) -> Result<Vec<(BatchHeader, B
                 format!("batch of {} bytes is over max.message.bytes {max_message_bytes}", bytes.len()),
             ));
         }
-        let header = batch::validate_batch(&bytes, true).map_err(|error| corrupt(error.to_string()))?;
-        if config.cleanup_policy.compact && batch::has_null_key(&bytes, &header) {
+        let (header, null_key) =
+            batch::validate_batch_keys(&bytes, true).map_err(|error| corrupt(error.to_string()))?;
+        if config.cleanup_policy.compact && null_key {
             return Err(CodedError::new(ErrorCode::INVALID_RECORD, "a compacted topic needs a key on every record"));
         }
-        batches.push((header, bytes));
+        match config.compression {
+            Some(codec) if header.compression() != Ok(codec) => {
+                let bytes = batch::recompress(&bytes, &header, codec).map_err(|error| corrupt(error.to_string()))?;
+                let header = batch::check_batch(&bytes).expect("a batch we just sealed is valid");
+                batches.push((header, bytes));
+            }
+            _ => batches.push((header, bytes)),
+        }
     }
     Ok(batches)
 }
