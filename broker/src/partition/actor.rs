@@ -210,6 +210,9 @@ impl PartitionActor {
         if self.flush_in_flight || self.unflushed_bytes == 0 {
             return;
         }
+        if let Err(error) = self.log.persist_active_indexes() {
+            tracing::warn!(topic = %self.topic, partition = self.partition, %error, "index write failed; recovery rebuilds it");
+        }
         let (handle, log_path, synced_bytes) = match self.log.active_log_handle() {
             Ok(handle) => handle,
             Err(error) => return self.go_offline(format!("cannot open the segment for fsync: {error}"), ctx),

@@ -132,7 +132,14 @@ pub fn recover(dir: &Path) -> io::Result<()> {
 pub fn install(dir: &Path, segment: &mut Segment) -> io::Result<()> {
     for path in segment.file_paths() {
         let name = path.file_name().expect("segment files have names");
-        fs::rename(&path, dir.join(name))?;
+        match fs::rename(&path, dir.join(name)) {
+            // An index the cleaned segment has no file for (no entries): the original's would be stale.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => match fs::remove_file(dir.join(name)) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            },
+            result => result?,
+        }
     }
     segment.relocate(dir);
     Ok(())

@@ -343,11 +343,16 @@ impl Log {
     }
 
     /// fsyncs every segment.
-    pub fn sync_all(&self) -> io::Result<()> {
-        for segment in self.segments.values() {
+    pub fn sync_all(&mut self) -> io::Result<()> {
+        for segment in self.segments.values_mut() {
             segment.sync()?;
         }
         Ok(())
+    }
+
+    /// Writes the active segment's new index entries to its index files (not fsynced; see `Segment`).
+    pub fn persist_active_indexes(&mut self) -> io::Result<()> {
+        self.active_mut().persist_indexes(false)
     }
 
     /// A handle on the active segment's file, to fsync it off the actor's thread, with its path and the bytes
@@ -369,7 +374,7 @@ impl Log {
     }
 
     fn roll(&mut self, base_offset: u64) -> io::Result<()> {
-        if let Some(previous) = self.segments.values().next_back() {
+        if let Some(previous) = self.segments.values_mut().next_back() {
             previous.sync()?;
         }
         let segment = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes)?;

@@ -1,6 +1,9 @@
 //! One segment of a partition's log: `<base offset>.log` holds batches exactly as received (offsets stamped),
 //! `<base offset>.index` maps relative offsets to file positions (sparse), `<base offset>.timeindex` maps
-//! timestamps to relative offsets (sparse). Both indexes are kept in memory and appended to their files.
+//! timestamps to relative offsets (sparse). Both indexes are kept in memory; their files get the new entries
+//! when the segment is synced or closed, opened only for that write, so a segment holds one file descriptor
+//! (its log) and a broker with 10,000 partitions needs about 10,000. Index files are a cache: recovery
+//! checks them against the log and rebuilds them when they differ.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
@@ -51,8 +54,9 @@ pub struct Segment {
     log: File,
     index: Vec<IndexEntry>,
     time_index: Vec<TimeIndexEntry>,
-    index_file: File,
-    time_index_file: File,
+    /// Entries of each index already in its file.
+    index_persisted: usize,
+    time_index_persisted: usize,
     bytes_since_index_entry: u64,
     index_interval_bytes: u64,
 }
@@ -75,8 +79,13 @@ impl Segment {
     pub fn create(dir: &Path, base_offset: u64, index_interval_bytes: u64) -> io::Result<Segment> {
         let log_path = dir.join(log_file_name(base_offset));
         let log = OpenOptions::new().read(true).append(true).create_new(true).open(&log_path)?;
-        let index_file = open_truncated(&log_path.with_extension("index"))?;
-        let time_index_file = open_truncated(&log_path.with_extension("timeindex"))?;
+        // Index files of an earlier segment at this offset (a log truncated to before it) would be stale.
+        for stale in [log_path.with_extension("index"), log_path.with_extension("timeindex")] {
+            match std::fs::remove_file(stale) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
         Ok(Segment {
             base_offset,
             next_offset: base_offset,
@@ -87,8 +96,8 @@ impl Segment {
             log,
             index: Vec::new(),
             time_index: Vec::new(),
-            index_file,
-            time_index_file,
+            index_persisted: 0,
+            time_index_persisted: 0,
             bytes_since_index_entry: 0,
             index_interval_bytes,
         })
@@ -116,18 +125,8 @@ impl Segment {
             log,
             index: Vec::new(),
             time_index: Vec::new(),
-            index_file: OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(log_path.with_extension("index"))?,
-            time_index_file: OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(log_path.with_extension("timeindex"))?,
+            index_persisted: 0,
+            time_index_persisted: 0,
             bytes_since_index_entry: 0,
             index_interval_bytes,
         };
@@ -197,7 +196,7 @@ impl Segment {
         for ((header, bytes), prefix) in batches.iter().zip(prefixes) {
             let mut header = *header;
             header.base_offset = u64::from_be_bytes(prefix[..8].try_into().expect("8 bytes"));
-            self.note_appended_and_index(header, bytes.len() as u64);
+            self.note_appended(&header, bytes.len() as u64);
         }
         self.first_append_ms.get_or_insert(now_ms);
         Ok(())
@@ -294,11 +293,36 @@ impl Segment {
         Ok(())
     }
 
-    pub fn sync(&self) -> io::Result<()> {
+    /// Fsyncs the log, then writes and fsyncs the index entries not yet in their files.
+    pub fn sync(&mut self) -> io::Result<()> {
         self.log.sync_data()?;
         crate::durable::note_synced(&self.log_path, self.size_bytes);
-        self.index_file.sync_data()?;
-        self.time_index_file.sync_data()
+        self.persist_indexes(true)
+    }
+
+    /// Appends the index entries not yet in the index files (each file opened for this write only), and
+    /// fsyncs them when `sync`.
+    pub fn persist_indexes(&mut self, sync: bool) -> io::Result<()> {
+        if self.index.len() > self.index_persisted {
+            let mut bytes = Vec::with_capacity((self.index.len() - self.index_persisted) * INDEX_ENTRY_BYTES);
+            for entry in &self.index[self.index_persisted..] {
+                bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
+                bytes.extend_from_slice(&entry.position.to_be_bytes());
+            }
+            append_to(&self.log_path.with_extension("index"), &bytes, sync)?;
+            self.index_persisted = self.index.len();
+        }
+        if self.time_index.len() > self.time_index_persisted {
+            let mut bytes =
+                Vec::with_capacity((self.time_index.len() - self.time_index_persisted) * TIME_INDEX_ENTRY_BYTES);
+            for entry in &self.time_index[self.time_index_persisted..] {
+                bytes.extend_from_slice(&entry.timestamp.to_be_bytes());
+                bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
+            }
+            append_to(&self.log_path.with_extension("timeindex"), &bytes, sync)?;
+            self.time_index_persisted = self.time_index.len();
+        }
+        Ok(())
     }
 
     /// A second handle on the log file, for an fsync off the actor's thread.
@@ -349,30 +373,6 @@ impl Segment {
 
     /// Records an appended batch and appends any new index entries to the index files. An index write
     /// error is logged, not returned: the batch is stored, and recovery rebuilds indexes from the log.
-    fn note_appended_and_index(&mut self, header: BatchHeader, bytes: u64) {
-        let entries_before = (self.index.len(), self.time_index.len());
-        self.note_appended(&header, bytes);
-        let mut result = Ok(());
-        if self.index.len() > entries_before.0 {
-            let entry = self.index[self.index.len() - 1];
-            let mut buf = [0u8; INDEX_ENTRY_BYTES];
-            buf[..4].copy_from_slice(&entry.relative_offset.to_be_bytes());
-            buf[4..].copy_from_slice(&entry.position.to_be_bytes());
-            result = result.and(self.index_file.write_all(&buf));
-        }
-        if self.time_index.len() > entries_before.1 {
-            let entry = self.time_index[self.time_index.len() - 1];
-            let mut buf = [0u8; TIME_INDEX_ENTRY_BYTES];
-            buf[..8].copy_from_slice(&entry.timestamp.to_be_bytes());
-            buf[8..].copy_from_slice(&entry.relative_offset.to_be_bytes());
-            result = result.and(self.time_index_file.write_all(&buf));
-        }
-        if let Err(error) = result {
-            tracing::warn!(segment = %self.log_path.display(), %error, "index append failed; it is rebuilt on restart");
-        }
-    }
-
-    /// Updates the in-memory state for a batch now stored at `self.size_bytes`.
     fn note_appended(&mut self, header: &BatchHeader, bytes: u64) {
         assert!(header.base_offset >= self.next_offset, "offsets only grow");
         let relative_offset = (header.base_offset - self.base_offset) as u32;
@@ -390,6 +390,8 @@ impl Segment {
     }
 
     /// Rewrites the index files when they do not match the indexes rebuilt from the log.
+    /// Compares each index file with the index rebuilt from the log, and rewrites (and fsyncs) it if they
+    /// differ (a file missing, short after a crash, or left by a truncated log).
     fn rewrite_indexes_if_stale(&mut self) -> io::Result<()> {
         let mut index_bytes = Vec::with_capacity(self.index.len() * INDEX_ENTRY_BYTES);
         for entry in &self.index {
@@ -401,25 +403,28 @@ impl Segment {
             time_bytes.extend_from_slice(&entry.timestamp.to_be_bytes());
             time_bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
         }
-        for (file, expected, kind) in
-            [(&mut self.index_file, index_bytes, "index"), (&mut self.time_index_file, time_bytes, "time index")]
-        {
-            let mut current = Vec::new();
-            file.read_to_end(&mut current)?;
+        for (path, expected, kind) in [
+            (self.log_path.with_extension("index"), index_bytes, "index"),
+            (self.log_path.with_extension("timeindex"), time_bytes, "time index"),
+        ] {
+            let current = match std::fs::read(&path) {
+                Ok(current) => current,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(error) => return Err(error),
+            };
             if current != expected {
-                tracing::info!(segment = %self.log_path.display(), "rebuilt the {kind} ({} entries)", expected.len());
-                file.set_len(0)?;
-                file.write_all_at(&expected, 0)?;
+                tracing::debug!(segment = %self.log_path.display(), "rebuilt the {kind} ({} bytes)", expected.len());
+                let mut file = open_truncated(&path)?;
+                file.write_all(&expected)?;
                 file.sync_data()?;
             }
-            // Later appends go to the end.
-            std::io::Seek::seek(file, io::SeekFrom::End(0))?;
         }
+        self.index_persisted = self.index.len();
+        self.time_index_persisted = self.time_index.len();
         Ok(())
     }
 }
 
-/// Reads a closed segment's batches from another thread (with `pread`, so nothing else is disturbed).
 #[derive(Debug)]
 pub struct SegmentReader {
     pub base_offset: u64,
@@ -446,6 +451,16 @@ impl SegmentReader {
 
 fn batch_total_bytes(prefix: &[u8]) -> usize {
     batch::BATCH_LENGTH_PREFIX_BYTES + u32::from_be_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize
+}
+
+/// Appends `bytes` to the file at `path` (created if missing), fsyncing it when `sync`.
+fn append_to(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    let mut file = OpenOptions::new().append(true).create(true).open(path)?;
+    file.write_all(bytes)?;
+    if sync {
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
 fn open_truncated(path: &Path) -> io::Result<File> {

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::{ClientError, RecordMetadata};
-use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
+use crate::protocol::batch::{self, BatchBuilder, BatchHeader, BATCH_HEADER_BYTES};
 use crate::protocol::compression::Compression;
 use crate::protocol::{partitioner, ErrorCode};
 
@@ -132,6 +132,7 @@ impl OpenBatch {
             created: self.created,
             stamp: None,
             maybe_stored: false,
+            pending_compression: None,
         }
     }
 }
@@ -160,6 +161,19 @@ pub struct ReadyBatch {
     /// An attempt reached (or may have reached) the broker and got no answer: if the batch fails for good,
     /// its outcome is unknown, not a failure.
     pub maybe_stored: bool,
+    /// The codec `records` is still to be compressed with (`compress`, outside the producer's lock).
+    pending_compression: Option<Compression>,
+}
+
+impl ReadyBatch {
+    /// Compresses a freshly sealed batch's records, once: the sender does this after `drain`, so that
+    /// `send` callers never wait on the compression of other batches.
+    pub fn compress(&mut self) {
+        if let Some(codec) = self.pending_compression.take() {
+            let header = BatchHeader::parse(&self.records).expect("a batch this producer sealed");
+            self.records = batch::recompress(&self.records, &header, codec).expect("a batch this producer sealed");
+        }
+    }
 }
 
 impl Accumulator {
@@ -340,10 +354,11 @@ impl Accumulator {
                         *sequence = sequence.wrapping_add(builder.record_count() as i32);
                         flight.unacknowledged.insert(first);
                         batch.stamp = Some((producer_id, first));
-                        builder.finish_compressed(self.compression, producer_id, producer_epoch, first)
+                        builder.finish_with_producer(producer_id, producer_epoch, first)
                     }
-                    None => builder.finish_compressed(self.compression, -1, -1, -1),
+                    None => builder.finish(),
                 };
+                batch.pending_compression = (self.compression != Compression::None).then_some(self.compression);
             }
             if batch.attempts > 0 {
                 blocked.push(batch.topic_partition.clone());

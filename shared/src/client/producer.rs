@@ -362,6 +362,10 @@ async fn sender_loop(shared: Arc<Shared>) {
         if finished {
             return;
         }
+        let mut batches = batches;
+        for batch in &mut batches {
+            batch.compress();
+        }
         // Per leader, request i carries the i-th batch taken of each partition (a request names a
         // partition once); requests are queued on their connections here, in order, and only their
         // answers are awaited apart.

@@ -164,13 +164,22 @@ pub fn check_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Rewrites a valid batch with its records compressed by `codec` (the broker does this when a topic's
-/// `compression.type` names a codec other than the batch's). The header fields stay; length and CRC follow.
+/// `compression.type` names a codec other than the batch's; the producer after sealing a batch). The header
+/// fields stay; length and CRC follow. Records over [`DECOMPRESSED_BYTES_MAX`] are left uncompressed.
 pub fn recompress(batch: &[u8], header: &BatchHeader, codec: Compression) -> Result<Bytes, BatchError> {
-    let mut raw = Vec::new();
-    header.compression()?.decompress(&batch[BATCH_HEADER_BYTES..], &mut raw)?;
+    let mut decompressed = Vec::new();
+    let raw = match header.compression()? {
+        Compression::None => &batch[BATCH_HEADER_BYTES..],
+        source => {
+            source.decompress(&batch[BATCH_HEADER_BYTES..], &mut decompressed)?;
+            &decompressed[..]
+        }
+    };
+    // Records over the decompression limit stay uncompressed: no reader would accept them compressed.
+    let codec = if raw.len() > DECOMPRESSED_BYTES_MAX { Compression::None } else { codec };
     let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + raw.len() / 2);
     out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
-    codec.compress(&raw, &mut out);
+    codec.compress(raw, &mut out);
     seal(&mut out, codec);
     Ok(Bytes::from(out))
 }
