@@ -97,6 +97,11 @@ impl Broker {
             coordinator,
             shutdown_rx.clone(),
         ));
+        actix_rt::spawn(checkpoint_loop(
+            registry.clone(),
+            Duration::from_millis(config.log.recovery_checkpoint_interval_ms.max(100)),
+            shutdown_rx.clone(),
+        ));
         let http = match config.http_listen.as_str() {
             "" => None,
             listen => {
@@ -205,6 +210,19 @@ impl Broker {
         }
         for arbiter in self.arbiters {
             let _ = arbiter.join();
+        }
+    }
+}
+
+/// Writes the recovery points every `interval` until shutdown (which writes the final ones itself).
+async fn checkpoint_loop(registry: Arc<Registry>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(error) = registry.checkpoint_recovery_points().await {
+            tracing::warn!(%error, "cannot write the recovery points; a restart checks more of the logs");
         }
     }
 }

@@ -172,6 +172,9 @@ pub struct LogDefaults {
     pub retention_check_interval_ms: u64,
     /// How often each compacted partition looks for closed segments to clean.
     pub cleaner_interval_ms: u64,
+    /// How often the recovery points (`<data_dir>/recovery-points`: how far each log was fsynced) are
+    /// written; a restart after a crash checks only what was written after them.
+    pub recovery_checkpoint_interval_ms: u64,
     /// acks=all needs at least this many in-sync replicas (the leader included).
     pub min_insync_replicas: u32,
     /// Write-behind: a partition starts an fsync in the background once this many bytes are written and
@@ -217,6 +220,7 @@ impl BrokerConfig {
             .set_default("log.delete_retention_ms", 24 * 3_600_000i64)?
             .set_default("log.retention_check_interval_ms", 5_000)?
             .set_default("log.cleaner_interval_ms", 5_000)?
+            .set_default("log.recovery_checkpoint_interval_ms", 5_000)?
             .set_default("log.min_insync_replicas", 1)?
             .set_default("log.write_behind_bytes", 4 << 20)?
             .set_default("cluster.controllers", "")?

@@ -132,6 +132,28 @@ async fn a_flipped_byte_in_a_closed_segment_is_detected_and_never_served() {
     bytes[value_at] ^= 0x20;
     std::fs::write(victim, &bytes).unwrap();
 
+    // After a clean shutdown the recovery points cover every byte: the broker does not read the segments
+    // again at start, and the flipped byte is caught by the consumer's CRC-32C check (it gets an error at the
+    // corrupt batch, never its records).
+    broker.restart();
+    let mut consumer = broker.consumer_from_beginning().await;
+    consumer.assign_topic("fragile").await.unwrap();
+    let mut good = Vec::new();
+    let refused = loop {
+        match consumer.poll(Duration::from_millis(200)).await {
+            Ok(records) => good.extend(records.into_iter().map(|r| r.offset)),
+            Err(error) => break error,
+        }
+        assert!(good.len() < n_records as usize, "every record was served, the corrupt one too");
+    };
+    assert!(matches!(refused, oxbow::client::ClientError::Corrupt { .. }), "{refused}");
+    assert!(good.iter().all(|offset| *offset < victim_offset), "nothing at or past the corrupt batch was returned");
+    drop(consumer);
+    assert_eq!(broker.terminate(), Some(0));
+
+    // Without recovery points (a crash before the first checkpoint) every segment is checked at start: the
+    // corrupt batch is found, quarantined and never served.
+    std::fs::remove_file(broker.data_dir.join("recovery-points")).unwrap();
     broker.restart();
     assert!(broker.log().contains("corrupt closed segment"), "{}", broker.log());
     assert_eq!(std::fs::read_dir(partition_dir.join("quarantine")).unwrap().count(), 1);
@@ -164,4 +186,84 @@ async fn a_flipped_byte_in_a_closed_segment_is_detected_and_never_served() {
     let producer = broker.producer(|_| {}).await;
     let metadata = producer.send_and_wait(ProducerRecord::new("fragile", "after")).await.unwrap();
     assert_eq!(metadata.offset, Some(n_records));
+}
+
+/// The lines a broker logged about checking logs at start: (partition directory, bytes checked, whether
+/// from a recovery point).
+fn checked_at_start(log: &str) -> Vec<(String, u64, bool)> {
+    log.lines()
+        .filter(|line| line.contains("checked the"))
+        .map(|line| {
+            let field =
+                |name: &str| line.split(&format!("{name}=")).nth(1).unwrap().split(' ').next().unwrap().to_string();
+            (field("dir"), field("checked_bytes").parse().unwrap(), line.contains("past its recovery point"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_checks_only_what_was_written_after_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start_with_env(
+        &dir.path().join("broker"),
+        &[("OXBOW__LOG__RECOVERY_CHECKPOINT_INTERVAL_MS", "100")],
+    );
+    broker.admin().await.create_topic("points", 1, 1, Default::default()).await.unwrap();
+    let producer = broker.producer(|_| {}).await;
+    let value = "v".repeat(1000);
+    let mut deliveries = Vec::new();
+    for _ in 0..2000 {
+        deliveries.push(producer.send(ProducerRecord::new("points", value.clone())).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    producer.close().await;
+    let partition_dir = broker.data_dir.join("points").join("0");
+    let total_bytes = || -> u64 {
+        std::fs::read_dir(&partition_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+            .map(|path| std::fs::metadata(path).unwrap().len())
+            .sum()
+    };
+    let written = total_bytes();
+    // A clean stop leaves points that cover everything: the next start checks nothing.
+    assert_eq!(broker.terminate(), Some(0));
+    let log_before = broker.log().len();
+    broker.restart();
+    let producer = broker.producer(|_| {}).await;
+    producer.send_and_wait(ProducerRecord::new("points", "after the clean restart")).await.unwrap();
+    assert!(checked_at_start(&broker.log()[log_before..]).is_empty(), "a clean restart checks nothing");
+
+    // Once a checkpoint covers what is written (flush.ms 1000, points every 100 ms), a kill -9 then more
+    // writes: the next start checks only the bytes written after the point.
+    let points_file = broker.data_dir.join("recovery-points");
+    let settled = std::fs::read(&points_file).unwrap();
+    common::poll("a checkpoint covering the record written after the restart", Duration::from_secs(10), || {
+        let changed = std::fs::read(&points_file).unwrap() != settled;
+        async move { changed }
+    })
+    .await;
+    let mut deliveries = Vec::new();
+    for _ in 0..50 {
+        deliveries.push(producer.send(ProducerRecord::new("points", value.clone())).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    producer.close().await;
+    broker.kill9();
+    let log_before = broker.log().len();
+    broker.restart();
+    let mut consumer = broker.consumer_from_beginning().await;
+    consumer.assign_topic("points").await.unwrap();
+    let records = read_all(&mut consumer, 2051, Duration::from_secs(20)).await;
+    assert_eq!(records.len(), 2051, "every acknowledged record is there after kill -9");
+    let checked = checked_at_start(&broker.log()[log_before..]);
+    let ours: Vec<_> = checked.iter().filter(|(dir, _, _)| dir.ends_with("points/0")).collect();
+    assert!(ours.iter().all(|(_, _, from_point)| *from_point), "checked from the point: {ours:?}");
+    let checked_bytes: u64 = ours.iter().map(|(_, bytes, _)| *bytes).sum();
+    assert!(checked_bytes < written / 10, "checked {checked_bytes} of {} bytes", total_bytes());
 }

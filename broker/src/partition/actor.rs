@@ -18,8 +18,9 @@ use oxbow::protocol::{ErrorCode, NodeId};
 use tokio::sync::{oneshot, watch};
 
 use super::cleaner;
-use super::log::{Log, LogError, LogOffsets};
+use super::log::{Log, LogError, LogOffsets, Replay};
 use super::messages::*;
+use super::recovery::PartitionPoint;
 use super::replica::{EpochCache, ProducerStates};
 use super::state::{Effect, FetchFrom, FetchPlan, ReplicaState, RoleChange};
 use super::{ClusterLink, IsrAnswer, IsrChange, PartitionConfig};
@@ -50,6 +51,10 @@ pub struct PartitionActor {
     /// Replies waiting for an fsync: (last offset, waiter).
     flush_waiters: Vec<(u64, FlushWaiter)>,
     offline: Option<String>,
+    /// The log as of the last completed fsync (see `recovery`), for the broker's recovery points file.
+    recovery_point: Option<PartitionPoint>,
+    /// Bumped whenever the log is cut or rewritten: an fsync started before does not make a point.
+    point_epoch: u64,
 }
 
 enum FlushWaiter {
@@ -71,15 +76,30 @@ impl FlushWaiter {
 }
 
 impl PartitionActor {
+    /// `replay`: where the log's recovery point stopped covering it (see `Log::open_at`); `None` reads the
+    /// epochs and producer states from every batch header. The log must be fsynced as it is (it is the
+    /// partition's first recovery point).
     pub fn new(
         topic: String,
         partition: u32,
         log: Log,
+        replay: Option<Replay>,
         config: PartitionConfig,
         timers: PartitionTimers,
         cluster: Arc<dyn ClusterLink>,
     ) -> std::io::Result<(PartitionActor, watch::Receiver<LogOffsets>)> {
-        let (epochs, producers) = read_replica_state(&log)?;
+        let (epochs, producers) = match replay {
+            Some(replay) => {
+                let (mut epochs, mut producers) = (EpochCache::from_entries(replay.epochs), replay.producers);
+                log.for_each_header_from(replay.from, |header| {
+                    epochs.assign(header.leader_epoch, header.base_offset);
+                    producers.record(header);
+                })?;
+                epochs.truncate_from(log.log_end_offset());
+                (epochs, producers)
+            }
+            None => read_replica_state(&log)?,
+        };
         let state = ReplicaState::new(
             cluster.node_id(),
             format!("{topic}/{partition}"),
@@ -89,6 +109,8 @@ impl PartitionActor {
             (config.flush_ms == 0, config.min_insync_replicas as usize),
         );
         let (offsets, offsets_rx) = watch::channel(state.offsets());
+        let (point_epochs, point_producers) = state.replica_snapshot();
+        let recovery_point = Some(log.point(point_epochs, point_producers));
         let actor = PartitionActor {
             topic,
             partition,
@@ -105,8 +127,16 @@ impl PartitionActor {
             unflushed_bytes: 0,
             flush_waiters: Vec::new(),
             offline: None,
+            recovery_point,
+            point_epoch: 0,
         };
         Ok((actor, offsets_rx))
+    }
+
+    /// The log is about to be cut or rewritten: until the next fsync there is no recovery point.
+    fn forget_recovery_point(&mut self) {
+        self.recovery_point = None;
+        self.point_epoch += 1;
     }
 
     /// Performs the state machine's effects and publishes the offsets: the end of every handler.
@@ -218,9 +248,12 @@ impl PartitionActor {
             Err(error) => return self.go_offline(format!("cannot open the segment for fsync: {error}"), ctx),
         };
         let flushed_to = self.log.log_end_offset();
+        let (epochs, producers) = self.state.replica_snapshot();
+        let point = self.log.point(epochs, producers);
         self.flush_in_flight = true;
         self.unflushed_bytes = 0;
         let fsync_seconds = self.timers.fsync_seconds.clone();
+        let point_epoch = self.point_epoch;
         let sync = async move {
             let started = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || handle.sync_data()).await;
@@ -232,6 +265,10 @@ impl PartitionActor {
             match result {
                 Ok(Ok(())) => {
                     crate::durable::note_synced(&log_path, synced_bytes);
+                    // Unless the log was cut or rewritten meanwhile (which forgets the point), this is it.
+                    if actor.point_epoch == point_epoch {
+                        actor.recovery_point = Some(point);
+                    }
                     actor.state.flushed(flushed_to);
                     let (done, waiting): (Vec<_>, Vec<_>) =
                         actor.flush_waiters.drain(..).partition(|(last_offset, _)| *last_offset < flushed_to);
@@ -310,6 +347,7 @@ impl PartitionActor {
                 Err(error) => return tracing::warn!(topic = %actor.topic, partition = actor.partition, %error, "cleaner task failed"),
             };
             let (kept, dropped, tombstones) = (cleaned.kept_records, cleaned.dropped_records, cleaned.kept_tombstones);
+            actor.forget_recovery_point();
             if let Err(error) = actor.log.install_cleaned(cleaned, actor.timers.fault.as_deref()) {
                 return actor.go_offline(format!("swapping cleaned segments failed: {error}"), ctx);
             }
@@ -551,6 +589,7 @@ impl Handler<TruncateDiverged> for PartitionActor {
         // too early only costs a re-fetch; keeping a record the leader does not have would be divergence.
         let offset = self.state.own_end_of_epoch(message.epoch).min(message.end_offset);
         tracing::warn!(topic = %self.topic, partition = self.partition, epoch = message.epoch, offset, log_end_offset = self.log.log_end_offset(), "log diverges from the leader's: truncating");
+        self.forget_recovery_point();
         if let Err(error) = self.log.truncate_to(offset) {
             self.go_offline(format!("truncation failed: {error}"), ctx);
             return Err(LogError::Storage(error));
@@ -576,6 +615,7 @@ impl Handler<ResetTo> for PartitionActor {
     fn handle(&mut self, message: ResetTo, ctx: &mut Self::Context) -> Self::Result {
         self.check_online()?;
         self.state.check_follower(message.leader_epoch)?;
+        self.forget_recovery_point();
         if let Err(error) = self.log.reset_to(message.offset) {
             self.go_offline(format!("reset failed: {error}"), ctx);
             return Err(LogError::Storage(error));
@@ -594,11 +634,22 @@ impl Handler<GetPosition> for PartitionActor {
     }
 }
 
+impl Handler<GetRecoveryPoint> for PartitionActor {
+    type Result = MessageResult<GetRecoveryPoint>;
+
+    fn handle(&mut self, _message: GetRecoveryPoint, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.recovery_point.clone())
+    }
+}
+
 impl Handler<Shutdown> for PartitionActor {
-    type Result = std::io::Result<()>;
+    type Result = std::io::Result<PartitionPoint>;
 
     fn handle(&mut self, _message: Shutdown, ctx: &mut Self::Context) -> Self::Result {
-        let result = self.log.sync_all();
+        let result = self.log.sync_all().map(|()| {
+            let (epochs, producers) = self.state.replica_snapshot();
+            self.log.point(epochs, producers)
+        });
         if result.is_ok() {
             for (_, waiter) in self.flush_waiters.drain(..) {
                 waiter.complete(Ok(()));

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use oxbow::protocol::batch::{self, BatchHeader};
 
 use super::cleaner::{self, Cleaned};
+use super::recovery::PartitionPoint;
+use super::replica::ProducerStates;
 use super::segment::{self, Segment, SegmentReader};
 use crate::durable::sync_dir;
 
@@ -59,6 +61,15 @@ pub struct LogOffsets {
     pub size_bytes: u64,
 }
 
+/// Where a recovery point stops covering a log: the state it kept, and the (segment base offset, position)
+/// from which batch headers must be replayed on top of it (`u64::MAX`: nothing to replay).
+#[derive(Debug)]
+pub struct Replay {
+    pub epochs: Vec<(i32, u64)>,
+    pub producers: ProducerStates,
+    pub from: (u64, u64),
+}
+
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
@@ -67,6 +78,8 @@ pub struct Log {
     log_start_offset: u64,
     /// Segments rolled since the log was opened (the cleaner looks for new closed segments).
     rolls: u64,
+    /// Bytes of valid batches `open` had to check (those past the recovery point).
+    recovery_checked_bytes: u64,
 }
 
 const QUARANTINE_DIR: &str = "quarantine";
@@ -79,6 +92,13 @@ impl Log {
     /// copied to `quarantine/` and truncated before the bad batch; the offsets it lost become a gap, later
     /// segments stay. Missing or stale index files are rebuilt.
     pub fn open(dir: &Path, config: LogConfig) -> io::Result<Log> {
+        Log::open_at(dir, config, None).map(|(log, _)| log)
+    }
+
+    /// [`Log::open`] from a recovery point: segments that match it are checked only past it. Returns where
+    /// the point stops covering the log (`Replay`), for the caller to rebuild its epoch and producer state
+    /// from the point's and the batch headers after it; `None` when the point covers nothing.
+    pub fn open_at(dir: &Path, config: LogConfig, point: Option<&PartitionPoint>) -> io::Result<(Log, Option<Replay>)> {
         fs::create_dir_all(dir)?;
         cleaner::recover(dir)?;
         let mut base_offsets: Vec<u64> = Vec::new();
@@ -92,13 +112,28 @@ impl Log {
         let mut segments = BTreeMap::new();
         let mut next_offset = 0;
         let last_idx = base_offsets.len().saturating_sub(1);
+        let batch_bytes_max = config.max_message_bytes + batch::BATCH_HEADER_BYTES;
+        // The point's state holds only if every segment it names that is still here matched it, no unknown
+        // segment sits among them, and its last segment is here.
+        let last_point_segment = point.and_then(|p| p.segments.last());
+        let mut checked_bytes = 0;
+        let mut point_holds = last_point_segment.is_some_and(|last| base_offsets.contains(&last.base_offset));
         for (segment_idx, base_offset) in base_offsets.into_iter().enumerate() {
-            let (mut segment, outcome) = Segment::recover(
-                dir,
-                base_offset,
-                config.index_interval_bytes,
-                config.max_message_bytes + batch::BATCH_HEADER_BYTES,
-            )?;
+            let segment_point = point.and_then(|p| p.segments.iter().find(|s| s.base_offset == base_offset));
+            let opened = match segment_point {
+                Some(segment_point) => {
+                    Segment::open_at_point(dir, segment_point, config.index_interval_bytes, batch_bytes_max)?
+                        .map(|opened| (opened, segment_point.size_bytes))
+                }
+                None => None,
+            };
+            let within_point = last_point_segment.is_some_and(|last| base_offset <= last.base_offset);
+            point_holds &= opened.is_some() || !within_point;
+            let ((mut segment, outcome), trusted_bytes) = match opened {
+                Some(opened) => opened,
+                None => (Segment::recover(dir, base_offset, config.index_interval_bytes, batch_bytes_max)?, 0),
+            };
+            checked_bytes += segment.size_bytes() - trusted_bytes;
             if let Some(problem) = outcome.problem {
                 if segment_idx == last_idx {
                     tracing::warn!(segment = %segment.log_path().display(), %problem, valid_bytes = outcome.valid_bytes, "truncating the torn tail of the log");
@@ -114,11 +149,33 @@ impl Log {
             segments.insert(base_offset, segment);
         }
         let log_start_offset = segments.keys().next().copied().unwrap_or(0);
-        let mut log = Log { dir: dir.to_path_buf(), config, segments, log_start_offset, rolls: 0 };
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            rolls: 0,
+            recovery_checked_bytes: checked_bytes,
+        };
         if log.segments.is_empty() {
             log.roll(0)?;
         }
-        Ok(log)
+        if checked_bytes > 0 && point.is_some() {
+            tracing::info!(dir = %dir.display(), checked_bytes, "checked the log past its recovery point");
+        } else if checked_bytes > 0 {
+            tracing::info!(dir = %dir.display(), checked_bytes, "checked the whole log (no recovery point)");
+        }
+        let replay = point.zip(last_point_segment).filter(|_| point_holds).map(|(point, last)| Replay {
+            epochs: point.epochs.clone(),
+            producers: point.producers.clone(),
+            from: (last.base_offset, last.size_bytes),
+        });
+        Ok((log, replay))
+    }
+
+    /// Bytes of valid batches opening the log checked (all of them without a recovery point).
+    pub fn recovery_checked_bytes(&self) -> u64 {
+        self.recovery_checked_bytes
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -251,11 +308,23 @@ impl Log {
     }
 
     /// Visits the header of every stored batch, oldest first.
-    pub fn for_each_header(&self, mut visit: impl FnMut(&BatchHeader)) -> io::Result<()> {
-        for segment in self.segments.values() {
-            segment.for_each_header(&mut visit)?;
+    pub fn for_each_header(&self, visit: impl FnMut(&BatchHeader)) -> io::Result<()> {
+        self.for_each_header_from((0, 0), visit)
+    }
+
+    /// The batch headers from position `from.1` of the segment with base offset `from.0` on (segments with a
+    /// larger base offset whole).
+    pub fn for_each_header_from(&self, from: (u64, u64), mut visit: impl FnMut(&BatchHeader)) -> io::Result<()> {
+        for segment in self.segments.range(from.0..).map(|(_, segment)| segment) {
+            let start = if segment.base_offset == from.0 { from.1 } else { 0 };
+            segment.for_each_header_from(start, &mut visit)?;
         }
         Ok(())
+    }
+
+    /// The log as a recovery point keeps it, given that every byte written so far is fsynced.
+    pub fn point(&self, epochs: Vec<(i32, u64)>, producers: ProducerStates) -> PartitionPoint {
+        PartitionPoint { segments: self.segments.values().map(Segment::point).collect(), epochs, producers }
     }
 
     /// Removes every record at and after `offset` (a batch boundary), as a follower whose log diverged from
@@ -518,5 +587,151 @@ mod tests {
         assert_eq!(records[0], (0, "v0".to_string()));
         assert!(records.iter().any(|(offset, _)| *offset == 19));
         assert!(dir.path().join(QUARANTINE_DIR).read_dir().unwrap().count() == 1);
+    }
+
+    /// The epochs and producer states of every batch header, as a partition reads them without a point.
+    fn replica_state(log: &Log) -> (Vec<(i32, u64)>, ProducerStates) {
+        let mut epochs = super::super::replica::EpochCache::default();
+        let mut producers = ProducerStates::default();
+        log.for_each_header(|header| {
+            epochs.assign(header.leader_epoch, header.base_offset);
+            producers.record(header);
+        })
+        .unwrap();
+        (epochs.entries().to_vec(), producers)
+    }
+
+    /// What `PartitionActor::new` makes of a log opened at a point.
+    fn replayed_state(log: &Log, replay: Replay) -> (Vec<(i32, u64)>, ProducerStates) {
+        let mut epochs = super::super::replica::EpochCache::from_entries(replay.epochs);
+        let mut producers = replay.producers;
+        log.for_each_header_from(replay.from, |header| {
+            epochs.assign(header.leader_epoch, header.base_offset);
+            producers.record(header);
+        })
+        .unwrap();
+        epochs.truncate_from(log.log_end_offset());
+        (epochs.entries().to_vec(), producers)
+    }
+
+    fn producer_batch(producer_id: i64, sequence: i32, values: usize, timestamp: i64) -> (BatchHeader, Bytes) {
+        let mut builder = BatchBuilder::new(256);
+        for idx in 0..values {
+            builder.append(
+                timestamp,
+                Some(b"k"),
+                Some(format!("p{producer_id}-{}", sequence + idx as i32).as_bytes()),
+                &[],
+            );
+        }
+        let bytes = builder.finish_with_producer(producer_id, 0, sequence);
+        (batch::validate_batch(&bytes, true).unwrap(), bytes)
+    }
+
+    #[test]
+    fn a_clean_point_checks_nothing_and_a_later_tail_only_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config()).unwrap();
+        for round in 0..20 {
+            log.append(&[producer_batch(7, round * 2, 2, 1_000 + i64::from(round))], 1, 0).unwrap();
+        }
+        log.sync_all().unwrap();
+        let (epochs, producers) = replica_state(&log);
+        let point = log.point(epochs, producers);
+        let size: u64 = log.size_bytes();
+        drop(log);
+        let (log, replay) = Log::open_at(dir.path(), config(), Some(&point)).unwrap();
+        assert_eq!(log.recovery_checked_bytes(), 0, "a clean point covers every byte");
+        let without = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(without.recovery_checked_bytes(), size, "without a point every byte is checked");
+        assert_eq!(replayed_state(&log, replay.unwrap()), replica_state(&without));
+        assert_eq!(read_all(&log), read_all(&without));
+        drop((log, without));
+
+        let (mut log, _) = Log::open_at(dir.path(), config(), Some(&point)).unwrap();
+        let before = log.size_bytes();
+        log.append(&[producer_batch(7, 40, 3, 2_000)], 2, 0).unwrap();
+        let tail = log.size_bytes() - before;
+        drop(log);
+        let (log, replay) = Log::open_at(dir.path(), config(), Some(&point)).unwrap();
+        assert_eq!(log.recovery_checked_bytes(), tail);
+        let (epochs, producers) = replayed_state(&log, replay.unwrap());
+        assert_eq!((epochs, producers), replica_state(&log));
+        assert_eq!(log.offset_for_timestamp(2_000).unwrap().map(|(offset, _)| offset), Some(40));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Whatever happened after a point (more appends, a torn tail, a cut and different data, the whole
+        /// log reset), opening at the point gives the log and the state that opening without it gives.
+        #[test]
+        fn opening_at_a_point_equals_opening_without_it(
+            before in proptest::collection::vec((0i64..3, 1usize..4), 1..25),
+            after in proptest::collection::vec((0i64..3, 1usize..4), 0..25),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            then in 0u8..4,
+            rewritten in proptest::collection::vec((0i64..3, 1usize..4), 0..10),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(dir.path(), config()).unwrap();
+            let mut sequences = [0i32; 3];
+            let append = |log: &mut Log, batches: &[(i64, usize)], epoch: i32, sequences: &mut [i32; 3]| {
+                for (producer, values) in batches {
+                    let sequence = sequences[*producer as usize];
+                    let timestamp = 1_000 + i64::from(sequence);
+                    log.append(&[producer_batch(*producer, sequence, *values, timestamp)], epoch, 0).unwrap();
+                    sequences[*producer as usize] += *values as i32;
+                }
+            };
+            append(&mut log, &before, 1, &mut sequences);
+            log.sync_all().unwrap();
+            let (epochs, producers) = replica_state(&log);
+            let point = log.point(epochs, producers);
+            append(&mut log, &after, 2, &mut sequences);
+            match then {
+                // A divergent tail cut off and other data written in its place (a stale point on disk).
+                1 => {
+                    let offset = cut.index(log.log_end_offset() as usize + 1) as u64;
+                    let boundary = log.log_start_offset().max(offset);
+                    let mut headers = Vec::new();
+                    log.for_each_header(|header| headers.push(header.base_offset)).unwrap();
+                    let boundary = headers.into_iter().filter(|base| *base <= boundary).max().unwrap_or(0);
+                    log.truncate_to(boundary).unwrap();
+                    append(&mut log, &rewritten, 3, &mut [100, 100, 100]);
+                }
+                // The whole log reset to a later offset.
+                2 => {
+                    let end = log.log_end_offset();
+                    log.reset_to(end + 5).unwrap();
+                    append(&mut log, &rewritten, 3, &mut [200, 200, 200]);
+                }
+                _ => {}
+            }
+            log.sync_all().unwrap();
+            drop(log);
+            if then == 3 {
+                // A torn write: the last segment loses its last bytes.
+                let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+                names.sort();
+                let last = names.last().unwrap();
+                let len = fs::metadata(last).unwrap().len();
+                let file = fs::OpenOptions::new().write(true).open(last).unwrap();
+                file.set_len(len.saturating_sub(1 + cut.index(30) as u64)).unwrap();
+            }
+            let (at_point, replay) = Log::open_at(dir.path(), config(), Some(&point)).unwrap();
+            let state_at_point = match replay {
+                Some(replay) => replayed_state(&at_point, replay),
+                None => replica_state(&at_point),
+            };
+            let records_at_point = read_all(&at_point);
+            let end_at_point = (at_point.log_start_offset(), at_point.log_end_offset());
+            drop(at_point);
+            let without = Log::open(dir.path(), config()).unwrap();
+            proptest::prop_assert_eq!(end_at_point, (without.log_start_offset(), without.log_end_offset()));
+            proptest::prop_assert_eq!(records_at_point, read_all(&without));
+            proptest::prop_assert_eq!(state_at_point, replica_state(&without));
+        }
     }
 }

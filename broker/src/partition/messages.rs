@@ -144,7 +144,12 @@ pub struct PartitionTimers {
 #[rtype(result = "()")]
 pub struct UpdateConfig(pub PartitionConfig);
 
-/// fsync everything and stop.
+/// fsync everything and stop; answers the recovery point that covers the whole log.
 #[derive(Message)]
-#[rtype(result = "std::io::Result<()>")]
+#[rtype(result = "std::io::Result<super::recovery::PartitionPoint>")]
 pub struct Shutdown;
+
+/// The partition's latest recovery point (as of its last completed fsync), if it has one.
+#[derive(Message)]
+#[rtype(result = "Option<super::recovery::PartitionPoint>")]
+pub struct GetRecoveryPoint;

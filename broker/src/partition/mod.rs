@@ -6,6 +6,7 @@ mod actor;
 pub mod cleaner;
 pub mod log;
 mod messages;
+pub mod recovery;
 pub mod replica;
 pub mod segment;
 pub mod state;
@@ -20,8 +21,8 @@ pub use actor::{PartitionActor, MAILBOX_CAPACITY};
 pub use log::{LogConfig, LogError, LogOffsets};
 pub use messages::{
     Append, AppendOutcome, AppendReplicated, FollowerFetch, FollowerPosition, FollowerRead, GetOffsets, GetPosition,
-    ListOffset, PartitionTimers, Read, ReadOutcome, ResetTo, SetRole, Shutdown, SizeBytes, TruncateDiverged,
-    UpdateConfig,
+    GetRecoveryPoint, ListOffset, PartitionTimers, Read, ReadOutcome, ResetTo, SetRole, Shutdown, SizeBytes,
+    TruncateDiverged, UpdateConfig,
 };
 pub use state::{IsrAnswer, PartitionRole};
 

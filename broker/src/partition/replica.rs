@@ -51,12 +51,25 @@ impl EpochCache {
     pub fn clear(&mut self) {
         self.entries.clear();
     }
+
+    /// `(epoch, start offset)`, oldest first: what a recovery point keeps.
+    pub fn entries(&self) -> &[(i32, u64)] {
+        &self.entries
+    }
+
+    pub fn from_entries(entries: Vec<(i32, u64)>) -> EpochCache {
+        let mut cache = EpochCache::default();
+        for (epoch, start) in entries {
+            cache.assign(epoch, start);
+        }
+        cache
+    }
 }
 
 /// How many batches per producer are remembered to recognise a retried one: as many as it may have in flight.
 const PRODUCER_BATCHES_KEPT: usize = oxbow::protocol::IDEMPOTENT_IN_FLIGHT_MAX;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct ProducerBatch {
     first_sequence: i32,
     last_sequence: i32,
@@ -64,7 +77,7 @@ struct ProducerBatch {
     last_offset: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<ProducerBatch>,
@@ -80,7 +93,7 @@ pub enum SequenceCheck {
 }
 
 /// Recent sequence numbers of idempotent producers, rebuilt from the log on start and after truncation.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
 }

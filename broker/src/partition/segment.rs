@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use oxbow::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 
+use super::recovery::{LastBatch, SegmentPoint};
+
 /// Digits in a segment file name: the zero-padded base offset.
 const FILE_NAME_DIGITS: usize = 20;
 pub const INDEX_ENTRY_BYTES: usize = 8;
@@ -59,6 +61,8 @@ pub struct Segment {
     time_index_persisted: usize,
     bytes_since_index_entry: u64,
     index_interval_bytes: u64,
+    /// Where the last batch is and what its header says (a recovery point checks it against the file).
+    last_batch: Option<LastBatch>,
 }
 
 pub fn log_file_name(base_offset: u64) -> String {
@@ -100,6 +104,7 @@ impl Segment {
             time_index_persisted: 0,
             bytes_since_index_entry: 0,
             index_interval_bytes,
+            last_batch: None,
         })
     }
 
@@ -129,54 +134,109 @@ impl Segment {
             time_index_persisted: 0,
             bytes_since_index_entry: 0,
             index_interval_bytes,
+            last_batch: None,
         };
-        let mut reader = io::BufReader::with_capacity(1 << 20, segment.log.try_clone()?);
+        let problem = segment.scan(file_bytes, batch_bytes_max)?;
+        segment.rewrite_indexes_if_stale()?;
+        let valid_bytes = segment.size_bytes;
+        Ok((segment, ScanOutcome { valid_bytes, problem }))
+    }
+
+    /// Opens an existing segment at a recovery point: trusts the file up to the point once its last batch there
+    /// is the one the point names, loads the indexes from their files (below the point), and checks only what
+    /// follows the point, as [`Segment::recover`] does. `None` when the file does not match the point (the
+    /// caller then recovers the segment in full).
+    pub fn open_at_point(
+        dir: &Path,
+        point: &SegmentPoint,
+        index_interval_bytes: u64,
+        batch_bytes_max: usize,
+    ) -> io::Result<Option<(Segment, ScanOutcome)>> {
+        let log_path = dir.join(log_file_name(point.base_offset));
+        let log = OpenOptions::new().read(true).append(true).open(&log_path)?;
+        let file_bytes = log.metadata()?.len();
+        if file_bytes < point.size_bytes || !last_batch_matches(&log, point)? {
+            return Ok(None);
+        }
+        let (Some(index), Some(time_index)) = (read_index(&log_path, point), read_time_index(&log_path, point)) else {
+            return Ok(None);
+        };
+        let bytes_since_index_entry = point.size_bytes - index.last().map_or(0, |entry| u64::from(entry.position));
+        let mut segment = Segment {
+            base_offset: point.base_offset,
+            next_offset: point.next_offset,
+            size_bytes: point.size_bytes,
+            max_timestamp: point.max_timestamp,
+            first_append_ms: None,
+            log_path,
+            log,
+            index,
+            time_index,
+            index_persisted: 0,
+            time_index_persisted: 0,
+            bytes_since_index_entry,
+            index_interval_bytes,
+            last_batch: point.last_batch,
+        };
+        let problem = segment.scan(file_bytes, batch_bytes_max)?;
+        segment.rewrite_indexes_if_stale()?;
+        let valid_bytes = segment.size_bytes;
+        Ok(Some((segment, ScanOutcome { valid_bytes, problem })))
+    }
+
+    /// This segment as a recovery point would keep it (its size now: the caller knows what is fsynced).
+    pub fn point(&self) -> SegmentPoint {
+        SegmentPoint {
+            base_offset: self.base_offset,
+            size_bytes: self.size_bytes,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            last_batch: self.last_batch,
+        }
+    }
+
+    /// Checks the batches from `size_bytes` to `file_bytes` (framing, CRC-32C, offsets that only grow) and
+    /// notes each valid one; stops at the first that is not, and says why.
+    fn scan(&mut self, file_bytes: u64, batch_bytes_max: usize) -> io::Result<Option<String>> {
+        let mut file = self.log.try_clone()?;
+        std::io::Seek::seek(&mut file, io::SeekFrom::Start(self.size_bytes))?;
+        let mut reader = io::BufReader::with_capacity(1 << 20, file);
         let mut batch_buf = Vec::new();
-        let mut problem = None;
-        while segment.size_bytes < file_bytes {
-            let remaining = file_bytes - segment.size_bytes;
+        while self.size_bytes < file_bytes {
+            let remaining = file_bytes - self.size_bytes;
             if remaining < BATCH_HEADER_BYTES as u64 {
-                problem = Some(format!("torn batch header ({remaining} bytes) at position {}", segment.size_bytes));
-                break;
+                return Ok(Some(format!("torn batch header ({remaining} bytes) at position {}", self.size_bytes)));
             }
             batch_buf.resize(BATCH_HEADER_BYTES, 0);
             reader.read_exact(&mut batch_buf)?;
             let header = match BatchHeader::parse(&batch_buf) {
                 Ok(header) => header,
-                Err(error) => {
-                    problem = Some(format!("bad batch header at position {}: {error}", segment.size_bytes));
-                    break;
-                }
+                Err(error) => return Ok(Some(format!("bad batch header at position {}: {error}", self.size_bytes))),
             };
             let total = header.total_bytes();
             if total > batch_bytes_max || total as u64 > remaining {
-                problem = Some(format!(
+                return Ok(Some(format!(
                     "batch of {total} bytes at position {} runs past the file or the limit",
-                    segment.size_bytes
-                ));
-                break;
+                    self.size_bytes
+                )));
             }
             batch_buf.resize(total, 0);
             reader.read_exact(&mut batch_buf[BATCH_HEADER_BYTES..])?;
             if let Err(error) = batch::check_batch(&batch_buf) {
-                problem = Some(format!(
+                return Ok(Some(format!(
                     "corrupt batch at offset {} (position {}): {error}",
-                    header.base_offset, segment.size_bytes
-                ));
-                break;
+                    header.base_offset, self.size_bytes
+                )));
             }
-            if header.base_offset < segment.next_offset || header.last_offset() - base_offset > u64::from(u32::MAX) {
-                problem = Some(format!(
+            if header.base_offset < self.next_offset || header.last_offset() - self.base_offset > u64::from(u32::MAX) {
+                return Ok(Some(format!(
                     "batch offset {} out of order at position {}",
-                    header.base_offset, segment.size_bytes
-                ));
-                break;
+                    header.base_offset, self.size_bytes
+                )));
             }
-            segment.note_appended(&header, total as u64);
+            self.note_appended(&header, total as u64);
         }
-        segment.rewrite_indexes_if_stale()?;
-        let valid_bytes = segment.size_bytes;
-        Ok((segment, ScanOutcome { valid_bytes, problem }))
+        Ok(None)
     }
 
     /// Appends batches whose offsets are already stamped in `prefixes` (the first 16 bytes of each batch);
@@ -196,6 +256,7 @@ impl Segment {
         for ((header, bytes), prefix) in batches.iter().zip(prefixes) {
             let mut header = *header;
             header.base_offset = u64::from_be_bytes(prefix[..8].try_into().expect("8 bytes"));
+            header.leader_epoch = i32::from_be_bytes(prefix[12..16].try_into().expect("4 bytes"));
             self.note_appended(&header, bytes.len() as u64);
         }
         self.first_append_ms.get_or_insert(now_ms);
@@ -273,8 +334,8 @@ impl Segment {
     }
 
     /// Visits the header of every batch in the segment.
-    pub fn for_each_header(&self, visit: &mut impl FnMut(&BatchHeader)) -> io::Result<()> {
-        let mut position = 0u64;
+    pub fn for_each_header_from(&self, start: u64, visit: &mut impl FnMut(&BatchHeader)) -> io::Result<()> {
+        let mut position = start;
         let mut buf = [0u8; BATCH_HEADER_BYTES];
         while position < self.size_bytes {
             self.log.read_exact_at(&mut buf, position)?;
@@ -383,6 +444,12 @@ impl Segment {
             }
             self.bytes_since_index_entry = 0;
         }
+        self.last_batch = Some(LastBatch {
+            position: self.size_bytes,
+            base_offset: header.base_offset,
+            leader_epoch: header.leader_epoch,
+            crc: header.crc,
+        });
         self.bytes_since_index_entry += bytes;
         self.size_bytes += bytes;
         self.next_offset = header.last_offset() + 1;
@@ -451,6 +518,73 @@ impl SegmentReader {
 
 fn batch_total_bytes(prefix: &[u8]) -> usize {
     batch::BATCH_LENGTH_PREFIX_BYTES + u32::from_be_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize
+}
+
+/// Whether the batch header at the point's last batch position says what the point recorded, and that batch
+/// ends at the point.
+fn last_batch_matches(log: &File, point: &SegmentPoint) -> io::Result<bool> {
+    let Some(last) = point.last_batch else { return Ok(point.size_bytes == 0) };
+    let mut buf = [0u8; BATCH_HEADER_BYTES];
+    if last.position + BATCH_HEADER_BYTES as u64 > point.size_bytes {
+        return Ok(false);
+    }
+    log.read_exact_at(&mut buf, last.position)?;
+    let Ok(header) = BatchHeader::parse(&buf) else { return Ok(false) };
+    Ok(header.base_offset == last.base_offset
+        && header.leader_epoch == last.leader_epoch
+        && header.crc == last.crc
+        && last.position + header.total_bytes() as u64 == point.size_bytes
+        && header.last_offset() + 1 == point.next_offset)
+}
+
+/// The offset index file's entries below the point, if they are well formed (offsets and positions
+/// increasing, the first at position 0, all below the point); `None` otherwise.
+fn read_index(log_path: &Path, point: &SegmentPoint) -> Option<Vec<IndexEntry>> {
+    let bytes = std::fs::read(log_path.with_extension("index")).unwrap_or_default();
+    let relative_end = point.next_offset.checked_sub(point.base_offset)?;
+    let mut entries: Vec<IndexEntry> = Vec::with_capacity(bytes.len() / INDEX_ENTRY_BYTES);
+    for chunk in bytes.chunks_exact(INDEX_ENTRY_BYTES) {
+        let entry = IndexEntry {
+            relative_offset: u32::from_be_bytes(chunk[..4].try_into().expect("4 bytes")),
+            position: u32::from_be_bytes(chunk[4..].try_into().expect("4 bytes")),
+        };
+        if u64::from(entry.position) >= point.size_bytes || u64::from(entry.relative_offset) >= relative_end {
+            break;
+        }
+        if entries.last().is_some_and(|previous| {
+            entry.relative_offset <= previous.relative_offset || entry.position <= previous.position
+        }) {
+            return None;
+        }
+        entries.push(entry);
+    }
+    let starts_at_zero = entries.first().is_none_or(|first| first.position == 0);
+    (starts_at_zero && (point.size_bytes == 0 || !entries.is_empty())).then_some(entries)
+}
+
+/// The time index file's entries below the point, if they are well formed; `None` otherwise.
+fn read_time_index(log_path: &Path, point: &SegmentPoint) -> Option<Vec<TimeIndexEntry>> {
+    let bytes = std::fs::read(log_path.with_extension("timeindex")).unwrap_or_default();
+    let relative_end = point.next_offset.checked_sub(point.base_offset)?;
+    let mut entries: Vec<TimeIndexEntry> = Vec::with_capacity(bytes.len() / TIME_INDEX_ENTRY_BYTES);
+    for chunk in bytes.chunks_exact(TIME_INDEX_ENTRY_BYTES) {
+        let entry = TimeIndexEntry {
+            timestamp: i64::from_be_bytes(chunk[..8].try_into().expect("8 bytes")),
+            relative_offset: u32::from_be_bytes(chunk[8..].try_into().expect("4 bytes")),
+        };
+        if u64::from(entry.relative_offset) >= relative_end {
+            break;
+        }
+        if entry.timestamp > point.max_timestamp
+            || entries.last().is_some_and(|previous| {
+                entry.timestamp <= previous.timestamp || entry.relative_offset < previous.relative_offset
+            })
+        {
+            return None;
+        }
+        entries.push(entry);
+    }
+    (point.size_bytes == 0 || !entries.is_empty()).then_some(entries)
 }
 
 /// Appends `bytes` to the file at `path` (created if missing), fsyncing it when `sync`.

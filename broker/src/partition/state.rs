@@ -169,6 +169,11 @@ impl<W> ReplicaState<W> {
         self.flushed_to
     }
 
+    /// The epoch cache and producer states as they are now (what a recovery point keeps).
+    pub fn replica_snapshot(&self) -> (Vec<(i32, u64)>, ProducerStates) {
+        (self.epochs.entries().to_vec(), self.producers.clone())
+    }
+
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epochs.latest_epoch()
     }

@@ -202,6 +202,7 @@ mod tests {
             delete_retention_ms: 1000,
             retention_check_interval_ms: 1000,
             cleaner_interval_ms: 1000,
+            recovery_checkpoint_interval_ms: 1000,
             min_insync_replicas: 1,
             write_behind_bytes: 4 << 20,
         }

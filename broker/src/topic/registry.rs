@@ -25,7 +25,10 @@ use crate::config::BrokerConfig;
 use crate::durable::{sync_dir, write_atomic};
 use crate::metrics::BrokerMetrics;
 use crate::partition::log::Log;
-use crate::partition::{LogOffsets, PartitionActor, PartitionRole, PartitionTimers, SetRole, Shutdown, UpdateConfig};
+use crate::partition::recovery;
+use crate::partition::{
+    GetRecoveryPoint, LogOffsets, PartitionActor, PartitionRole, PartitionTimers, SetRole, Shutdown, UpdateConfig,
+};
 use oxbow::protocol::api::describe_topics::DescribeTopicsRequest;
 
 const META_FILE: &str = "topic.meta";
@@ -87,6 +90,8 @@ pub struct Registry {
     /// The last role sent to each local partition actor.
     roles: Mutex<HashMap<(String, u32), SetRole>>,
     metrics: Arc<BrokerMetrics>,
+    /// Recovery points read at start and not yet used by a partition (kept in the file until they are).
+    recovery_points: Mutex<recovery::Points>,
 }
 
 impl Registry {
@@ -108,6 +113,7 @@ impl Registry {
             }
         }
         sync_dir(&config.data_dir)?;
+        let recovery_points = recovery::load(&config.data_dir);
         Ok(Registry {
             timers: PartitionTimers {
                 retention_check_interval: Duration::from_millis(config.log.retention_check_interval_ms.max(1)),
@@ -122,7 +128,32 @@ impl Registry {
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             roles: Mutex::default(),
+            recovery_points: Mutex::new(recovery_points),
         })
+    }
+
+    /// Rewrites the recovery points file from every local partition's latest point (and the points of
+    /// partitions not started yet).
+    pub async fn checkpoint_recovery_points(&self) -> std::io::Result<()> {
+        let mut points = self.recovery_points.lock().expect("points lock").clone();
+        let partitions: Vec<((String, u32), PartitionHandle)> =
+            self.topics
+                .read()
+                .expect("registry lock")
+                .values()
+                .flat_map(|topic| {
+                    topic.local.iter().enumerate().filter_map(|(idx, handle)| {
+                        handle.clone().map(|handle| ((topic.name.clone(), idx as u32), handle))
+                    })
+                })
+                .collect();
+        for (key, handle) in partitions {
+            if let Ok(Some(point)) = handle.addr.send(GetRecoveryPoint).await {
+                points.insert(key, point);
+            }
+        }
+        let data_dir = self.config.data_dir.clone();
+        tokio::task::spawn_blocking(move || recovery::write(&data_dir, &points)).await.map_err(std::io::Error::other)?
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -516,20 +547,27 @@ impl Registry {
         }
     }
 
-    /// fsyncs and stops every partition actor.
+    /// fsyncs and stops every partition actor, then writes recovery points that cover every log whole (the
+    /// next start checks nothing).
     pub async fn shutdown(&self) {
         let topics: Vec<_> = self.topics.write().expect("registry lock").drain().map(|(_, topic)| topic).collect();
+        let mut points = std::mem::take(&mut *self.recovery_points.lock().expect("points lock"));
         for topic in topics {
             for (partition_idx, partition) in topic.local.iter().enumerate() {
                 let Some(partition) = partition else { continue };
                 match partition.addr.send(Shutdown).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(point)) => {
+                        points.insert((topic.name.clone(), partition_idx as u32), point);
+                    }
                     Ok(Err(error)) => {
                         tracing::error!(topic = %topic.name, partition = partition_idx, %error, "final fsync failed")
                     }
                     Err(_) => {}
                 }
             }
+        }
+        if let Err(error) = recovery::write(&self.config.data_dir, &points) {
+            tracing::warn!(%error, "cannot write the recovery points; the next start checks every segment");
         }
     }
 
@@ -541,12 +579,19 @@ impl Registry {
         config: &TopicConfig,
     ) -> anyhow::Result<PartitionHandle> {
         let dir = dir.join(partition.to_string());
-        let log = Log::open(&dir, config.log_config())
+        let point = self.recovery_points.lock().expect("points lock").remove(&(name.to_string(), partition));
+        let (mut log, replay) = Log::open_at(&dir, config.log_config(), point.as_ref())
             .map_err(|error| anyhow::anyhow!("opening {}: {error}", dir.display()))?;
+        if log.recovery_checked_bytes() > 0 {
+            // What recovery kept past the point may not be on disk yet (a kill -9 leaves it in the page cache):
+            // fsync it, so the log as opened is the partition's first recovery point.
+            log.sync_all().map_err(|error| anyhow::anyhow!("syncing {}: {error}", dir.display()))?;
+        }
         let (actor, offsets) = PartitionActor::new(
             name.to_string(),
             partition,
             log,
+            replay,
             config.partition_config(),
             self.timers.clone(),
             self.cluster.clone(),
