@@ -313,3 +313,51 @@ async fn clients_on_the_external_listener_are_given_external_addresses() {
     let records = read_all(&mut consumer, 1, Duration::from_secs(10)).await;
     assert_eq!(records[0].value.as_deref(), Some(&b"from outside"[..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_batch_resolves_once_for_all_its_records_in_order_or_with_the_first_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("broker"));
+    let admin = broker.admin().await;
+    admin.create_topic("many", 3, 1, BTreeMap::new()).await.unwrap();
+    let producer = broker.producer(|config| config.linger = Duration::from_millis(2)).await;
+    // Keyed records over three partitions, in groups; every group resolves with its size.
+    let mut groups = Vec::new();
+    for group_idx in 0..10 {
+        let records: Vec<ProducerRecord> = (0..1000)
+            .map(|idx| {
+                let n = group_idx * 1000 + idx;
+                ProducerRecord::new("many", format!("{n}")).key(format!("key-{}", n % 7))
+            })
+            .collect();
+        groups.push(producer.send_batch(records).await.unwrap());
+    }
+    for group in groups {
+        assert_eq!(group.await.unwrap(), 1000);
+    }
+    assert_eq!(producer.send_batch(Vec::new()).await.unwrap().await.unwrap(), 0);
+    let mut consumer = broker.consumer_from_beginning().await;
+    consumer.assign_topic("many").await.unwrap();
+    let records = read_all(&mut consumer, 10_000, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 10_000);
+    let mut last_by_key: HashMap<String, u64> = HashMap::new();
+    for record in &records {
+        let key = String::from_utf8(record.key.clone().unwrap().to_vec()).unwrap();
+        let n: u64 = String::from_utf8(record.value.clone().unwrap().to_vec()).unwrap().parse().unwrap();
+        assert!(last_by_key.get(&key).is_none_or(|last| *last < n), "records of {key} keep their order");
+        last_by_key.insert(key, n);
+    }
+
+    // A group one of whose records is refused (keyless on a compacted topic) resolves with that failure.
+    admin
+        .create_topic("keyed-only", 1, 1, [("cleanup.policy".to_string(), "compact".to_string())].into())
+        .await
+        .unwrap();
+    let records = vec![ProducerRecord::new("keyed-only", "a").key("k"), ProducerRecord::new("keyed-only", "no key")];
+    let error = producer.send_batch(records).await.unwrap().await.unwrap_err();
+    assert_eq!(error.code(), Some(oxbow::protocol::ErrorCode::INVALID_RECORD), "{error}");
+    // More than the buffer can hold at once is refused before anything is queued.
+    let huge = vec![ProducerRecord::new("many", vec![0u8; 1 << 20]); 80];
+    assert!(producer.send_batch(huge).await.is_err());
+    producer.close().await;
+}

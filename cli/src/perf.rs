@@ -62,6 +62,10 @@ pub struct ProduceArgs {
     /// Batches per partition in flight (1-5 with --acks all, which is idempotent).
     #[arg(long, default_value_t = 5)]
     max_in_flight: usize,
+    /// Hand records to the producer this many at a time with one completion for the group
+    /// (`Producer::send_batch`; latency is then per group); 0: one `send` with a callback per record.
+    #[arg(long, default_value_t = 0)]
+    send_batch: usize,
     /// Producers, each with its own connection.
     #[arg(long, default_value_t = 1)]
     producers: usize,
@@ -191,6 +195,49 @@ async fn ensure_topic(client: &ClientConfig, topic: &str, partitions: u32) -> an
         }
         _ => Ok(()),
     }
+}
+
+/// `perf produce --send-batch`: records handed over `group` at a time with one completion per group.
+async fn produce_in_groups(
+    producer: Producer,
+    n_records: u64,
+    group: usize,
+    rate: Option<f64>,
+    stats: Arc<Stats>,
+    mut next_record: impl FnMut(u64) -> ProducerRecord,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut pending = Vec::new();
+    let mut seq = 0;
+    while seq < n_records {
+        let n = (group as u64).min(n_records - seq);
+        if let Some(rate) = rate {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(seq as f64 / rate)).into()).await;
+        }
+        let records: Vec<ProducerRecord> = (seq..seq + n).map(&mut next_record).collect();
+        let bytes: u64 = records
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, Bytes::len) as u64 + r.key.as_ref().map_or(0, Bytes::len) as u64)
+            .sum();
+        let sent_at = Instant::now();
+        let delivery = producer.send_batch(records).await?;
+        let stats = stats.clone();
+        pending.push(tokio::spawn(async move {
+            match delivery.await {
+                Ok(_) => stats.record(sent_at.elapsed(), n, bytes),
+                Err(_) => {
+                    stats.errors.fetch_add(n, Ordering::Relaxed);
+                    stats.records.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }));
+        seq += n;
+    }
+    for task in pending {
+        task.await?;
+    }
+    producer.close().await;
+    Ok(())
 }
 
 /// The bytes a topic's partitions hold on their leaders (what the log grew by, for a new topic).
@@ -335,10 +382,20 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
         let rate = (args.throughput > 0).then(|| args.throughput as f64 / args.producers as f64);
         let (topic, record_size, workload, stats) =
             (args.topic.clone(), args.record_size, args.workload, stats.clone());
+        let send_batch = args.send_batch;
         tasks.push(tokio::spawn(async move {
             let mut generator = Generator::new(producer_idx as u64 + 1);
             let fixed = Bytes::from(vec![b'x'; record_size]);
             let start = Instant::now();
+            if send_batch > 0 {
+                return produce_in_groups(producer, n_records, send_batch, rate, stats, |_| match workload {
+                    Workload::Fixed => {
+                        ProducerRecord { topic: topic.clone(), value: Some(fixed.clone()), ..Default::default() }
+                    }
+                    Workload::LearnerActivity => generator.learner_event(&topic),
+                })
+                .await;
+            }
             for seq in 0..n_records {
                 if let Some(rate) = rate {
                     let due = start + Duration::from_secs_f64(seq as f64 / rate);

@@ -22,7 +22,7 @@ use super::log::{Log, LogError, LogOffsets, Replay};
 use super::messages::*;
 use super::recovery::PartitionPoint;
 use super::replica::{EpochCache, ProducerStates};
-use super::state::{Effect, FetchFrom, FetchPlan, ReplicaState, RoleChange};
+use super::state::{Effect, FetchFrom, FetchPlan, ReplicaState, Role, RoleChange};
 use super::{ClusterLink, IsrAnswer, IsrChange, PartitionConfig};
 
 /// Mailbox size: beyond it senders wait, which pushes back on the connection and then the client.
@@ -55,6 +55,16 @@ pub struct PartitionActor {
     recovery_point: Option<PartitionPoint>,
     /// Bumped whenever the log is cut or rewritten: an fsync started before does not make a point.
     point_epoch: u64,
+    /// Which timers are running (see `arm_timers`).
+    armed: ArmedTimers,
+}
+
+#[derive(Default)]
+struct ArmedTimers {
+    flush: bool,
+    lag_check: bool,
+    retention: bool,
+    cleaner: bool,
 }
 
 enum FlushWaiter {
@@ -129,6 +139,7 @@ impl PartitionActor {
             offline: None,
             recovery_point,
             point_epoch: 0,
+            armed: ArmedTimers::default(),
         };
         Ok((actor, offsets_rx))
     }
@@ -156,6 +167,7 @@ impl PartitionActor {
             }
         }
         self.offsets.send_replace(LogOffsets { size_bytes: self.log.size_bytes(), ..self.state.offsets() });
+        self.arm_timers(ctx);
     }
 
     fn position(&self) -> FollowerPosition {
@@ -290,15 +302,47 @@ impl PartitionActor {
         }));
     }
 
-    /// The periodic fsync, re-armed each time so that a changed `flush.ms` takes effect.
-    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        let interval = Duration::from_millis(if self.config.flush_ms > 0 { self.config.flush_ms } else { 1_000 });
-        ctx.run_later(interval, |actor, ctx| {
-            if actor.config.flush_ms > 0 {
+    /// Arms the timers this partition needs now, and only those: an idle partition has none, so a broker
+    /// with 10,000 partitions does not wake 50,000 times a second for nothing. The fsync timer runs while
+    /// writes wait for one (`flush.ms` after the first); the in-sync check while it leads other replicas
+    /// (also how soon a leader whose lease lapsed answers its waiting appends); retention and cleaning while
+    /// there is a closed segment (they never touch the active one). Each timer re-arms through here.
+    fn arm_timers(&mut self, ctx: &mut Context<Self>) {
+        if !self.armed.flush && self.unflushed_bytes > 0 && self.config.flush_ms > 0 {
+            self.armed.flush = true;
+            ctx.run_later(Duration::from_millis(self.config.flush_ms), |actor, ctx| {
+                actor.armed.flush = false;
                 actor.start_flush(ctx);
-            }
-            actor.schedule_flush(ctx);
-        });
+                actor.arm_timers(ctx);
+            });
+        }
+        let leads_others = matches!(self.state.role(), Role::Leader(leader) if leader.replicas.len() > 1);
+        if !self.armed.lag_check && leads_others {
+            self.armed.lag_check = true;
+            let interval =
+                (self.cluster.replica_lag_time_max() / 4).clamp(Duration::from_millis(50), Duration::from_millis(250));
+            ctx.run_later(interval, |actor, ctx| {
+                actor.armed.lag_check = false;
+                actor.check_isr_lag(ctx);
+                actor.arm_timers(ctx);
+            });
+        }
+        if !self.armed.retention && self.log.n_segments() > 1 {
+            self.armed.retention = true;
+            ctx.run_later(self.timers.retention_check_interval, |actor, ctx| {
+                actor.armed.retention = false;
+                actor.apply_retention(ctx);
+                actor.arm_timers(ctx);
+            });
+        }
+        if !self.armed.cleaner && self.log.n_segments() > 1 && self.config.cleanup_policy.compact {
+            self.armed.cleaner = true;
+            ctx.run_later(self.timers.cleaner_interval, |actor, ctx| {
+                actor.armed.cleaner = false;
+                actor.start_cleaning(ctx);
+                actor.arm_timers(ctx);
+            });
+        }
     }
 
     fn apply_retention(&mut self, ctx: &mut Context<Self>) {
@@ -415,13 +459,7 @@ impl Actor for PartitionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        self.schedule_flush(ctx);
-        ctx.run_interval(self.timers.retention_check_interval, |actor, ctx| actor.apply_retention(ctx));
-        ctx.run_interval(self.timers.cleaner_interval, |actor, ctx| actor.start_cleaning(ctx));
-        // Also how soon a leader whose lease lapsed answers its waiting appends.
-        let lag_check =
-            (self.cluster.replica_lag_time_max() / 4).clamp(Duration::from_millis(50), Duration::from_millis(250));
-        ctx.run_interval(lag_check, |actor, ctx| actor.check_isr_lag(ctx));
+        self.arm_timers(ctx);
     }
 }
 

@@ -92,6 +92,8 @@ pub struct Registry {
     metrics: Arc<BrokerMetrics>,
     /// Recovery points read at start and not yet used by a partition (kept in the file until they are).
     recovery_points: Mutex<recovery::Points>,
+    /// What the recovery points file holds now (an unchanged set is not written again).
+    points_written: tokio::sync::Mutex<recovery::Points>,
 }
 
 impl Registry {
@@ -128,6 +130,7 @@ impl Registry {
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             roles: Mutex::default(),
+            points_written: tokio::sync::Mutex::new(recovery_points.clone()),
             recovery_points: Mutex::new(recovery_points),
         })
     }
@@ -152,8 +155,16 @@ impl Registry {
                 points.insert(key, point);
             }
         }
+        let mut written = self.points_written.lock().await;
+        if *written == points {
+            return Ok(());
+        }
         let data_dir = self.config.data_dir.clone();
-        tokio::task::spawn_blocking(move || recovery::write(&data_dir, &points)).await.map_err(std::io::Error::other)?
+        let points = tokio::task::spawn_blocking(move || recovery::write(&data_dir, &points).map(|()| points))
+            .await
+            .map_err(std::io::Error::other)??;
+        *written = points;
+        Ok(())
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {

@@ -14,6 +14,8 @@
 //! - a record is in exactly one batch until it is answered (none lost, none sent twice at once).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +34,41 @@ pub type Delivery = (Completion, i64);
 pub enum Completion {
     Future(oneshot::Sender<Result<RecordMetadata, ClientError>>),
     Callback(Box<dyn FnOnce(Result<RecordMetadata, ClientError>) + Send>),
+    /// One of the records of a `send_batch` call: no allocation per record.
+    Shared(Arc<SharedCompletion>),
+}
+
+/// Where a group's answer goes: how many records were acknowledged, or the first failure.
+type GroupAnswer = oneshot::Sender<Result<u64, ClientError>>;
+
+/// The completion of a group of records: answers once, when the last one is acknowledged (with how many)
+/// or failed (with the first failure).
+pub struct SharedCompletion {
+    remaining: AtomicUsize,
+    n_records: u64,
+    outcome: Mutex<(Option<ClientError>, Option<GroupAnswer>)>,
+}
+
+impl SharedCompletion {
+    pub fn new(n_records: usize, answer: GroupAnswer) -> Arc<SharedCompletion> {
+        Arc::new(SharedCompletion {
+            remaining: AtomicUsize::new(n_records),
+            n_records: n_records as u64,
+            outcome: Mutex::new((None, Some(answer))),
+        })
+    }
+
+    fn deliver(&self, result: Result<RecordMetadata, ClientError>) {
+        if let Err(error) = result {
+            self.outcome.lock().expect("completion lock").0.get_or_insert(error);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let (error, answer) = std::mem::take(&mut *self.outcome.lock().expect("completion lock"));
+            if let Some(answer) = answer {
+                let _ = answer.send(error.map_or(Ok(self.n_records), Err));
+            }
+        }
+    }
 }
 
 impl Completion {
@@ -41,6 +78,7 @@ impl Completion {
                 let _ = sender.send(result);
             }
             Completion::Callback(callback) => callback(result),
+            Completion::Shared(shared) => shared.deliver(result),
         }
     }
 }

@@ -16,5 +16,5 @@ pub use connection::{Connection, RESPONSE_FRAME_BYTES_MAX_DEFAULT};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use error::ClientError;
 pub use group::{GroupConfig, RebalanceListener, TopicPartition};
-pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{BatchDeliveryFuture, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use tls::{read_cert_and_key, TlsSettings};
