@@ -48,6 +48,8 @@ run() { # name, settings, command...
 "$BIN/oxbow" topic create durable --config flush.ms=0 >/dev/null
 run "produce 100 B" "acks=1, flush.ms=1000 (OS writeback), 1 partition, batch 512 KiB, linger 5 ms" \
   "$BIN/oxbow" perf produce --topic p100 --num-records 5000000 --record-size 100 --acks 1
+run "produce 100 B, send_batch 1000" "acks=1, flush.ms=1000, 1 partition, records handed over 1000 at a time with one completion (latency per group)" \
+  "$BIN/oxbow" perf produce --topic pgroups --num-records 5000000 --record-size 100 --acks 1 --send-batch 1000
 run "produce 1 KB" "acks=1, flush.ms=1000, 1 partition, batch 512 KiB, linger 5 ms" \
   "$BIN/oxbow" perf produce --topic p1k --num-records 1000000 --record-size 1000 --acks 1
 run "produce 100 B durable" "acks=all, flush.ms=0 (ack after fsync, group commit), 1 partition" \

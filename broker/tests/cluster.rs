@@ -808,20 +808,30 @@ async fn an_acknowledged_config_change_is_in_force_on_every_broker_at_once() {
             assert_eq!(value.as_deref(), Some(limit), "round {round}: {} describes a stale config", connection.addr());
         }
         for partition in &topic.partitions {
-            let leader = &connections[(partition.leader - 1) as usize];
-            let request = ProduceRequest {
-                acks: 1,
-                timeout_ms: 3_000,
-                topics: vec![ProduceTopic {
-                    name: "configs".into(),
-                    partitions: vec![ProducePartition { partition: partition.partition, records: &records }],
-                }],
-            };
-            let body = leader.call_raw(ApiKey::Produce, &request, Duration::from_secs(10)).await.unwrap();
-            let response: ProduceResponse = oxbow::protocol::frame::decode_body(&body).unwrap();
-            let code = response.topics[0].partitions[0].error_code;
+            // Leadership may move under load (a lease renewed late); what is checked is the config, so the
+            // produce goes to whoever leads now.
+            let (code, leader_id) = wait_for("the partition's leader to answer", Duration::from_secs(20), || async {
+                let now = admin.describe_topic("configs").await.map_err(|e| e.to_string())?;
+                let leader_id = now.partitions[partition.partition as usize].leader;
+                let leader = connections.get((leader_id - 1) as usize).ok_or(format!("leader {leader_id}"))?;
+                let request = ProduceRequest {
+                    acks: 1,
+                    timeout_ms: 3_000,
+                    topics: vec![ProduceTopic {
+                        name: "configs".into(),
+                        partitions: vec![ProducePartition { partition: partition.partition, records: &records }],
+                    }],
+                };
+                let body = leader.call_raw(ApiKey::Produce, &request, Duration::from_secs(10)).await.unwrap();
+                let response: ProduceResponse = oxbow::protocol::frame::decode_body(&body).unwrap();
+                match response.topics[0].partitions[0].error_code {
+                    ErrorCode::NOT_LEADER_OR_FOLLOWER => Err(format!("{leader_id} no longer leads")),
+                    code => Ok((code, leader_id)),
+                }
+            })
+            .await;
             let expected = if limit == "1024" { ErrorCode::RECORD_BATCH_TOO_LARGE } else { ErrorCode::NONE };
-            assert_eq!(code, expected, "round {round}: partition {} led by {}", partition.partition, partition.leader);
+            assert_eq!(code, expected, "round {round}: partition {} led by {leader_id}", partition.partition);
         }
     }
 }

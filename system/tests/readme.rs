@@ -78,5 +78,6 @@ async fn the_quick_start_works_as_written_against_oxbow_local() {
     assert!(stdout.contains("ReplicationFactor: 3"), "the default replication factor applies: {stdout}");
     assert!(printed.contains(&"alice=1") && printed.contains(&"alice=3"), "{stdout}");
     assert!(printed.contains(&"source:readme\ttagged"), "headers are printed: {stdout}");
+    assert!(printed.contains(&"compressed"), "a compressed record reads back: {stdout}");
     assert!(stdout.contains("dashboard"), "the group is listed: {stdout}");
 }

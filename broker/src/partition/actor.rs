@@ -166,7 +166,14 @@ impl PartitionActor {
                 }
             }
         }
-        self.offsets.send_replace(LogOffsets { size_bytes: self.log.size_bytes(), ..self.state.offsets() });
+        // Only a change wakes the fetches long-polling on this partition: an unchanged publish would wake them
+        // all, and their reads (a follower fetch settles here too) would wake each other without end.
+        let offsets = LogOffsets { size_bytes: self.log.size_bytes(), ..self.state.offsets() };
+        self.offsets.send_if_modified(|current| {
+            let changed = *current != offsets;
+            *current = offsets;
+            changed
+        });
         self.arm_timers(ctx);
     }
 
