@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::raw::Raw;
 use common::BrokerProcess;
-use oxbow::protocol::api::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
+use oxbow::protocol::api::fetch::{FetchRequest, FetchResponse};
 use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use oxbow::protocol::batch::BatchBuilder;
 use oxbow::protocol::frame::{self, ErrorBody, RequestHeader};
@@ -43,23 +43,7 @@ fn produce(
 }
 
 fn fetch(raw: &mut Raw, correlation_id: u32, topic: &str, offset: u64) -> (ErrorCode, u64, usize) {
-    let request = FetchRequest {
-        max_wait_ms: 0,
-        min_bytes: 0,
-        max_bytes: 1 << 20,
-        topics: vec![FetchTopic {
-            name: topic.into(),
-            partitions: vec![FetchPartition {
-                partition: 0,
-                fetch_offset: offset,
-                partition_max_bytes: 1 << 20,
-                current_leader_epoch: None,
-                last_fetched_epoch: None,
-            }],
-        }],
-        replica_id: None,
-    };
-    raw.request(ApiKey::Fetch.key(), 0, correlation_id, &request);
+    raw.request(ApiKey::Fetch.key(), 0, correlation_id, &common::raw::fetch_request(topic, &[0], offset));
     let (_, code, body) = raw.response().unwrap();
     assert_eq!(code, ErrorCode::NONE);
     let response: FetchResponse<'_> = frame::decode_body(&body).unwrap();

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::raw::Raw;
 use common::{poll, read_all, wait_for, BrokerProcess};
 use oxbow::client::ProducerRecord;
-use oxbow::protocol::api::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
+use oxbow::protocol::api::fetch::FetchResponse;
 use oxbow::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use oxbow::protocol::batch::{self, BatchBuilder, BATCH_HEADER_BYTES};
 use oxbow::protocol::compression::Compression;
@@ -42,23 +42,7 @@ fn stored_codecs(addr: &str, topic: &str) -> Vec<Compression> {
     let mut offset = 0;
     let mut codecs = Vec::new();
     for correlation_id in 1.. {
-        let request = FetchRequest {
-            max_wait_ms: 0,
-            min_bytes: 0,
-            max_bytes: 1 << 20,
-            topics: vec![FetchTopic {
-                name: topic.into(),
-                partitions: vec![FetchPartition {
-                    partition: 0,
-                    fetch_offset: offset,
-                    partition_max_bytes: 1 << 20,
-                    current_leader_epoch: None,
-                    last_fetched_epoch: None,
-                }],
-            }],
-            replica_id: None,
-        };
-        raw.request(ApiKey::Fetch.key(), 0, correlation_id, &request);
+        raw.request(ApiKey::Fetch.key(), 0, correlation_id, &common::raw::fetch_request(topic, &[0], offset));
         let (_, code, body) = raw.response().unwrap();
         assert_eq!(code, ErrorCode::NONE);
         let response: FetchResponse<'_> = frame::decode_body(&body).unwrap();

@@ -13,7 +13,7 @@ use openraft::{LeaderId, Vote};
 use oxbow::auth::Credentials;
 use oxbow::client::{Admin, ClientConfig, Connection};
 use oxbow::protocol::api::authenticate::AuthenticateRequest;
-use oxbow::protocol::api::fetch::{FetchPartition, FetchRequest, FetchTopic};
+use oxbow::protocol::api::fetch::FetchRequest;
 use oxbow::protocol::api::internal::{ControllerRequest, RaftRequest};
 use oxbow::protocol::api::metadata::MetadataRequest;
 use oxbow::protocol::{ApiKey, ErrorCode};
@@ -22,25 +22,7 @@ use oxbow_broker::cluster::{ControllerCall, RaftMessage};
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn fetch_as_replica(topic: &str, replica_id: Option<i32>, partitions: &[u32]) -> FetchRequest {
-    FetchRequest {
-        max_wait_ms: 0,
-        min_bytes: 0,
-        max_bytes: 1 << 20,
-        topics: vec![FetchTopic {
-            name: topic.into(),
-            partitions: partitions
-                .iter()
-                .map(|&partition| FetchPartition {
-                    partition,
-                    fetch_offset: 0,
-                    partition_max_bytes: 1 << 20,
-                    current_leader_epoch: None,
-                    last_fetched_epoch: None,
-                })
-                .collect(),
-        }],
-        replica_id,
-    }
+    FetchRequest { replica_id, ..common::raw::fetch_request(topic, partitions, 0) }
 }
 
 fn controller_payload(call: &ControllerCall) -> ControllerRequest {

@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use oxbow::protocol::api::fetch::{FetchPartition, FetchRequest, FetchTopic};
 use oxbow::protocol::frame::{self, ErrorBody, RequestHeader};
 use oxbow::protocol::ErrorCode;
 
@@ -52,5 +53,28 @@ impl Raw {
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.stream.read(&mut byte), Ok(0))
+    }
+}
+
+/// A consumer's Fetch of `partitions` of a topic, each from `offset`: no waiting, up to 1 MiB.
+pub fn fetch_request(topic: &str, partitions: &[u32], offset: u64) -> FetchRequest {
+    FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: topic.into(),
+            partitions: partitions
+                .iter()
+                .map(|&partition| FetchPartition {
+                    partition,
+                    fetch_offset: offset,
+                    partition_max_bytes: 1 << 20,
+                    current_leader_epoch: None,
+                    last_fetched_epoch: None,
+                })
+                .collect(),
+        }],
+        replica_id: None,
     }
 }
