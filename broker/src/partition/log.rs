@@ -728,7 +728,17 @@ mod tests {
             let records_at_point = read_all(&at_point);
             let end_at_point = (at_point.log_start_offset(), at_point.log_end_offset());
             drop(at_point);
+            let index_files = || {
+                let mut files: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "index" || e == "timeindex"))
+                    .map(|p| (p.clone(), fs::read(p).unwrap())).collect();
+                files.sort();
+                files
+            };
+            let indexes_at_point = index_files();
             let without = Log::open(dir.path(), config()).unwrap();
+            // Opening without the point rebuilds every index from the log: the files must already say that.
+            proptest::prop_assert_eq!(indexes_at_point, index_files());
             proptest::prop_assert_eq!(end_at_point, (without.log_start_offset(), without.log_end_offset()));
             proptest::prop_assert_eq!(records_at_point, read_all(&without));
             proptest::prop_assert_eq!(state_at_point, replica_state(&without));

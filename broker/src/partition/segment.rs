@@ -158,9 +158,12 @@ impl Segment {
         if file_bytes < point.size_bytes || !last_batch_matches(&log, point)? {
             return Ok(None);
         }
-        let (Some(index), Some(time_index)) = (read_index(&log_path, point), read_time_index(&log_path, point)) else {
+        let (Some((index, index_whole)), Some((time_index, time_index_whole))) =
+            (read_index(&log_path, point), read_time_index(&log_path, point))
+        else {
             return Ok(None);
         };
+        let persisted = (index.len(), time_index.len());
         let bytes_since_index_entry = point.size_bytes - index.last().map_or(0, |entry| u64::from(entry.position));
         let mut segment = Segment {
             base_offset: point.base_offset,
@@ -179,7 +182,13 @@ impl Segment {
             last_batch: point.last_batch,
         };
         let problem = segment.scan(file_bytes, batch_bytes_max)?;
-        segment.rewrite_indexes_if_stale()?;
+        if index_whole && time_index_whole {
+            // The files hold exactly the entries read: only those the scan added past the point are written.
+            (segment.index_persisted, segment.time_index_persisted) = persisted;
+            segment.persist_indexes(true)?;
+        } else {
+            segment.rewrite_indexes_if_stale()?;
+        }
         let valid_bytes = segment.size_bytes;
         Ok(Some((segment, ScanOutcome { valid_bytes, problem })))
     }
@@ -538,8 +547,9 @@ fn last_batch_matches(log: &File, point: &SegmentPoint) -> io::Result<bool> {
 }
 
 /// The offset index file's entries below the point, if they are well formed (offsets and positions
-/// increasing, the first at position 0, all below the point); `None` otherwise.
-fn read_index(log_path: &Path, point: &SegmentPoint) -> Option<Vec<IndexEntry>> {
+/// increasing, the first at position 0, all below the point), and whether they are the whole file; `None`
+/// otherwise.
+fn read_index(log_path: &Path, point: &SegmentPoint) -> Option<(Vec<IndexEntry>, bool)> {
     let bytes = std::fs::read(log_path.with_extension("index")).unwrap_or_default();
     let relative_end = point.next_offset.checked_sub(point.base_offset)?;
     let mut entries: Vec<IndexEntry> = Vec::with_capacity(bytes.len() / INDEX_ENTRY_BYTES);
@@ -559,11 +569,13 @@ fn read_index(log_path: &Path, point: &SegmentPoint) -> Option<Vec<IndexEntry>> 
         entries.push(entry);
     }
     let starts_at_zero = entries.first().is_none_or(|first| first.position == 0);
-    (starts_at_zero && (point.size_bytes == 0 || !entries.is_empty())).then_some(entries)
+    let whole = bytes.len() == entries.len() * INDEX_ENTRY_BYTES;
+    (starts_at_zero && (point.size_bytes == 0 || !entries.is_empty())).then_some((entries, whole))
 }
 
-/// The time index file's entries below the point, if they are well formed; `None` otherwise.
-fn read_time_index(log_path: &Path, point: &SegmentPoint) -> Option<Vec<TimeIndexEntry>> {
+/// The time index file's entries below the point, if they are well formed, and whether they are the whole
+/// file; `None` otherwise.
+fn read_time_index(log_path: &Path, point: &SegmentPoint) -> Option<(Vec<TimeIndexEntry>, bool)> {
     let bytes = std::fs::read(log_path.with_extension("timeindex")).unwrap_or_default();
     let relative_end = point.next_offset.checked_sub(point.base_offset)?;
     let mut entries: Vec<TimeIndexEntry> = Vec::with_capacity(bytes.len() / TIME_INDEX_ENTRY_BYTES);
@@ -584,7 +596,8 @@ fn read_time_index(log_path: &Path, point: &SegmentPoint) -> Option<Vec<TimeInde
         }
         entries.push(entry);
     }
-    (point.size_bytes == 0 || !entries.is_empty()).then_some(entries)
+    let whole = bytes.len() == entries.len() * TIME_INDEX_ENTRY_BYTES;
+    (point.size_bytes == 0 || !entries.is_empty()).then_some((entries, whole))
 }
 
 /// Appends `bytes` to the file at `path` (created if missing), fsyncing it when `sync`.
