@@ -5,6 +5,7 @@
 #   --json FILE  also writes every scenario's figures as JSON lines (name, settings, command, records/s,
 #                MB/s, latency percentiles, ...) to FILE, to set another system's figures beside them.
 # BENCH_ONLY=REGEX runs only the scenarios whose name matches (the table is then printed, not written).
+# BENCH_BIN=DIR runs the binaries in DIR instead of building target/release (to set two builds side by side).
 # Needs python3 (to read the tools' --json output). Takes about 15 minutes; uses a temporary data directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +14,8 @@ if [ "${1:-}" = "--json" ]; then
   JSON_OUT=${2:?--json needs a file}
   case $JSON_OUT in /*) ;; *) JSON_OUT=$PWD/$JSON_OUT ;; esac
 fi
-cargo build --release -p oxbow-broker -p oxbow-cli
-BIN=target/release
+if [ -z "${BENCH_BIN:-}" ]; then cargo build --release -p oxbow-broker -p oxbow-cli; fi
+BIN=${BENCH_BIN:-target/release}
 DATA=$(mktemp -d)
 PORT=${BENCH_PORT:-9391}
 export OXBOW_BOOTSTRAP_SERVER=127.0.0.1:$PORT

@@ -171,9 +171,12 @@ async fn project_once(
         };
         for record in records {
             let Some(value) = record.value.as_deref() else { continue };
-            let position =
-                Some(LogPosition { topic: record.topic.clone(), partition: record.partition, offset: record.offset });
-            if record.topic == booking::BOOKINGS_TOPIC {
+            let position = Some(LogPosition {
+                topic: record.topic.to_string(),
+                partition: record.partition,
+                offset: record.offset,
+            });
+            if &*record.topic == booking::BOOKINGS_TOPIC {
                 match rmp_serde::from_slice::<BookingRequested>(value) {
                     Ok(event) => bookings.send(Requested(event, position)).await?,
                     Err(error) => tracing::warn!(offset = record.offset, %error, "skipping an undecodable booking"),

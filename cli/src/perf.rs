@@ -381,7 +381,7 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
         };
         let rate = (args.throughput > 0).then(|| args.throughput as f64 / args.producers as f64);
         let (topic, record_size, workload, stats) =
-            (args.topic.clone(), args.record_size, args.workload, stats.clone());
+            (Arc::<str>::from(args.topic.as_str()), args.record_size, args.workload, stats.clone());
         let send_batch = args.send_batch;
         tasks.push(tokio::spawn(async move {
             let mut generator = Generator::new(producer_idx as u64 + 1);
@@ -573,8 +573,13 @@ async fn e2e(client: ClientConfig, args: E2eArgs) -> anyhow::Result<()> {
     let producer = Producer::connect(producer_config).await?;
     let bar = progress(args.num_records, args.json);
     let reporter = tokio::spawn(report_loop(stats.clone(), bar.clone(), args.num_records, "received", args.json));
-    let (topic, n_records, rate, size, workload) =
-        (args.topic.clone(), args.num_records, args.throughput as f64, args.record_size.max(8), args.workload);
+    let (topic, n_records, rate, size, workload) = (
+        Arc::<str>::from(args.topic.as_str()),
+        args.num_records,
+        args.throughput as f64,
+        args.record_size.max(8),
+        args.workload,
+    );
     let sender_stats = stats.clone();
     let sender_sent = sent.clone();
     let sender = tokio::spawn(async move {
@@ -669,9 +674,9 @@ impl Generator {
         Generator(LearnerActivity::new(seed))
     }
 
-    fn learner_event(&mut self, topic: &str) -> ProducerRecord {
+    fn learner_event(&mut self, topic: &Arc<str>) -> ProducerRecord {
         let event = self.0.next_event(now_ms());
-        ProducerRecord::new(topic, event.value).key(event.key).header("type", event.kind)
+        ProducerRecord::new(topic.clone(), event.value).key(event.key).header("type", event.kind)
     }
 }
 

@@ -47,16 +47,17 @@ pub async fn run(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
         headers.push((key.to_string(), Some(bytes::Bytes::from(value.to_string()))));
     }
     let producer = Producer::connect(config).await?;
+    let topic: std::sync::Arc<str> = args.topic.as_str().into();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
     let mut n_records = 0u64;
     while let Some(line) = lines.next_line().await.context("reading standard input")? {
         let mut record = match &args.key_separator {
             Some(separator) => match line.split_once(separator.as_str()) {
-                Some((key, value)) => ProducerRecord::new(&args.topic, value.to_string()).key(key.to_string()),
+                Some((key, value)) => ProducerRecord::new(topic.clone(), value.to_string()).key(key.to_string()),
                 None => bail!("line {} has no key separator {separator:?}: {line:?}", n_records + 1),
             },
-            None => ProducerRecord::new(&args.topic, line),
+            None => ProducerRecord::new(topic.clone(), line),
         };
         record.partition = args.partition;
         record.headers.clone_from(&headers);

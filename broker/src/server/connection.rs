@@ -267,14 +267,13 @@ async fn dispatch(
 async fn write_responses(writer: impl AsyncWrite + Unpin, mut responses: mpsc::Receiver<Response>, peer: SocketAddr) {
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
     while let Some(response) = responses.recv().await {
-        if let Err(error) = writer.write_all(&response.frame).await {
+        if let Err(error) = write_response(&mut writer, response).await {
             tracing::debug!(%peer, %error, "write failed");
             return;
         }
-        drop(response);
         // Flush only when no other response is ready, so bursts share syscalls.
         while let Ok(response) = responses.try_recv() {
-            if writer.write_all(&response.frame).await.is_err() {
+            if write_response(&mut writer, response).await.is_err() {
                 return;
             }
         }
@@ -283,6 +282,24 @@ async fn write_responses(writer: impl AsyncWrite + Unpin, mut responses: mpsc::R
         }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Parts at least this long go to the socket from their own buffer (after what is buffered), not through
+/// the write buffer: a fetch's records are copied once, by the kernel.
+const DIRECT_WRITE_BYTES: usize = 64 * 1024;
+
+/// Writes one response's frame and tail; its response budget is given back once they are written.
+async fn write_response<W: AsyncWrite + Unpin>(writer: &mut BufWriter<W>, response: Response) -> std::io::Result<()> {
+    writer.write_all(&response.frame).await?;
+    for part in &response.tail {
+        if part.len() >= DIRECT_WRITE_BYTES {
+            writer.flush().await?;
+            writer.get_mut().write_all(part).await?;
+        } else {
+            writer.write_all(part).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs a closure when dropped (a connection's end, however it ends).

@@ -250,7 +250,7 @@ where
         let kept = records
             .into_iter()
             .filter(|record| {
-                let tp = (record.topic.clone(), record.partition);
+                let tp = (record.topic.to_string(), record.partition);
                 if !new.contains(&tp) {
                     return true;
                 }
@@ -308,13 +308,13 @@ where
         let mut consumed = BTreeMap::new();
         let mut undecodable = Vec::new();
         for record in records {
-            let labels = [("topic", record.topic.clone()), ("group", self.config.group_id.clone())];
+            let labels = [("topic", record.topic.to_string()), ("group", self.config.group_id.clone())];
             metrics::counter!("oxbow_records_in_total", &labels).increment(1);
-            consumed.insert((record.topic.clone(), record.partition), record.offset + 1);
+            consumed.insert((record.topic.to_string(), record.partition), record.offset + 1);
             match record.value.as_deref().map(rmp_serde::from_slice::<E>) {
                 Some(Ok(event)) => deliveries.push(Delivery {
                     event,
-                    topic: record.topic.clone(),
+                    topic: record.topic.to_string(),
                     partition: record.partition,
                     offset: record.offset,
                     key: record.key.clone(),
@@ -330,7 +330,9 @@ where
         let source = |delivery: &Delivery<E>| {
             records
                 .iter()
-                .find(|r| r.offset == delivery.offset && r.partition == delivery.partition && r.topic == delivery.topic)
+                .find(|r| {
+                    r.offset == delivery.offset && r.partition == delivery.partition && *r.topic == *delivery.topic
+                })
                 .expect("a delivery comes from a record of the chunk")
         };
         match self.attempt(Batch::of(deliveries.clone(), consumed.clone())).await? {
@@ -394,17 +396,21 @@ where
             *dead_letters = Some(Producer::connect(config).await?);
         }
         let producer = dead_letters.as_ref().expect("just connected");
-        let mut dead =
-            ProducerRecord { topic, key: record.key.clone(), value: record.value.clone(), ..Default::default() };
+        let mut dead = ProducerRecord {
+            topic: topic.into(),
+            key: record.key.clone(),
+            value: record.value.clone(),
+            ..Default::default()
+        };
         dead.headers = vec![
             ("error".to_string(), Some(Bytes::from(error.to_string()))),
-            ("source.topic".to_string(), Some(Bytes::from(record.topic.clone()))),
+            ("source.topic".to_string(), Some(Bytes::from(record.topic.to_string()))),
             ("source.partition".to_string(), Some(Bytes::from(record.partition.to_string()))),
             ("source.offset".to_string(), Some(Bytes::from(record.offset.to_string()))),
             ("source.group".to_string(), Some(Bytes::from(self.config.group_id.clone()))),
         ];
         producer.send_and_wait(dead).await?;
-        metrics::counter!("oxbow_dead_letters_total", "topic" => record.topic.clone()).increment(1);
+        metrics::counter!("oxbow_dead_letters_total", "topic" => record.topic.to_string()).increment(1);
         Ok(())
     }
 }

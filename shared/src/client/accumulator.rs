@@ -28,7 +28,15 @@ use crate::protocol::compression::Compression;
 use crate::protocol::{partitioner, ErrorCode};
 
 pub type TopicPartition = (String, u32);
-pub type Delivery = (Completion, i64);
+
+/// Where the outcome of a batch's consecutive records goes: one entry per record, except that the records of
+/// one `send_batch` group share one entry (`records` of them), so a group costs no bookkeeping per record.
+pub struct Delivery {
+    pub completion: Completion,
+    /// The (first) record's timestamp.
+    pub timestamp: i64,
+    pub records: u32,
+}
 
 /// How a record's outcome reaches the application.
 pub enum Completion {
@@ -58,11 +66,15 @@ impl SharedCompletion {
         })
     }
 
-    fn deliver(&self, result: Result<RecordMetadata, ClientError>) {
+    /// The outcome of `records` of the group's records.
+    fn deliver(&self, result: Result<RecordMetadata, ClientError>, records: u32) {
         if let Err(error) = result {
             self.outcome.lock().expect("completion lock").0.get_or_insert(error);
         }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let records = records as usize;
+        let before = self.remaining.fetch_sub(records, Ordering::AcqRel);
+        assert!(before >= records, "more records of a group answered than it has");
+        if before == records {
             let (error, answer) = std::mem::take(&mut *self.outcome.lock().expect("completion lock"));
             if let Some(answer) = answer {
                 let _ = answer.send(error.map_or(Ok(self.n_records), Err));
@@ -71,14 +83,15 @@ impl SharedCompletion {
     }
 }
 
-impl Completion {
+impl Delivery {
+    /// Hands the outcome over: `result` is the first record's (a shared completion counts it for each).
     pub fn deliver(self, result: Result<RecordMetadata, ClientError>) {
-        match self {
+        match self.completion {
             Completion::Future(sender) => {
                 let _ = sender.send(result);
             }
             Completion::Callback(callback) => callback(result),
-            Completion::Shared(shared) => shared.deliver(result),
+            Completion::Shared(shared) => shared.deliver(result, self.records),
         }
     }
 }
@@ -95,8 +108,11 @@ pub struct RecordParts<'a> {
 
 #[derive(Default)]
 pub struct Accumulator {
-    /// The topics sent to: one map lookup per record finds everything `send` needs.
-    topics: HashMap<String, TopicState>,
+    /// The topics sent to, with everything `send` needs; `topic_slots` finds a topic's place, and records
+    /// to the topic of the record before skip even that lookup (`last_topic`).
+    topics: Vec<(String, TopicState)>,
+    topic_slots: HashMap<String, usize>,
+    last_topic: usize,
     ready: VecDeque<ReadyBatch>,
     flights: HashMap<TopicPartition, Flight>,
     outstanding_records: u64,
@@ -206,6 +222,11 @@ pub struct ReadyBatch {
 impl ReadyBatch {
     /// Compresses a freshly sealed batch's records, once: the sender does this after `drain`, so that
     /// `send` callers never wait on the compression of other batches.
+    /// How many records the batch holds.
+    pub fn record_count(&self) -> u64 {
+        self.deliveries.iter().map(|delivery| u64::from(delivery.records)).sum()
+    }
+
     pub fn compress(&mut self) {
         if let Some(codec) = self.pending_compression.take() {
             let header = BatchHeader::parse(&self.records).expect("a batch this producer sealed");
@@ -239,7 +260,15 @@ impl Accumulator {
 
     /// A topic's partition count from fresh metadata.
     pub fn set_partition_count(&mut self, topic: &str, n_partitions: u32) {
-        let topic_state = self.topics.entry(topic.to_string()).or_default();
+        let slot = match self.topic_slot(topic) {
+            Some(slot) => slot,
+            None => {
+                self.topics.push((topic.to_string(), TopicState::default()));
+                self.topic_slots.insert(topic.to_string(), self.topics.len() - 1);
+                self.topics.len() - 1
+            }
+        };
+        let topic_state = &mut self.topics[slot].1;
         topic_state.n_partitions = n_partitions;
         if topic_state.open.len() < n_partitions as usize {
             topic_state.open.resize_with(n_partitions as usize, || None);
@@ -251,9 +280,19 @@ impl Accumulator {
 
     /// Forgets a topic's partition count (a retry may mean it changed): the next send looks it up.
     pub fn invalidate(&mut self, topic: &str) {
-        if let Some(topic_state) = self.topics.get_mut(topic) {
-            topic_state.n_partitions = 0;
+        if let Some(slot) = self.topic_slot(topic) {
+            self.topics[slot].1.n_partitions = 0;
         }
+    }
+
+    /// Where a topic's state is: the last record's topic is compared before the map is asked.
+    fn topic_slot(&mut self, topic: &str) -> Option<usize> {
+        if self.topics.get(self.last_topic).is_some_and(|(name, _)| name == topic) {
+            return Some(self.last_topic);
+        }
+        let slot = *self.topic_slots.get(topic)?;
+        self.last_topic = slot;
+        Some(slot)
     }
 
     /// The partition `append` would choose for a record (`Ok(None)`: the topic's partition count is not known
@@ -266,7 +305,10 @@ impl Accumulator {
         key: Option<&[u8]>,
         spread: impl FnOnce() -> u32,
     ) -> Result<Option<u32>, ClientError> {
-        let Some(topic_state) = self.topics.get_mut(topic).filter(|t| t.n_partitions > 0) else { return Ok(None) };
+        let Some(slot) = self.topic_slot(topic).filter(|&slot| self.topics[slot].1.n_partitions > 0) else {
+            return Ok(None);
+        };
+        let topic_state = &mut self.topics[slot].1;
         choose_partition(topic, topic_state, partition, key, spread).map(Some)
     }
 
@@ -284,10 +326,11 @@ impl Accumulator {
         spread: impl FnOnce() -> u32,
         now: impl FnOnce() -> Instant,
     ) -> Result<Appended, ClientError> {
-        // One map lookup per record: the partition choice and the batch come from the same entry.
-        let Some(topic_state) = self.topics.get_mut(topic).filter(|t| t.n_partitions > 0) else {
+        // At most one map lookup per record: the partition choice and the batch come from the same entry.
+        let Some(topic_slot) = self.topic_slot(topic).filter(|&slot| self.topics[slot].1.n_partitions > 0) else {
             return Ok(Appended::NeedsMetadata(completion, permit));
         };
+        let topic_state = &mut self.topics[topic_slot].1;
         let partition = choose_partition(topic, topic_state, partition, record.key, spread)?;
         let slot = partition as usize;
         let mut wake = false;
@@ -309,7 +352,15 @@ impl Accumulator {
             }
         });
         open.builder.append(record.timestamp, record.key, record.value, record.headers);
-        open.deliveries.push((completion, record.timestamp));
+        match (open.deliveries.last_mut(), completion) {
+            // The next record of the same group: one entry for the group's run of records in this batch.
+            (Some(Delivery { completion: Completion::Shared(last), records, .. }), Completion::Shared(shared))
+                if Arc::ptr_eq(last, &shared) =>
+            {
+                *records += 1
+            }
+            (_, completion) => open.deliveries.push(Delivery { completion, timestamp: record.timestamp, records: 1 }),
+        }
         match &mut open.permit {
             Some(held) => held.merge(permit),
             None => open.permit = Some(permit),
@@ -342,25 +393,26 @@ impl Accumulator {
         let mut next_deadline: Option<Instant> = None;
         let flush = self.flush_requested;
         let mut expired = Vec::new();
-        for (topic, topic_state) in &self.topics {
+        for (slot, (_, topic_state)) in self.topics.iter().enumerate() {
             for (partition, open) in topic_state.open.iter().enumerate() {
                 let Some(open) = open else { continue };
                 let deadline = open.created + linger;
                 if deadline <= now || flush {
-                    expired.push((topic.clone(), partition as u32));
+                    expired.push((slot, partition as u32));
                 } else {
                     next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
                 }
             }
         }
-        for topic_partition in expired {
+        for (slot, partition) in expired {
             // A blocked partition is woken by its next answer (`finish`), and seals then. (Batches held
             // for a producer id are sealed, to count their wait against retries and delivery timeout.)
+            let topic_partition = (self.topics[slot].0.clone(), partition);
             if !hold && !self.can_send(&topic_partition, max_in_flight) {
                 continue;
             }
-            let topic_state = self.topics.get_mut(&topic_partition.0).expect("listed above");
-            topic_state.seal(&topic_partition.0, topic_partition.1, &mut self.ready);
+            let (topic, topic_state) = &mut self.topics[slot];
+            topic_state.seal(topic, partition, &mut self.ready);
         }
         let mut taken = Vec::new();
         if hold {

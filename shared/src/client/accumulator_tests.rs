@@ -50,9 +50,20 @@ fn with_topic(n_partitions: u32) -> Accumulator {
 }
 
 fn answer(acc: &mut Accumulator, mut batch: ReadyBatch, ok: bool) {
-    let n_records = batch.deliveries.len() as u64;
-    for (completion, _) in std::mem::take(&mut batch.deliveries) {
-        completion.deliver(if ok {
+    let n_records = batch.record_count();
+    let mut previous_group: Option<Arc<SharedCompletion>> = None;
+    for delivery in std::mem::take(&mut batch.deliveries) {
+        if let Completion::Shared(group) = &delivery.completion {
+            assert!(
+                !previous_group.as_ref().is_some_and(|previous| Arc::ptr_eq(previous, group)),
+                "a group's consecutive records in one batch have one delivery entry"
+            );
+            GROUP_RECORDS_ANSWERED.with(|n| n.set(n.get() + u64::from(delivery.records)));
+            previous_group = Some(group.clone());
+        } else {
+            previous_group = None;
+        }
+        delivery.deliver(if ok {
             Ok(RecordMetadata { partition: 0, offset: None, timestamp: 0 })
         } else {
             Err(ClientError::Closed)
@@ -104,7 +115,7 @@ fn batches_seal_when_full_or_lingered_and_a_flush_seals_everything() {
     assert!(taken.is_empty());
     assert_eq!(next, Some(now + LINGER));
     let (taken, next) = acc.drain(now + LINGER, LINGER, 5, false);
-    assert_eq!((taken.len(), taken[0].deliveries.len(), next), (1, 2, None));
+    assert_eq!((taken.len(), taken[0].record_count(), next), (1, 2, None));
     append(&mut acc, ("t", 1), 10, now, &answered, 2);
     acc.request_flush();
     let (flushed, _) = acc.drain(now, LINGER, 5, false);
@@ -113,7 +124,7 @@ fn batches_seal_when_full_or_lingered_and_a_flush_seals_everything() {
     answer(&mut acc, taken.into_iter().next().unwrap(), true);
     let idle = {
         let batch = flushed.into_iter().next().unwrap();
-        let n = batch.deliveries.len() as u64;
+        let n = batch.record_count();
         acc.finished(&batch, n)
     };
     assert!(idle, "every record answered");
@@ -157,7 +168,7 @@ fn sequences_follow_the_queue_and_restart_under_a_new_producer_id() {
     let mut expected = 0;
     for (batch, (producer_id, first)) in taken.iter().zip(&stamps) {
         assert_eq!((*producer_id, *first), (7, expected));
-        expected += batch.deliveries.len() as i32;
+        expected += batch.record_count() as i32;
     }
     assert!(!acc.behind_unacknowledged(&taken[0]));
     assert!(acc.behind_unacknowledged(&taken[1]), "the first batch is unanswered");
@@ -229,6 +240,10 @@ enum Step {
         partition: u32,
         value_bytes: usize,
     },
+    /// Records of one `send_batch` group (one shared completion), to these partitions.
+    AppendGroup {
+        records: Vec<(u32, usize)>,
+    },
     Drain {
         advance_ms: u64,
     },
@@ -253,6 +268,7 @@ enum Step {
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
     prop_oneof![
         4 => (0..3u32, 1..120usize).prop_map(|(partition, value_bytes)| Step::Append { partition, value_bytes }),
+        1 => proptest::collection::vec((0..3u32, 1..60usize), 1..12).prop_map(|records| Step::AppendGroup { records }),
         3 => (0..10u64).prop_map(|advance_ms| Step::Drain { advance_ms }),
         2 => (0..8usize).prop_map(|pick| Step::Ack { pick }),
         1 => (0..8usize).prop_map(|pick| Step::Retry { pick }),
@@ -265,8 +281,38 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
 
 const MAX_IN_FLIGHT: usize = 3;
 
+thread_local! {
+    /// Records of groups whose outcome `answer` delivered (on this test's thread).
+    static GROUP_RECORDS_ANSWERED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Appends a `send_batch` group: one shared completion for all its records.
+fn append_group(
+    acc: &mut Accumulator,
+    records: &[(u32, usize)],
+    now: Instant,
+) -> oneshot::Receiver<Result<u64, ClientError>> {
+    let (answer, answered) = oneshot::channel();
+    let group = SharedCompletion::new(records.len(), answer);
+    for &(partition, value_bytes) in records {
+        let value = vec![b'g'; value_bytes];
+        let record_bytes = BatchBuilder::record_bytes(None, Some(&value), &[]);
+        let parts = RecordParts { key: None, value: Some(&value), headers: &[], timestamp: 1_000, record_bytes };
+        let completion = Completion::Shared(group.clone());
+        match acc.append("t", Some(partition), &parts, completion, permit(record_bytes), BATCH_BYTES, || 0, || now) {
+            Ok(Appended::Stored { .. }) => {}
+            _ => panic!("the topic is known and the partition exists"),
+        }
+    }
+    answered
+}
+
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    GROUP_RECORDS_ANSWERED.with(|n| n.set(0));
     let answered: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
+    // Each group's answer, and how many records it has.
+    let mut groups: Vec<(oneshot::Receiver<Result<u64, ClientError>>, u64)> = Vec::new();
+    let mut group_records = 0u64;
     let mut acc = with_topic(3);
     let mut now = Instant::now();
     let mut next_producer_id = 1;
@@ -284,6 +330,10 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Append { partition, value_bytes } => {
                 append(&mut acc, ("t", partition), value_bytes, now, &answered, appended);
                 appended += 1;
+            }
+            Step::AppendGroup { records } => {
+                groups.push((append_group(&mut acc, &records, now), records.len() as u64));
+                group_records += records.len() as u64;
             }
             Step::Drain { advance_ms } => {
                 now += Duration::from_millis(advance_ms);
@@ -312,7 +362,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         );
                         let expected = next_sequence.entry((stamp.0, partition)).or_insert(0);
                         prop_assert_eq!(stamp.1, *expected, "sequence numbers skip or repeat");
-                        *expected += batch.deliveries.len() as i32;
+                        *expected += batch.record_count() as i32;
                         let earlier_id = flying
                             .iter()
                             .chain(requeued.iter().filter(|r| r.0 == partition).map(|r| &r.1))
@@ -358,8 +408,12 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Flush => acc.request_flush(),
             _ => {}
         }
-        let delivered = answered.lock().unwrap().len() as u64;
-        prop_assert_eq!(acc.outstanding_records(), appended - delivered, "records lost or counted twice");
+        let delivered = answered.lock().unwrap().len() as u64 + GROUP_RECORDS_ANSWERED.with(|n| n.get());
+        prop_assert_eq!(
+            acc.outstanding_records(),
+            appended + group_records - delivered,
+            "records lost or counted twice"
+        );
     }
     // Wind down: a producer id, a flush, and every batch answered.
     if acc.producer().is_none() {
@@ -385,6 +439,14 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut ids: Vec<u64> = answered.lock().unwrap().iter().map(|(id, _)| *id).collect();
     ids.sort_unstable();
     prop_assert_eq!(ids, (0..appended).collect::<Vec<_>>(), "every record answered exactly once");
+    prop_assert_eq!(GROUP_RECORDS_ANSWERED.with(|n| n.get()), group_records, "every group record answered once");
+    for (mut answer, n) in groups {
+        match answer.try_recv() {
+            Ok(Ok(acknowledged)) => prop_assert_eq!(acknowledged, n, "a group answers with its record count"),
+            Ok(Err(_)) => {} // one of its batches failed for good
+            Err(_) => prop_assert!(false, "a group whose records were all answered did not answer"),
+        }
+    }
     Ok(())
 }
 

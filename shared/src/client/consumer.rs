@@ -12,7 +12,7 @@ use super::group::{Group, GroupConfig, RebalanceListener, TopicPartition};
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
 use crate::protocol::api::list_offsets::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
-use crate::protocol::batch::{self, Record};
+use crate::protocol::batch;
 use crate::protocol::{frame, offset_spec, ApiKey, ErrorCode, NodeId};
 
 /// Where a partition without a valid position starts.
@@ -54,7 +54,8 @@ impl ConsumerConfig {
 /// A consumed record with its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    pub topic: String,
+    /// Shared by the records of one fetch: no allocation per record.
+    pub topic: Arc<str>,
     pub partition: u32,
     pub offset: u64,
     pub timestamp: i64,
@@ -571,28 +572,26 @@ impl Consumer {
                     partition: data.partition,
                     reason,
                 };
-                let (batches, _) = batch::split_batches(&records).map_err(|error| corrupt(error.to_string()))?;
-                let next_offset = batches.last().map_or(offset, |(header, _)| (header.last_offset() + 1).max(offset));
-                let decoded: Vec<Record> =
-                    batch::decode_records(&records, offset).map_err(|error| corrupt(error.to_string()))?;
-                let records = decoded
-                    .into_iter()
-                    .map(|record| ConsumerRecord {
-                        topic: topic.name.clone(),
-                        partition: data.partition,
-                        offset: record.offset,
-                        timestamp: record.timestamp,
-                        key: record.key,
-                        value: record.value,
-                        headers: record.headers,
-                    })
-                    .collect();
+                let topic_name: Arc<str> = Arc::from(&*topic.name);
+                let partition = data.partition;
+                let mut decoded = Vec::new();
+                let last = batch::decode_records_into(&records, offset, &mut decoded, |record| ConsumerRecord {
+                    topic: topic_name.clone(),
+                    partition,
+                    offset: record.offset,
+                    timestamp: record.timestamp,
+                    key: record.key,
+                    value: record.value,
+                    headers: record.headers,
+                })
+                .map_err(|error| corrupt(error.to_string()))?;
+                let next_offset = last.map_or(offset, |next| next.max(offset));
                 outcomes.push(FetchOutcome::Records {
                     topic: topic.name.clone(),
                     partition: data.partition,
                     next_offset,
                     high_watermark: data.high_watermark,
-                    records,
+                    records: decoded,
                 });
             }
         }

@@ -92,7 +92,8 @@ impl ProducerConfig {
 /// A record to send.
 #[derive(Debug, Clone, Default)]
 pub struct ProducerRecord {
-    pub topic: String,
+    /// An `Arc<str>`, so that records to one topic share its name (`"t".into()` or `name.into()`).
+    pub topic: Arc<str>,
     /// `None`: by key hash, or spread over partitions when there is no key.
     pub partition: Option<u32>,
     pub key: Option<Bytes>,
@@ -104,7 +105,7 @@ pub struct ProducerRecord {
 }
 
 impl ProducerRecord {
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> ProducerRecord {
         ProducerRecord { topic: topic.into(), value: Some(value.into()), ..Default::default() }
     }
 
@@ -634,9 +635,11 @@ async fn send_request(shared: &Arc<Shared>, leader: NodeId, batches: Vec<ReadyBa
 /// Hands the outcome to each record's future and frees the partition and the buffer space.
 fn complete(shared: &Shared, mut batch: ReadyBatch, base_offset: Option<u64>) {
     let partition = batch.topic_partition.1;
-    let n_records = batch.deliveries.len() as u64;
-    for (delta, (delivery, timestamp)) in std::mem::take(&mut batch.deliveries).into_iter().enumerate() {
-        let offset = base_offset.map(|base| base + delta as u64);
+    let n_records = batch.record_count();
+    let mut delta = 0;
+    for delivery in std::mem::take(&mut batch.deliveries) {
+        let (offset, timestamp) = (base_offset.map(|base| base + delta), delivery.timestamp);
+        delta += u64::from(delivery.records);
         delivery.deliver(Ok(RecordMetadata { partition, offset, timestamp }));
     }
     finish(shared, &batch, n_records);
@@ -679,8 +682,8 @@ fn fail(shared: &Shared, mut batch: ReadyBatch, error: ClientError) {
         // The partition's sequence now has a gap: later batches go out under a new producer id.
         shared.state.lock().expect("producer lock").forget_producer(producer_id);
     }
-    let n_records = batch.deliveries.len() as u64;
-    for (delivery, _) in std::mem::take(&mut batch.deliveries) {
+    let n_records = batch.record_count();
+    for delivery in std::mem::take(&mut batch.deliveries) {
         delivery.deliver(Err(error.clone()));
     }
     finish(shared, &batch, n_records);

@@ -420,10 +420,24 @@ fn seal(batch: &mut [u8], compression: Compression) {
 /// Decodes the records of a buffer of batches (as served by Fetch), verifying each batch's CRC.
 /// A trailing partial batch is ignored. Records below `from_offset` are skipped.
 pub fn decode_records(buf: &Bytes, from_offset: u64) -> Result<Vec<Record>, BatchError> {
+    let mut records = Vec::new();
+    decode_records_into(buf, from_offset, &mut records, |record| record)?;
+    Ok(records)
+}
+
+/// `decode_records` into `out`, each record made into a `T` by `make` as it is decoded (no vector of
+/// `Record`s in between). Returns the offset after the last whole batch of `buf` (`None`: no batch).
+pub fn decode_records_into<T>(
+    buf: &Bytes,
+    from_offset: u64,
+    out: &mut Vec<T>,
+    mut make: impl FnMut(Record) -> T,
+) -> Result<Option<u64>, BatchError> {
     let (batches, _) = split_batches(buf)?;
     // A header's record count is not checked yet: reserve no more records than the bytes could hold.
     let announced: usize = batches.iter().map(|(header, _)| header.record_count as usize).sum();
-    let mut records = Vec::with_capacity(announced.min(buf.len() / RECORD_OVERHEAD_BYTES));
+    out.reserve(announced.min(buf.len() / RECORD_OVERHEAD_BYTES));
+    let next_offset = batches.last().map(|(header, _)| header.last_offset() + 1);
     for (header, range) in batches {
         if header.last_offset() < from_offset {
             continue;
@@ -432,9 +446,9 @@ pub fn decode_records(buf: &Bytes, from_offset: u64) -> Result<Vec<Record>, Batc
         check_batch(&batch)?;
         let section = records_section(&batch, &header)?;
         walk_records(&section, &header, false)?;
-        decode_batch_records(&section, &header, from_offset, &mut records)?;
+        decode_batch_records(&section, &header, from_offset, &mut |record| out.push(make(record)))?;
     }
-    Ok(records)
+    Ok(next_offset)
 }
 
 /// Decodes a validated records section; keys, values and header values are slices of `batch`.
@@ -442,7 +456,7 @@ fn decode_batch_records(
     batch: &Bytes,
     header: &BatchHeader,
     from_offset: u64,
-    out: &mut Vec<Record>,
+    out: &mut impl FnMut(Record),
 ) -> Result<(), BatchError> {
     let mut position = 0;
     for _ in 0..header.record_count {
@@ -475,13 +489,7 @@ fn decode_batch_records(
         }
         let offset = header.base_offset + u64::from(offset_delta);
         if offset >= from_offset {
-            out.push(Record {
-                offset,
-                timestamp: header.base_timestamp + i64::from(timestamp_delta),
-                key,
-                value,
-                headers,
-            });
+            out(Record { offset, timestamp: header.base_timestamp + i64::from(timestamp_delta), key, value, headers });
         }
         position = end;
     }

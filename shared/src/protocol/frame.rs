@@ -120,6 +120,94 @@ pub fn encode_response<T: Serialize + ?Sized>(header: ResponseHeader, body: &T, 
     patch_length(out, start);
 }
 
+/// A response frame in parts: `head` (the length prefix, the header and the body up to the first spliced
+/// byte string), then `tail`, in order. Written one after the other they are the frame
+/// `encode_response` makes.
+#[derive(Debug)]
+pub struct SplicedFrame {
+    pub head: BytesMut,
+    pub tail: Vec<Bytes>,
+}
+
+impl SplicedFrame {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Byte strings shorter than this are copied into the frame: a part of their own costs more than the copy.
+pub const SPLICE_BYTES_MIN: usize = 16 * 1024;
+
+/// `encode_response`, except that byte strings of the body that lie within one of `buffers` (a fetch's
+/// records, read from a segment) and are at least `SPLICE_BYTES_MIN` long become parts of the frame that
+/// refer to those buffers instead of copies of them.
+pub fn encode_response_spliced<T: Serialize + ?Sized>(
+    header: ResponseHeader,
+    body: &T,
+    buffers: &[Bytes],
+) -> SplicedFrame {
+    let mut writer = SplicingWriter { head: None, current: BytesMut::new(), tail: Vec::new(), buffers };
+    writer.current.put_u32(0);
+    writer.current.put_u32(header.correlation_id);
+    writer.current.put_u16(header.error_code.code());
+    rmp_serde::encode::write_named(&mut writer, body).expect("encoding a body into memory");
+    let SplicingWriter { head, current, mut tail, .. } = writer;
+    let mut head = match head {
+        Some(head) => {
+            if !current.is_empty() {
+                tail.push(current.freeze());
+            }
+            head
+        }
+        None => current,
+    };
+    let length = (head.len() + tail.iter().map(Bytes::len).sum::<usize>() - FRAME_LENGTH_BYTES) as u32;
+    head[..FRAME_LENGTH_BYTES].copy_from_slice(&length.to_be_bytes());
+    SplicedFrame { head, tail }
+}
+
+/// Collects what the encoder writes, keeping long byte strings that lie within a known buffer as slices of
+/// that buffer. (The MessagePack encoder writes a byte string's header, then the caller's slice itself in
+/// one call; if it ever copied it first, the string would be copied here too: slower, never wrong.)
+struct SplicingWriter<'a> {
+    /// The bytes before the first spliced string, once there is one.
+    head: Option<BytesMut>,
+    current: BytesMut,
+    tail: Vec<Bytes>,
+    buffers: &'a [Bytes],
+}
+
+impl std::io::Write for SplicingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let within = |owner: &&Bytes| {
+            let (start, end) = (owner.as_ptr() as usize, owner.as_ptr() as usize + owner.len());
+            let at = buf.as_ptr() as usize;
+            start <= at && at + buf.len() <= end
+        };
+        match self.buffers.iter().find(within).filter(|_| buf.len() >= SPLICE_BYTES_MIN) {
+            Some(owner) => {
+                let before = self.current.split();
+                match &self.head {
+                    None => self.head = Some(before),
+                    Some(_) if !before.is_empty() => self.tail.push(before.freeze()),
+                    Some(_) => {}
+                }
+                self.tail.push(owner.slice_ref(buf));
+            }
+            None => self.current.extend_from_slice(buf),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Splits a response payload (after the length prefix) into its header and body.
 pub fn decode_response(payload: &Bytes) -> Result<(ResponseHeader, Bytes), DecodeError> {
     if payload.len() < RESPONSE_HEADER_BYTES {
@@ -167,6 +255,70 @@ mod tests {
         assert_eq!(body.message, "x");
         for len in 0..REQUEST_HEADER_FIXED_BYTES + 3 {
             assert!(decode_request(&payload.slice(..len)).is_err(), "short header {len} accepted");
+        }
+    }
+
+    use crate::protocol::api::fetch::{FetchPartitionResponse, FetchResponse, FetchTopicResponse};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Spliced or copied, a response is the same bytes; records at least `SPLICE_BYTES_MIN` long that
+        /// come from the given buffers are referred to, never copied.
+        #[test]
+        fn a_spliced_response_is_the_copied_one_in_parts(
+            topics in proptest::collection::vec(proptest::collection::vec((0usize..40_000, any::<bool>()), 0..4), 0..4),
+            correlation_id in any::<u32>(),
+        ) {
+            // One buffer per record string, as each partition's read is; some strings not from a known buffer.
+            let mut known = Vec::new();
+            let mut strings = Vec::new();
+            for (i, (length, from_known)) in topics.iter().flatten().enumerate() {
+                let bytes = Bytes::from(vec![i as u8; *length]);
+                if *from_known {
+                    known.push(bytes.clone());
+                }
+                strings.push(bytes);
+            }
+            let mut next = strings.iter();
+            let response = FetchResponse {
+                topics: topics
+                    .iter()
+                    .enumerate()
+                    .map(|(t, partitions)| FetchTopicResponse {
+                        name: format!("topic-{t}"),
+                        partitions: partitions
+                            .iter()
+                            .enumerate()
+                            .map(|(p, _)| FetchPartitionResponse {
+                                partition: p as u32,
+                                error_code: ErrorCode::NONE,
+                                high_watermark: 7,
+                                log_start_offset: 0,
+                                diverging_epoch: None,
+                                records: next.next().expect("one string per partition"),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                throttle_time_ms: 3,
+            };
+            let header = ResponseHeader { correlation_id, error_code: ErrorCode::NONE };
+            let mut copied = BytesMut::new();
+            encode_response(header, &response, &mut copied);
+            let spliced = encode_response_spliced(header, &response, &known);
+            let mut joined = spliced.head.to_vec();
+            for part in &spliced.tail {
+                joined.extend_from_slice(part);
+            }
+            prop_assert_eq!(joined.len(), spliced.len());
+            prop_assert!(joined == copied.to_vec(), "the parts are not the copied frame");
+            let referred: Vec<&Bytes> = known.iter().filter(|b| b.len() >= SPLICE_BYTES_MIN).collect();
+            for buffer in referred {
+                prop_assert!(
+                    spliced.tail.iter().any(|part| part.as_ptr() == buffer.as_ptr() && part.len() == buffer.len()),
+                    "a long known string was copied"
+                );
+            }
         }
     }
 }

@@ -247,5 +247,7 @@ fn encode(request: &FetchRequest, reads: &[Vec<PartitionRead>], throttle: Durati
                 .collect(),
         })
         .collect();
-    Encoded::new(&FetchResponse { topics, throttle_time_ms: throttle.as_millis() as u32 })
+    // The records stay in the buffers they were read into: the writer sends them from there.
+    let buffers: Vec<Bytes> = reads.iter().flatten().map(|read| read.records.clone()).collect();
+    Encoded::spliced(&FetchResponse { topics, throttle_time_ms: throttle.as_millis() as u32 }, &buffers)
 }

@@ -10,7 +10,7 @@ pub mod produce;
 use std::sync::Arc;
 
 use actix::{Addr, MailboxError};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use oxbow::protocol::api::api_versions::ApiVersionsResponse;
 use oxbow::protocol::api::fetch::FetchRequest;
 use oxbow::protocol::frame::{self, ErrorBody, ResponseHeader};
@@ -58,15 +58,17 @@ pub struct RequestScope {
     pub response_budget: Arc<Semaphore>,
 }
 
-/// A response frame on its way to the writer, with the share of the connection's response budget it holds.
+/// A response frame on its way to the writer, with the share of the connection's response budget it holds:
+/// `frame`, then the parts of `tail` (a fetch's records, as read from the log: not copied into `frame`).
 pub struct Response {
     pub frame: BytesMut,
+    pub tail: Vec<Bytes>,
     pub _budget: Option<OwnedSemaphorePermit>,
 }
 
 impl Response {
     pub fn new(frame: BytesMut) -> Response {
-        Response { frame, _budget: None }
+        Response { frame, tail: Vec::new(), _budget: None }
     }
 }
 
@@ -145,24 +147,41 @@ pub fn error_frame(correlation_id: u32, error_code: ErrorCode, message: String) 
     out
 }
 
-/// A response frame encoded before its correlation id is known.
-pub struct Encoded(BytesMut);
+/// A response frame encoded before its correlation id is known: `head`, then the parts of `tail`.
+pub struct Encoded {
+    head: BytesMut,
+    tail: Vec<Bytes>,
+}
 
 impl Encoded {
     pub fn new<T: Serialize + ?Sized>(body: &T) -> Encoded {
-        let mut out = BytesMut::new();
-        frame::encode_response(ResponseHeader { correlation_id: 0, error_code: ErrorCode::NONE }, body, &mut out);
-        Encoded(out)
+        let mut head = BytesMut::new();
+        frame::encode_response(ResponseHeader { correlation_id: 0, error_code: ErrorCode::NONE }, body, &mut head);
+        Encoded { head, tail: Vec::new() }
     }
 
-    pub fn into_frame(mut self, correlation_id: u32) -> BytesMut {
+    /// Encoded with the long byte strings that lie within `buffers` left in them (`frame::encode_response_spliced`).
+    pub fn spliced<T: Serialize + ?Sized>(body: &T, buffers: &[Bytes]) -> Encoded {
+        let header = ResponseHeader { correlation_id: 0, error_code: ErrorCode::NONE };
+        let frame::SplicedFrame { head, tail } = frame::encode_response_spliced(header, body, buffers);
+        Encoded { head, tail }
+    }
+
+    /// The frame of a response encoded in one piece (`new`).
+    pub fn into_frame(self, correlation_id: u32) -> BytesMut {
+        assert!(self.tail.is_empty(), "a spliced response is written in parts");
+        self.into_parts(correlation_id).0
+    }
+
+    fn into_parts(mut self, correlation_id: u32) -> (BytesMut, Vec<Bytes>) {
         let at = frame::FRAME_LENGTH_BYTES;
-        self.0[at..at + 4].copy_from_slice(&correlation_id.to_be_bytes());
-        self.0
+        self.head[at..at + 4].copy_from_slice(&correlation_id.to_be_bytes());
+        (self.head, self.tail)
     }
 
     pub fn into_response(self, correlation_id: u32) -> Response {
-        Response::new(self.into_frame(correlation_id))
+        let (frame, tail) = self.into_parts(correlation_id);
+        Response { frame, tail, _budget: None }
     }
 }
 
@@ -177,7 +196,7 @@ impl Answer {
         match self {
             Answer::Plain(encoded) => encoded.into_response(correlation_id),
             Answer::Budgeted(encoded, permit) => {
-                Response { frame: encoded.into_frame(correlation_id), _budget: Some(permit) }
+                Response { _budget: Some(permit), ..encoded.into_response(correlation_id) }
             }
         }
     }
