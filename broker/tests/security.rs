@@ -579,6 +579,12 @@ async fn a_three_broker_cluster_replicates_over_tls() {
     for i in 0..20 {
         producer.send_and_wait(oxbow::client::ProducerRecord::new("replicated", format!("v{i}"))).await.unwrap();
     }
+    // Records long enough that follower and consumer fetch answers carry them as parts of their own, written
+    // from the buffers they were read into (through TLS here).
+    let large = |i: usize| format!("large{i}:{}", char::from(b'a' + i as u8).to_string().repeat(200_000));
+    for i in 0..4 {
+        producer.send_and_wait(oxbow::client::ProducerRecord::new("replicated", large(i))).await.unwrap();
+    }
     poll("every replica in sync", Duration::from_secs(30), || async {
         admin.describe_topic("replicated").await.is_ok_and(|topic| topic.partitions[0].isr.len() == 3)
     })
@@ -588,10 +594,11 @@ async fn a_three_broker_cluster_replicates_over_tls() {
     consumer_config.auto_offset_reset = oxbow::client::OffsetReset::Earliest;
     let mut consumer = oxbow::client::Consumer::connect(consumer_config).await.unwrap();
     consumer.assign_topic("replicated").await.unwrap();
-    let records = common::read_all(&mut consumer, 20, Duration::from_secs(20)).await;
+    let records = common::read_all(&mut consumer, 24, Duration::from_secs(20)).await;
     let values: Vec<String> =
         records.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned()).collect();
-    assert_eq!(values, (0..20).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    let expected: Vec<String> = (0..20).map(|i| format!("v{i}")).chain((0..4).map(large)).collect();
+    assert!(values == expected, "the records read over TLS are not the records written");
 }
 
 /// Byte-rate quotas per principal: over its rate a user's answers come late and say so
