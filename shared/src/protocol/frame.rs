@@ -188,7 +188,9 @@ impl std::io::Write for SplicingWriter<'_> {
             let at = buf.as_ptr() as usize;
             start <= at && at + buf.len() <= end
         };
-        match self.buffers.iter().find(within).filter(|_| buf.len() >= SPLICE_BYTES_MIN) {
+        // Only long strings are looked for among the buffers (a follower's answer may have a thousand).
+        let owner = if buf.len() >= SPLICE_BYTES_MIN { self.buffers.iter().find(within) } else { None };
+        match owner {
             Some(owner) => {
                 let before = self.current.split();
                 match &self.head {

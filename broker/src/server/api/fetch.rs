@@ -8,7 +8,7 @@ use futures_util::future::{join_all, select_all};
 use oxbow::protocol::api::fetch::{
     FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
 };
-use oxbow::protocol::{CodedError, ErrorCode};
+use oxbow::protocol::{frame, CodedError, ErrorCode};
 
 use super::RequestScope;
 use super::{log_error_code, mailbox_error_code, Answer, Encoded};
@@ -248,6 +248,11 @@ fn encode(request: &FetchRequest, reads: &[Vec<PartitionRead>], throttle: Durati
         })
         .collect();
     // The records stay in the buffers they were read into: the writer sends them from there.
-    let buffers: Vec<Bytes> = reads.iter().flatten().map(|read| read.records.clone()).collect();
+    let buffers: Vec<Bytes> = reads
+        .iter()
+        .flatten()
+        .filter(|read| read.records.len() >= frame::SPLICE_BYTES_MIN)
+        .map(|read| read.records.clone())
+        .collect();
     Encoded::spliced(&FetchResponse { topics, throttle_time_ms: throttle.as_millis() as u32 }, &buffers)
 }
