@@ -150,12 +150,17 @@ impl Broker {
         }
         let accept_task = actix_rt::spawn(accept_loop(listener, context, network, shutdown_rx.clone(), done_tx));
         cluster.spawn_tasks(shutdown_rx);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         if cluster.voters() == [config.node_id] {
             // Alone in the quorum: nothing else is needed to register, so be ready when start returns.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while !cluster.lease.is_valid() && std::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+        // Ready once every topic of the metadata known here is loaded, so that no API answers that a topic does
+        // not exist while its partitions are still being opened after a restart.
+        while !registry.has_every_topic_of(&cluster.state()) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut arbiters = partition_arbiters;
         arbiters.extend(network_arbiters);

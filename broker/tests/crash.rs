@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{eventually, read_all, BrokerProcess};
 use oxbow::client::ProducerRecord;
-use oxbow::protocol::Acks;
+use oxbow::protocol::{Acks, ErrorCode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_producing_loses_no_acknowledged_record() {
@@ -266,4 +266,31 @@ async fn a_restart_checks_only_what_was_written_after_the_recovery_point() {
     assert!(ours.iter().all(|(_, _, from_point)| *from_point), "checked from the point: {ours:?}");
     let checked_bytes: u64 = ours.iter().map(|(_, bytes, _)| *bytes).sum();
     assert!(checked_bytes < written / 10, "checked {checked_bytes} of {} bytes", total_bytes());
+}
+
+/// A restarted broker answers once its topics are loaded: a topic never "does not exist" for a moment after a
+/// restart (the metadata knew it while its partitions were still being opened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_after_a_restart_every_topic_is_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(&dir.path().join("broker"));
+    let admin = broker.admin().await;
+    let names: Vec<String> = (0..60).map(|i| format!("topic-{i:02}")).collect();
+    for name in &names {
+        admin.create_topic(name, 4, 1, Default::default()).await.unwrap();
+    }
+    drop(admin);
+    for restart in 0..2 {
+        if restart == 0 {
+            broker.kill9();
+        } else {
+            assert_eq!(broker.terminate(), Some(0), "a clean stop");
+        }
+        broker.restart();
+        let described = broker.admin().await.describe_topics(Some(names.clone())).await.unwrap();
+        let missing: Vec<&str> =
+            described.iter().filter(|t| t.error_code != ErrorCode::NONE).map(|t| t.name.as_str()).collect();
+        assert!(missing.is_empty(), "restart {restart}: topics missing right after the restart: {missing:?}");
+        assert_eq!(described.len(), names.len());
+    }
 }

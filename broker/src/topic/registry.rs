@@ -393,6 +393,11 @@ impl Registry {
         }
     }
 
+    /// Whether every topic of `state` is loaded into this registry (reconciled at least once).
+    pub fn has_every_topic_of(&self, state: &ClusterState) -> bool {
+        state.topics.keys().all(|name| self.topic(name).is_some())
+    }
+
     /// Makes the local replicas match the metadata; returns the partitions this broker follows.
     pub async fn reconcile(&self, state: &ClusterState) -> Vec<Followed> {
         let node_id = self.cluster.node_id;
