@@ -284,15 +284,13 @@ async fn write_responses(writer: impl AsyncWrite + Unpin, mut responses: mpsc::R
     let _ = writer.shutdown().await;
 }
 
-/// Parts at least this long go to the socket from their own buffer (after what is buffered), not through
-/// the write buffer: a fetch's records are copied once, by the kernel.
-const DIRECT_WRITE_BYTES: usize = 64 * 1024;
-
 /// Writes one response's frame and tail; its response budget is given back once they are written.
 async fn write_response<W: AsyncWrite + Unpin>(writer: &mut BufWriter<W>, response: Response) -> std::io::Result<()> {
     writer.write_all(&response.frame).await?;
     for part in &response.tail {
-        if part.len() >= DIRECT_WRITE_BYTES {
+        // A spliced record string goes to the socket from its own buffer (after what is buffered): a fetch's
+        // records are copied once, by the kernel. The short parts between them go through the write buffer.
+        if part.len() >= frame::SPLICE_BYTES_MIN {
             writer.flush().await?;
             writer.get_mut().write_all(part).await?;
         } else {

@@ -139,8 +139,9 @@ impl SplicedFrame {
     }
 }
 
-/// Byte strings shorter than this are copied into the frame: a part of their own costs more than the copy.
-pub const SPLICE_BYTES_MIN: usize = 16 * 1024;
+/// Byte strings shorter than this are copied into the frame: a part of their own costs more than the copy
+/// (the writer sends parts this long from their own buffer and copies shorter ones into its write buffer).
+pub const SPLICE_BYTES_MIN: usize = 64 * 1024;
 
 /// `encode_response`, except that byte strings of the body that lie within one of `buffers` (a fetch's
 /// records, read from a segment) and are at least `SPLICE_BYTES_MIN` long become parts of the frame that
@@ -268,7 +269,7 @@ mod tests {
         /// come from the given buffers are referred to, never copied.
         #[test]
         fn a_spliced_response_is_the_copied_one_in_parts(
-            topics in proptest::collection::vec(proptest::collection::vec((0usize..40_000, any::<bool>()), 0..4), 0..4),
+            topics in proptest::collection::vec(proptest::collection::vec((0usize..150_000, any::<bool>()), 0..4), 0..4),
             correlation_id in any::<u32>(),
         ) {
             // One buffer per record string, as each partition's read is; some strings not from a known buffer.
