@@ -70,6 +70,8 @@ pub struct BrokerMetrics {
     pub group_lag: Family<GroupPartitionLabels, Gauge>,
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
     pub fsync_seconds: Histogram,
+    pub replica_fetch_seconds: Histogram,
+    pub replica_append_seconds: Histogram,
 }
 
 impl BrokerMetrics {
@@ -98,6 +100,8 @@ impl BrokerMetrics {
             log_size_bytes: Family::default(),
             // 100 µs to ~6.5 s.
             fsync_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 17)),
+            replica_fetch_seconds: request_histogram(),
+            replica_append_seconds: request_histogram(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -166,6 +170,16 @@ impl BrokerMetrics {
         );
         r.register("log_size_bytes", "Bytes on disk of a partition replica", metrics.log_size_bytes.clone());
         r.register("log_fsync_duration_seconds", "Duration of partition fsyncs", metrics.fsync_seconds.clone());
+        r.register(
+            "replica_fetch_duration_seconds",
+            "A follower's fetch from a leader, from sending it to its whole answer (a long poll waits up to 500 ms)",
+            metrics.replica_fetch_seconds.clone(),
+        );
+        r.register(
+            "replica_append_duration_seconds",
+            "A follower storing one fetch answer's records, before it fetches again",
+            metrics.replica_append_seconds.clone(),
+        );
         Arc::new(BrokerMetrics { registry, ..metrics })
     }
 

@@ -158,7 +158,11 @@ impl FetchSession {
             self.cluster.peers.address(self.leader).ok_or_else(|| format!("no address for broker {}", self.leader))?;
         let timeout = Duration::from_millis(u64::from(FETCH_MAX_WAIT_MS) + 5_000);
         let connection = self.cluster.peers.connection(&addr, timeout).await.map_err(|e| e.to_string())?;
+        let sent = std::time::Instant::now();
         let body = connection.call_raw(ApiKey::Fetch, &request, timeout).await.map_err(|e| e.to_string())?;
+        let answered = std::time::Instant::now();
+        let metrics = self.registry.metrics();
+        metrics.replica_fetch_seconds.observe((answered - sent).as_secs_f64());
         let response: oxbow::protocol::api::fetch::FetchResponse<'_> =
             oxbow::protocol::frame::decode_body(&body).map_err(|e| e.to_string())?;
         let mut failed = 0;
@@ -214,6 +218,9 @@ impl FetchSession {
                     }
                 }
             }
+        }
+        if failed < total {
+            metrics.replica_append_seconds.observe(answered.elapsed().as_secs_f64());
         }
         if failed == total {
             // Every partition refused (for example the leader has not seen the new epoch yet): back off.

@@ -68,6 +68,13 @@ async fn metrics_move_while_producing_and_follow_a_stopped_follower() {
     assert!(sample(&after, "oxbow_log_fsync_duration_seconds_count").unwrap_or(0.0) > 0.0, "flush.ms=0: {after}");
     assert!(sample(&after, "oxbow_log_size_bytes{topic=\"m\",partition=\"0\"}").unwrap_or(0.0) > 0.0, "{after}");
     assert!(sample(&after, "oxbow_connections ").unwrap_or(0.0) >= 1.0, "{after}");
+    // Each follower times its fetches from the leader and the storing of what they brought.
+    for (node, addr) in (1..=3).zip(&addrs).filter(|(node, _)| *node != leader) {
+        let text = scrape(addr);
+        let fetches = sample(&text, "oxbow_replica_fetch_duration_seconds_count").unwrap_or(0.0);
+        let appends = sample(&text, "oxbow_replica_append_duration_seconds_count").unwrap_or(0.0);
+        assert!(fetches >= 1.0 && appends >= 1.0, "follower {node}: {text}");
+    }
     // The group's lag, on whichever broker coordinates it (a follower's high watermark may trail a moment).
     poll("the group's lag: 20 records, committed at 5", Duration::from_secs(10), || async {
         let lags: Vec<f64> = addrs
