@@ -37,11 +37,16 @@ async fn metrics_move_while_producing_and_follow_a_stopped_follower() {
     let admin = Admin::connect(ClientConfig::new(cluster.bootstrap())).await.unwrap();
     let configs = BTreeMap::from([("flush.ms".to_string(), "0".to_string())]);
     admin.create_topic("m", 1, 3, configs).await.unwrap();
+    // (Each call may ask another broker, one of which may not have the new topic yet: keep what was seen.)
+    let seen_leader = std::cell::Cell::new(0);
     poll("all three in sync", Duration::from_secs(30), || async {
-        admin.describe_topic("m").await.is_ok_and(|t| t.partitions[0].leader > 0 && t.partitions[0].isr.len() == 3)
+        admin.describe_topic("m").await.is_ok_and(|t| {
+            seen_leader.set(t.partitions[0].leader);
+            t.partitions[0].leader > 0 && t.partitions[0].isr.len() == 3
+        })
     })
     .await;
-    let leader = admin.describe_topic("m").await.unwrap().partitions[0].leader;
+    let leader = seen_leader.get();
     let leader_http = &addrs[(leader - 1) as usize];
     let before = scrape(leader_http);
     assert_eq!(sample(&before, "oxbow_under_replicated_partitions "), Some(0.0), "{before}");

@@ -16,7 +16,7 @@ use super::{ClientError, TlsSettings};
 use crate::auth::{self, scram, Credentials};
 use crate::protocol::api::authenticate::AuthenticateRequest;
 use crate::protocol::api::Request;
-use crate::protocol::frame::{self, ErrorBody, FrameCheck, RequestHeader};
+use crate::protocol::frame::{self, ErrorBody, FrameCheck, RequestHeader, SplicedFrame};
 use crate::protocol::{ApiKey, ErrorCode};
 
 type Reply = oneshot::Sender<Result<Bytes, ClientError>>;
@@ -30,7 +30,7 @@ struct PendingState {
 }
 
 struct Outgoing {
-    frame: BytesMut,
+    frame: SplicedFrame,
 }
 
 #[derive(Clone)]
@@ -153,7 +153,18 @@ impl Connection {
     /// Queues a request for writing and returns the handle of its response. Requests started one after
     /// the other reach the broker in that order (the producer relies on it to pipeline a partition's batches).
     pub async fn start<T: Serialize + ?Sized>(&self, api: ApiKey, body: &T) -> Result<PendingResponse, ClientError> {
-        let (frame, correlation_id) = self.encode(api, body);
+        self.start_spliced(api, body, &[]).await
+    }
+
+    /// `start`, with the body's byte strings of `SPLICE_BYTES_MIN` or more that lie within `buffers` (a
+    /// Produce request's batches) written to the socket from those buffers instead of copied into the frame.
+    pub async fn start_spliced<T: Serialize + ?Sized>(
+        &self,
+        api: ApiKey,
+        body: &T,
+        buffers: &[Bytes],
+    ) -> Result<PendingResponse, ClientError> {
+        let (frame, correlation_id) = self.encode(api, body, buffers);
         let (reply_tx, reply_rx) = oneshot::channel();
         {
             let mut pending = self.pending.lock().expect("pending lock");
@@ -180,15 +191,21 @@ impl Connection {
     }
 
     /// Sends a request that gets no response (Produce with acks=0); returns once it is queued.
-    pub async fn send_oneway<T: Serialize + ?Sized>(&self, api: ApiKey, body: &T) -> Result<(), ClientError> {
+    /// (`buffers` as for `start_spliced`.)
+    pub async fn send_oneway<T: Serialize + ?Sized>(
+        &self,
+        api: ApiKey,
+        body: &T,
+        buffers: &[Bytes],
+    ) -> Result<(), ClientError> {
         if let Some(failure) = &self.pending.lock().expect("pending lock").failure {
             return Err(failure.clone());
         }
-        let (frame, _) = self.encode(api, body);
+        let (frame, _) = self.encode(api, body, buffers);
         self.outgoing.send(Outgoing { frame }).await.map_err(|_| self.lost("writer stopped"))
     }
 
-    fn encode<T: Serialize + ?Sized>(&self, api: ApiKey, body: &T) -> (BytesMut, u32) {
+    fn encode<T: Serialize + ?Sized>(&self, api: ApiKey, body: &T, buffers: &[Bytes]) -> (SplicedFrame, u32) {
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let header = RequestHeader {
             api_key: api.key(),
@@ -196,9 +213,12 @@ impl Connection {
             correlation_id,
             client_id: self.client_id.clone(),
         };
-        let mut frame = BytesMut::new();
-        frame::encode_request(&header, body, &mut frame);
-        (frame, correlation_id)
+        if buffers.is_empty() {
+            let mut head = BytesMut::new();
+            frame::encode_request(&header, body, &mut head);
+            return (SplicedFrame { head, tail: Vec::new() }, correlation_id);
+        }
+        (frame::encode_request_spliced(&header, body, buffers), correlation_id)
     }
 
     fn lost(&self, reason: &str) -> ClientError {
@@ -272,10 +292,10 @@ async fn write_loop(
 ) {
     let mut writer = BufWriter::with_capacity(256 * 1024, writer);
     while let Some(message) = outgoing.recv().await {
-        let mut result = writer.write_all(&message.frame).await;
+        let mut result = write_frame(&mut writer, &message.frame).await;
         while result.is_ok() {
             match outgoing.try_recv() {
-                Ok(message) => result = writer.write_all(&message.frame).await,
+                Ok(message) => result = write_frame(&mut writer, &message.frame).await,
                 Err(_) => break,
             }
         }
@@ -284,6 +304,24 @@ async fn write_loop(
             return;
         }
     }
+}
+
+/// Writes a frame's head and parts in order: long parts go to the socket from their own buffers (after
+/// what is buffered), short ones through the write buffer.
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
+    frame: &SplicedFrame,
+) -> std::io::Result<()> {
+    writer.write_all(&frame.head).await?;
+    for part in &frame.tail {
+        if part.len() >= frame::SPLICE_BYTES_MIN {
+            writer.flush().await?;
+            writer.get_mut().write_all(part).await?;
+        } else {
+            writer.write_all(part).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(

@@ -540,11 +540,13 @@ async fn send_request(shared: &Arc<Shared>, leader: NodeId, batches: Vec<ReadyBa
             None => topics.push(ProduceTopic { name: topic.clone(), partitions: vec![data] }),
         }
     }
+    // The batches go to the socket from their own buffers, not copied into the request's frame.
+    let buffers: Vec<Bytes> = batches.iter().map(|batch| batch.records.clone()).collect();
     let request_timeout = shared.config.client.request_timeout;
     let request =
         ProduceRequest { acks: shared.config.acks.to_wire(), timeout_ms: request_timeout.as_millis() as u32, topics };
     if shared.config.acks == Acks::None {
-        let result = connection.send_oneway(ApiKey::Produce, &request).await;
+        let result = connection.send_oneway(ApiKey::Produce, &request, &buffers).await;
         drop(request);
         for batch in batches {
             match &result {
@@ -554,7 +556,7 @@ async fn send_request(shared: &Arc<Shared>, leader: NodeId, batches: Vec<ReadyBa
         }
         return;
     }
-    let started = connection.start(ApiKey::Produce, &request).await;
+    let started = connection.start_spliced(ApiKey::Produce, &request, &buffers).await;
     drop(request);
     let pending = match started {
         Ok(pending) => pending,

@@ -100,14 +100,18 @@ pub fn peek_correlation_id(payload: &[u8]) -> Option<u32> {
 pub fn encode_request<T: Serialize + ?Sized>(header: &RequestHeader, body: &T, out: &mut BytesMut) {
     let start = out.len();
     out.put_u32(0);
+    put_request_header(header, out);
+    encode_body(body, out);
+    patch_length(out, start);
+}
+
+fn put_request_header(header: &RequestHeader, out: &mut BytesMut) {
     out.put_u16(header.api_key);
     out.put_u16(header.api_version);
     out.put_u32(header.correlation_id);
     let client_id = &header.client_id.as_bytes()[..header.client_id.len().min(CLIENT_ID_BYTES_MAX)];
     out.put_u16(client_id.len() as u16);
     out.put_slice(client_id);
-    encode_body(body, out);
-    patch_length(out, start);
 }
 
 /// Appends a whole response frame (length prefix included) to `out`.
@@ -120,9 +124,9 @@ pub fn encode_response<T: Serialize + ?Sized>(header: ResponseHeader, body: &T, 
     patch_length(out, start);
 }
 
-/// A response frame in parts: `head` (the length prefix, the header and the body up to the first spliced
-/// byte string), then `tail`, in order. Written one after the other they are the frame
-/// `encode_response` makes.
+/// A frame in parts: `head` (the length prefix, the header and the body up to the first spliced byte
+/// string), then `tail`, in order. Written one after the other they are the frame `encode_response` (or
+/// `encode_request`) makes.
 #[derive(Debug)]
 pub struct SplicedFrame {
     pub head: BytesMut,
@@ -151,10 +155,30 @@ pub fn encode_response_spliced<T: Serialize + ?Sized>(
     body: &T,
     buffers: &[Bytes],
 ) -> SplicedFrame {
+    encode_spliced(body, buffers, |out| {
+        out.put_u32(header.correlation_id);
+        out.put_u16(header.error_code.code());
+    })
+}
+
+/// `encode_request`, with the byte strings that lie within `buffers` (a producer's batches) as parts of the
+/// frame, as `encode_response_spliced` does: a Produce request's records go to the socket from the batches.
+pub fn encode_request_spliced<T: Serialize + ?Sized>(
+    header: &RequestHeader,
+    body: &T,
+    buffers: &[Bytes],
+) -> SplicedFrame {
+    encode_spliced(body, buffers, |out| put_request_header(header, out))
+}
+
+fn encode_spliced<T: Serialize + ?Sized>(
+    body: &T,
+    buffers: &[Bytes],
+    put_header: impl FnOnce(&mut BytesMut),
+) -> SplicedFrame {
     let mut writer = SplicingWriter { head: None, current: BytesMut::new(), tail: Vec::new(), buffers };
     writer.current.put_u32(0);
-    writer.current.put_u32(header.correlation_id);
-    writer.current.put_u16(header.error_code.code());
+    put_header(&mut writer.current);
     rmp_serde::encode::write_named(&mut writer, body).expect("encoding a body into memory");
     let SplicingWriter { head, current, mut tail, .. } = writer;
     let mut head = match head {
@@ -262,6 +286,8 @@ mod tests {
     }
 
     use crate::protocol::api::fetch::{FetchPartitionResponse, FetchResponse, FetchTopicResponse};
+    use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceTopic};
+    use crate::protocol::ApiKey;
     use proptest::prelude::*;
 
     proptest! {
@@ -321,6 +347,65 @@ mod tests {
                     spliced.tail.iter().any(|part| part.as_ptr() == buffer.as_ptr() && part.len() == buffer.len()),
                     "a long known string was copied"
                 );
+            }
+        }
+
+        /// The same for a Produce request: spliced, it is the copied frame in parts, its long batches
+        /// referred to; and the broker decodes it as the request sent.
+        #[test]
+        fn a_spliced_request_is_the_copied_one_in_parts(
+            lengths in proptest::collection::vec((0usize..150_000, any::<bool>()), 0..6),
+            correlation_id in any::<u32>(),
+            client_id in "[a-z-]{0,20}",
+        ) {
+            let mut known = Vec::new();
+            let batches: Vec<Bytes> = lengths
+                .iter()
+                .enumerate()
+                .map(|(i, (length, from_known))| {
+                    let bytes = Bytes::from(vec![i as u8; *length]);
+                    if *from_known {
+                        known.push(bytes.clone());
+                    }
+                    bytes
+                })
+                .collect();
+            let request = ProduceRequest {
+                acks: -1,
+                timeout_ms: 30_000,
+                topics: vec![ProduceTopic {
+                    name: "t".to_string(),
+                    partitions: batches
+                        .iter()
+                        .enumerate()
+                        .map(|(p, records)| ProducePartition { partition: p as u32, records })
+                        .collect(),
+                }],
+            };
+            let header =
+                RequestHeader { api_key: ApiKey::Produce.key(), api_version: 0, correlation_id, client_id };
+            let mut copied = BytesMut::new();
+            encode_request(&header, &request, &mut copied);
+            let spliced = encode_request_spliced(&header, &request, &known);
+            let mut joined = spliced.head.to_vec();
+            for part in &spliced.tail {
+                joined.extend_from_slice(part);
+            }
+            prop_assert_eq!(joined.len(), spliced.len());
+            prop_assert!(joined == copied.to_vec(), "the parts are not the copied frame");
+            for buffer in known.iter().filter(|b| b.len() >= SPLICE_BYTES_MIN) {
+                prop_assert!(
+                    spliced.tail.iter().any(|part| part.as_ptr() == buffer.as_ptr() && part.len() == buffer.len()),
+                    "a long batch was copied"
+                );
+            }
+            let joined = Bytes::from(joined);
+            let (decoded_header, body) = decode_request(&joined.slice(FRAME_LENGTH_BYTES..)).expect("a request");
+            prop_assert_eq!(decoded_header, header);
+            let decoded: ProduceRequest<'_> = decode_body(&body).expect("a produce request");
+            prop_assert_eq!(decoded.topics[0].partitions.len(), batches.len());
+            for (partition, batch) in decoded.topics[0].partitions.iter().zip(&batches) {
+                prop_assert_eq!(partition.records, &batch[..]);
             }
         }
     }
