@@ -111,6 +111,7 @@ async fn every_bad_input_gets_its_error_and_hurts_no_one_else() {
             max_bytes: 1,
             topics: vec![],
             replica_id: None,
+            replica_incarnation: None,
         })
         .unwrap();
         let mut frame = BytesMut::new();

@@ -13,7 +13,7 @@ use openraft::{LeaderId, Vote};
 use oxbow::auth::Credentials;
 use oxbow::client::{Admin, ClientConfig, Connection};
 use oxbow::protocol::api::authenticate::AuthenticateRequest;
-use oxbow::protocol::api::fetch::FetchRequest;
+use oxbow::protocol::api::fetch::{FetchRequest, FetchResponse};
 use oxbow::protocol::api::internal::{ControllerRequest, RaftRequest};
 use oxbow::protocol::api::metadata::MetadataRequest;
 use oxbow::protocol::{ApiKey, ErrorCode};
@@ -105,6 +105,18 @@ async fn broker_to_broker_apis_answer_only_brokers_and_check_what_they_send() {
     let principal =
         peer.authenticate(&Credentials::new("broker:2", secret(&dir.path().join("b1"))), TIMEOUT).await.unwrap();
     assert_eq!(principal, "Broker:2");
+    // A follower fetching ahead may not say it has stored more than it asks from.
+    let mut ahead = fetch_as_replica("t", Some(2), &[0]);
+    ahead.replica_incarnation = Some(1);
+    ahead.topics[0].partitions[0].replica_log_end_offset = Some(5);
+    let body = peer.call_raw(ApiKey::Fetch, &ahead, TIMEOUT).await.unwrap();
+    let answer: FetchResponse<'_> = oxbow::protocol::frame::decode_body(&body).unwrap();
+    assert_eq!(answer.topics[0].partitions[0].error_code, ErrorCode::INVALID_REQUEST);
+    // Within the limit it is checked like any follower's fetch (broker 2 does not replicate "t").
+    ahead.topics[0].partitions[0].replica_log_end_offset = Some(0);
+    let body = peer.call_raw(ApiKey::Fetch, &ahead, TIMEOUT).await.unwrap();
+    let answer: FetchResponse<'_> = oxbow::protocol::frame::decode_body(&body).unwrap();
+    assert_eq!(answer.topics[0].partitions[0].error_code, ErrorCode::NOT_LEADER_OR_FOLLOWER);
     let overflow = RaftMessage::Vote(openraft::raft::VoteRequest {
         vote: Vote { leader_id: LeaderId::new(u64::MAX, 2), committed: false },
         last_log_id: None,

@@ -171,6 +171,11 @@ impl Cluster {
         &self.settings
     }
 
+    /// The number this process drew when it started: a restart is a new incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     pub fn voters(&self) -> &[NodeId] {
         &self.voters
     }

@@ -580,7 +580,9 @@ impl Handler<FollowerFetch> for PartitionActor {
         self.check_online()?;
         let from = FetchFrom {
             replica: fetch.replica,
+            incarnation: fetch.incarnation,
             fetch_offset: fetch.fetch_offset,
+            log_end_offset: fetch.log_end_offset,
             last_fetched_epoch: fetch.last_fetched_epoch,
             current_leader_epoch: fetch.current_leader_epoch,
         };
@@ -588,6 +590,7 @@ impl Handler<FollowerFetch> for PartitionActor {
         self.settle(ctx);
         let (records, diverging_epoch) = match plan? {
             FetchPlan::Diverging { epoch, end_offset } => (Bytes::new(), Some((epoch, end_offset))),
+            FetchPlan::Read if fetch.max_bytes == 0 => (Bytes::new(), None),
             FetchPlan::Read => (self.log.read(fetch.fetch_offset, fetch.max_bytes, self.log.log_end_offset())?, None),
         };
         Ok(FollowerRead {

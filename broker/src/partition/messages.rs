@@ -25,9 +25,12 @@ pub struct SetRole(pub PartitionRole);
 #[rtype(result = "Result<FollowerRead, LogError>")]
 pub struct FollowerFetch {
     pub replica: NodeId,
+    pub incarnation: Option<u64>,
     pub fetch_offset: u64,
+    pub log_end_offset: Option<u64>,
     pub last_fetched_epoch: Option<i32>,
     pub current_leader_epoch: Option<i32>,
+    /// 0: no records, only the follower's position (a report).
     pub max_bytes: usize,
 }
 

@@ -179,8 +179,10 @@ impl ProducerStates {
 /// The leader's view of one follower.
 #[derive(Debug, Clone, Copy)]
 pub struct FollowerProgress {
-    /// The follower's log end offset, as its last fetch said.
+    /// The follower's log end offset, as its fetches said (the largest, within one incarnation).
     pub log_end_offset: u64,
+    /// The incarnation of the follower's process that said it (absent: a follower that does not say).
+    pub incarnation: Option<u64>,
     /// The last time the follower had everything the leader had.
     pub caught_up_at: Instant,
     /// The leader's log end at the follower's previous fetch, and when that fetch came.
@@ -221,6 +223,7 @@ impl LeaderState {
                     *node,
                     FollowerProgress {
                         log_end_offset: 0,
+                        incarnation: None,
                         caught_up_at: now,
                         previous_leader_end: 0,
                         previous_fetch_at: now,
@@ -252,10 +255,24 @@ impl LeaderState {
         members
     }
 
-    /// Records a follower's fetch at `fetch_offset` while the leader's log ends at `leader_end`.
-    pub fn note_fetch(&mut self, node: NodeId, fetch_offset: u64, leader_end: u64, now: Instant) {
-        let Some(progress) = self.followers.get_mut(&node) else { return };
-        progress.log_end_offset = fetch_offset;
+    /// Records a follower's fetch saying its log ends at `log_end` while the leader's log ends at
+    /// `leader_end`. Within one incarnation of the follower's process the count never goes back: a follower
+    /// that fetches ahead of what it has stored reports its log end in several requests, which may be read
+    /// in any order. A new incarnation (a restart, which may have lost unflushed records) replaces it.
+    /// Returns the follower's log end as counted now.
+    pub fn note_fetch(
+        &mut self,
+        node: NodeId,
+        incarnation: Option<u64>,
+        log_end: u64,
+        leader_end: u64,
+        now: Instant,
+    ) -> Option<u64> {
+        let progress = self.followers.get_mut(&node)?;
+        let same_process = incarnation.is_some() && progress.incarnation == incarnation;
+        progress.log_end_offset = if same_process { progress.log_end_offset.max(log_end) } else { log_end };
+        progress.incarnation = incarnation;
+        let fetch_offset = progress.log_end_offset;
         if fetch_offset >= leader_end {
             progress.caught_up_at = now;
         } else if fetch_offset >= progress.previous_leader_end {
@@ -263,6 +280,7 @@ impl LeaderState {
         }
         progress.previous_leader_end = leader_end;
         progress.previous_fetch_at = now;
+        Some(fetch_offset)
     }
 
     /// The lowest log end among the in-sync members (the leader's own is `own_end`).

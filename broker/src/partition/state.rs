@@ -76,7 +76,11 @@ pub enum RoleChange {
 #[derive(Debug, Clone, Copy)]
 pub struct FetchFrom {
     pub replica: NodeId,
+    /// The incarnation of the follower's process, when it says.
+    pub incarnation: Option<u64>,
     pub fetch_offset: u64,
+    /// The end of the follower's stored log when it fetches ahead of it (absent: `fetch_offset`).
+    pub log_end_offset: Option<u64>,
     pub last_fetched_epoch: Option<i32>,
     pub current_leader_epoch: Option<i32>,
 }
@@ -379,6 +383,13 @@ impl<W> ReplicaState<W> {
                 ));
             }
         }
+        let stored_end = fetch.log_end_offset.unwrap_or(fetch.fetch_offset);
+        if stored_end > fetch.fetch_offset {
+            return Err(LogError::code(
+                ErrorCode::INVALID_REQUEST,
+                format!("replica log end {stored_end} is past the fetch offset {}", fetch.fetch_offset),
+            ));
+        }
         let (log_start, log_end) = (self.log_start_offset, self.log_end_offset);
         if let Some(last_epoch) = fetch.last_fetched_epoch {
             if fetch.fetch_offset > log_start {
@@ -407,11 +418,11 @@ impl<W> ReplicaState<W> {
                 format!("broker {} is not a follower here", fetch.replica),
             ));
         }
-        leader.note_fetch(fetch.replica, fetch.fetch_offset, log_end, now);
+        let counted = leader.note_fetch(fetch.replica, fetch.incarnation, stored_end, log_end, now).unwrap_or(0);
         let joins = !leader.isr.contains(&fetch.replica)
             && leader.pending_isr.is_none()
-            && fetch.fetch_offset >= high_watermark
-            && fetch.fetch_offset >= epoch_start;
+            && counted >= high_watermark
+            && counted >= epoch_start;
         if joins {
             let mut isr = leader.isr.clone();
             isr.push(fetch.replica);

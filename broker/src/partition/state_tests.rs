@@ -44,7 +44,14 @@ fn append(state: &mut ReplicaState<u64>, records: u32) -> u64 {
 }
 
 fn fetch(replica: NodeId, fetch_offset: u64) -> FetchFrom {
-    FetchFrom { replica, fetch_offset, last_fetched_epoch: None, current_leader_epoch: Some(1) }
+    FetchFrom {
+        replica,
+        incarnation: None,
+        fetch_offset,
+        log_end_offset: None,
+        last_fetched_epoch: None,
+        current_leader_epoch: Some(1),
+    }
 }
 
 fn completions(state: &mut ReplicaState<u64>) -> Vec<(u64, Result<(), ErrorCode>)> {
@@ -198,6 +205,53 @@ fn follower_fetches_are_checked() {
     assert_eq!(state.follower_fetch(&ahead, now).unwrap(), FetchPlan::Read);
     let follower = replica(false);
     assert_eq!(code(follower.check_follower(1).unwrap_err()), ErrorCode::FENCED_LEADER_EPOCH);
+}
+
+/// A follower that fetches ahead of what it has stored, with its stored end `log_end`.
+fn fetch_ahead(replica: NodeId, incarnation: u64, fetch_offset: u64, log_end: u64) -> FetchFrom {
+    FetchFrom { incarnation: Some(incarnation), log_end_offset: Some(log_end), ..fetch(replica, fetch_offset) }
+}
+
+#[test]
+fn a_follower_fetching_ahead_counts_at_its_stored_end() {
+    let (mut state, now) = leader(&[1, 2, 3]);
+    let last = append(&mut state, 10);
+    state.wait_for_high_watermark(last, 1);
+    state.follower_fetch(&fetch(3, 10), now).unwrap();
+    state.follower_fetch(&fetch_ahead(2, 7, 10, 4), now).unwrap();
+    assert_eq!(state.high_watermark(), 4, "broker 2 has received 10 records but stored 4");
+    assert!(completions(&mut state).is_empty());
+    let past = fetch_ahead(2, 7, 6, 8);
+    assert_eq!(code(state.follower_fetch(&past, now).unwrap_err()), ErrorCode::INVALID_REQUEST);
+    assert_eq!(state.high_watermark(), 4, "a refused fetch counts nothing");
+    state.follower_fetch(&fetch_ahead(2, 7, 10, 10), now).unwrap();
+    assert_eq!(state.high_watermark(), 10);
+    assert_eq!(completions(&mut state), vec![(1, Ok(()))]);
+}
+
+#[test]
+fn reports_read_out_of_order_never_lower_a_count_and_a_restart_replaces_it() {
+    let (mut state, now) = leader(&[1, 2, 3]);
+    append(&mut state, 12);
+    state.follower_fetch(&fetch(3, 2), now).unwrap();
+    state.follower_fetch(&fetch_ahead(2, 7, 12, 8), now).unwrap();
+    assert_eq!(state.high_watermark(), 2, "broker 3 has 2");
+    // The fetch that said 3 was sent first but read last (or read again while it long-polls).
+    state.follower_fetch(&fetch_ahead(2, 7, 10, 3), now).unwrap();
+    state.follower_fetch(&fetch(3, 12), now).unwrap();
+    assert_eq!(state.high_watermark(), 8, "broker 2 counts 8, not 3");
+    let last = append(&mut state, 3);
+    state.wait_for_high_watermark(last, 4);
+    state.follower_fetch(&fetch_ahead(2, 7, 15, 15), now).unwrap();
+    assert_eq!(state.high_watermark(), 12, "broker 3 has 12");
+    // Broker 2 restarted (a new incarnation) having lost its unflushed records past 13: the leader must not
+    // count 15 for it any more.
+    state.follower_fetch(&fetch_ahead(2, 8, 13, 13), now).unwrap();
+    state.follower_fetch(&fetch(3, 15), now).unwrap();
+    assert_eq!(state.high_watermark(), 13, "broker 2 has only 13 records of 15");
+    assert!(completions(&mut state).is_empty());
+    state.follower_fetch(&fetch_ahead(2, 8, 15, 15), now).unwrap();
+    assert_eq!(completions(&mut state), vec![(4, Ok(()))]);
 }
 
 #[test]
@@ -626,8 +680,129 @@ fn run_follower(events: Vec<FollowerEvent>, durable_acks: bool) -> Result<(), Te
     Ok(())
 }
 
+/// One event of a leader whose followers fetch ahead of what they store (several reports in flight each).
+#[derive(Debug, Clone)]
+enum PipelineEvent {
+    Append {
+        records: u32,
+        acks_all: bool,
+    },
+    /// The follower stores part of what it has received and reports its stored end in a fetch whose offset
+    /// is ahead of it.
+    Store {
+        follower: NodeId,
+        stored_per_mille: u64,
+        ahead_per_mille: u64,
+    },
+    /// The leader reads one of the reports in flight, in any order.
+    Deliver {
+        pick: usize,
+    },
+    /// The follower's process restarts having lost its last `lose` records; its reports in flight are gone
+    /// with its connection.
+    Restart {
+        follower: NodeId,
+        lose: u64,
+    },
+}
+
+fn pipeline_event() -> impl Strategy<Value = PipelineEvent> {
+    prop_oneof![
+        (1..5u32, any::<bool>()).prop_map(|(records, acks_all)| PipelineEvent::Append { records, acks_all }),
+        (2..=3i32, 0..=1000u64, 0..=1000u64).prop_map(|(follower, stored_per_mille, ahead_per_mille)| {
+            PipelineEvent::Store { follower, stored_per_mille, ahead_per_mille }
+        }),
+        any::<usize>().prop_map(|pick| PipelineEvent::Deliver { pick }),
+        any::<usize>().prop_map(|pick| PipelineEvent::Deliver { pick }),
+        (2..=3i32, 0..6u64).prop_map(|(follower, lose)| PipelineEvent::Restart { follower, lose }),
+    ]
+}
+
+/// Followers that fetch ahead: the high watermark never passes what an in-sync follower has stored (as far as
+/// the leader can know: before a restarted follower's first report the leader still counts the old process),
+/// and once every report is read it reaches what they all have stored, whatever order they were read in.
+fn run_pipeline(events: Vec<PipelineEvent>) -> Result<(), TestCaseError> {
+    let (mut state, now) = leader(&[1, 2, 3]);
+    let mut stored: BTreeMap<NodeId, u64> = BTreeMap::from([(2, 0), (3, 0)]);
+    let mut incarnation: BTreeMap<NodeId, u64> = BTreeMap::from([(2, 1), (3, 1)]);
+    // What the leader may still count for a restarted follower until a report of the new process is read.
+    let mut before_restart: BTreeMap<NodeId, u64> = BTreeMap::from([(2, 0), (3, 0)]);
+    let mut in_flight: Vec<FetchFrom> = Vec::new();
+    let mut waiting: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut token = 0;
+    let absorb = |state: &mut ReplicaState<u64>, waiting: &mut BTreeMap<u64, u64>| -> Result<(), TestCaseError> {
+        for (token, result) in completions(state) {
+            let last = waiting.remove(&token);
+            prop_assert!(last.is_some(), "token {token} answered twice or never waited");
+            prop_assert!(result.is_ok());
+            prop_assert!(last.unwrap() < state.high_watermark(), "acknowledged above the high watermark");
+        }
+        Ok(())
+    };
+    for event in events {
+        let hw_before = state.high_watermark();
+        let end = state.log_end_offset();
+        match event {
+            PipelineEvent::Append { records, acks_all } => {
+                let last = append(&mut state, records);
+                if acks_all {
+                    state.wait_for_high_watermark(last, token);
+                    waiting.insert(token, last);
+                    token += 1;
+                }
+            }
+            PipelineEvent::Store { follower, stored_per_mille, ahead_per_mille } => {
+                let now_stored = stored[&follower] + (end - stored[&follower]) * stored_per_mille / 1000;
+                stored.insert(follower, now_stored);
+                let fetch_offset = now_stored + (end - now_stored) * ahead_per_mille / 1000;
+                in_flight.push(fetch_ahead(follower, incarnation[&follower], fetch_offset, now_stored));
+            }
+            PipelineEvent::Deliver { pick } => {
+                if !in_flight.is_empty() {
+                    let report = in_flight.remove(pick % in_flight.len());
+                    state.follower_fetch(&report, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    before_restart.insert(report.replica, 0);
+                }
+            }
+            PipelineEvent::Restart { follower, lose } => {
+                let had = stored[&follower];
+                before_restart.insert(follower, had.max(before_restart[&follower]));
+                stored.insert(follower, had.saturating_sub(lose));
+                *incarnation.get_mut(&follower).unwrap() += 1;
+                in_flight.retain(|report| report.replica != follower);
+            }
+        }
+        absorb(&mut state, &mut waiting)?;
+        let hw = state.high_watermark();
+        prop_assert!(hw >= hw_before);
+        if hw > hw_before {
+            let bound = [2, 3].iter().map(|node| stored[node].max(before_restart[node])).min().unwrap();
+            prop_assert!(hw <= bound, "high watermark {hw} past what the followers have stored ({stored:?})");
+        }
+    }
+    // Each follower reports its stored end once more, and the reports still in flight are read after
+    // broker 2's last one (the worst order for it): broker 2's newest, the older ones, then broker 3's newest.
+    in_flight.insert(0, fetch_ahead(2, incarnation[&2], stored[&2], stored[&2]));
+    in_flight.push(fetch_ahead(3, incarnation[&3], stored[&3], stored[&3]));
+    for report in in_flight {
+        state.follower_fetch(&report, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    absorb(&mut state, &mut waiting)?;
+    let everyone = stored[&2].min(stored[&3]);
+    prop_assert!(state.high_watermark() >= everyone, "a stale report lowered a follower's count");
+    prop_assert!(waiting.values().all(|last| *last >= everyone), "an append every replica has is still waiting");
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn followers_fetching_ahead_are_counted_at_what_they_stored(
+        events in proptest::collection::vec(pipeline_event(), 1..80),
+    ) {
+        run_pipeline(events)?;
+    }
 
     #[test]
     fn a_leader_keeps_its_invariants_under_any_events(events in proptest::collection::vec(leader_event(), 1..80)) {

@@ -508,6 +508,7 @@ impl Consumer {
                 partition_max_bytes: self.config.partition_max_bytes,
                 current_leader_epoch: None,
                 last_fetched_epoch: None,
+                replica_log_end_offset: None,
             };
             match topics.iter_mut().find(|t| &t.name == topic) {
                 Some(entry) => entry.partitions.push(data),
@@ -520,6 +521,7 @@ impl Consumer {
             max_bytes: self.config.fetch_max_bytes,
             topics,
             replica_id: None,
+            replica_incarnation: None,
         };
         let connection = match self.cluster.connection_to_node(leader).await {
             Ok(connection) => connection,

@@ -12,7 +12,7 @@ mod tls;
 
 pub use admin::Admin;
 pub use cluster::{ClientConfig, Cluster};
-pub use connection::{Connection, RESPONSE_FRAME_BYTES_MAX_DEFAULT};
+pub use connection::{Connection, PendingResponse, RESPONSE_FRAME_BYTES_MAX_DEFAULT};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use error::ClientError;
 pub use group::{GroupConfig, RebalanceListener, TopicPartition};

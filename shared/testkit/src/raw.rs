@@ -72,9 +72,11 @@ pub fn fetch_request(topic: &str, partitions: &[u32], offset: u64) -> FetchReque
                     partition_max_bytes: 1 << 20,
                     current_leader_epoch: None,
                     last_fetched_epoch: None,
+                    replica_log_end_offset: None,
                 })
                 .collect(),
         }],
         replica_id: None,
+        replica_incarnation: None,
     }
 }

@@ -131,7 +131,8 @@ async fn read_all(
         Some(replica) => join_all(request.topics.iter().zip(handles).flat_map(|(topic, topic_handles)| {
             topic.partitions.iter().zip(topic_handles).map(move |(wanted, handle)| async move {
                 let handle = handle.as_ref().filter(|h| h.offsets.borrow().log_end_offset <= wanted.fetch_offset)?;
-                Some(handle.addr.send(follower_fetch(replica, wanted, 1)).await)
+                let budget = usize::from(wanted.partition_max_bytes > 0);
+                Some(handle.addr.send(follower_fetch(replica, request.replica_incarnation, wanted, budget)).await)
             })
         }))
         .await
@@ -156,9 +157,14 @@ async fn read_all(
                     let outcome = match follower_read {
                         Some(read) => read,
                         None => {
-                            let budget = (wanted.partition_max_bytes as usize).min(remaining_bytes).max(1);
+                            // A partition_max_bytes of 0 is a report of the follower's position: no records.
+                            let budget = match wanted.partition_max_bytes {
+                                0 => 0,
+                                wanted_bytes => (wanted_bytes as usize).min(remaining_bytes).max(1),
+                            };
                             let replica = request.replica_id.unwrap_or(-1);
-                            handle.addr.send(follower_fetch(replica, wanted, budget)).await
+                            let fetch = follower_fetch(replica, request.replica_incarnation, wanted, budget);
+                            handle.addr.send(fetch).await
                         }
                     };
                     match outcome {
@@ -211,10 +217,12 @@ async fn read_all(
     reads
 }
 
-fn follower_fetch(replica: i32, wanted: &FetchPartition, max_bytes: usize) -> FollowerFetch {
+fn follower_fetch(replica: i32, incarnation: Option<u64>, wanted: &FetchPartition, max_bytes: usize) -> FollowerFetch {
     FollowerFetch {
         replica,
+        incarnation,
         fetch_offset: wanted.fetch_offset,
+        log_end_offset: wanted.replica_log_end_offset,
         last_fetched_epoch: wanted.last_fetched_epoch,
         current_leader_epoch: wanted.current_leader_epoch,
         max_bytes,

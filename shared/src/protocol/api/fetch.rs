@@ -16,6 +16,12 @@ pub struct FetchRequest {
     /// Set by a follower broker replicating the partitions (its node id); absent for consumers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_id: Option<i32>,
+    /// Followers: a number the follower's process drew when it started. Within one leader epoch and one
+    /// incarnation the leader never counts a follower's log end lower than it already has (a follower
+    /// fetching ahead has several fetches in flight whose reports may be read out of order); a new
+    /// incarnation (a restart, which may have lost unflushed records) replaces the count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_incarnation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +42,11 @@ pub struct FetchPartition {
     /// Followers: the epoch of the last batch in their log, so the leader can tell where logs diverge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fetched_epoch: Option<i32>,
+    /// Followers that fetch ahead of what they have stored (`fetch_offset` is the end of what they have
+    /// received): the end of their stored log, which is what the leader counts towards the high watermark.
+    /// Absent: `fetch_offset`. Larger than `fetch_offset`: INVALID_REQUEST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_log_end_offset: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,9 +103,11 @@ mod tests {
                     partition_max_bytes: 1 << 20,
                     current_leader_epoch: Some(2),
                     last_fetched_epoch: Some(1),
+                    replica_log_end_offset: Some(2),
                 }],
             }],
             replica_id: Some(2),
+            replica_incarnation: Some(7),
         });
     }
 }
