@@ -109,7 +109,7 @@ struct ReceivedPartition {
 
 /// A fetch answer that has arrived and is not stored yet.
 struct Received {
-    partitions: Vec<(Key, ReceivedPartition)>,
+    partitions: HashMap<Key, ReceivedPartition>,
 }
 
 impl Received {
@@ -119,7 +119,7 @@ impl Received {
         dropped: &HashSet<Key>,
     ) -> Result<Received, String> {
         let response: FetchResponse<'_> = frame::decode_body(body).map_err(|e| e.to_string())?;
-        let mut partitions = Vec::new();
+        let mut partitions = HashMap::new();
         for topic in response.topics {
             for p in topic.partitions {
                 let key = (topic.name.clone(), p.partition);
@@ -132,7 +132,7 @@ impl Received {
                 let end = batch::split_batches(&records).ok().and_then(|(ranges, _)| {
                     ranges.last().map(|(header, _)| (header.last_offset() + 1, header.leader_epoch))
                 });
-                partitions.push((
+                partitions.insert(
                     key,
                     ReceivedPartition {
                         handle,
@@ -144,14 +144,14 @@ impl Received {
                         records,
                         end,
                     },
-                ));
+                );
             }
         }
         Ok(Received { partitions })
     }
 
     fn get(&self, key: &Key) -> Option<&ReceivedPartition> {
-        self.partitions.iter().find(|(k, _)| k == key).map(|(_, p)| p)
+        self.partitions.get(key)
     }
 }
 
@@ -159,7 +159,7 @@ impl Received {
 #[derive(Default)]
 struct Stored {
     /// Partitions whose stored log grew: their new ends are reported to the leader.
-    grown: Vec<Key>,
+    grown: HashSet<Key>,
     /// Partitions that refused what arrived: the answer in flight for them is dropped.
     dropped: HashSet<Key>,
     /// Every partition of the answer failed (say the leader does not know the new epoch yet).
@@ -306,7 +306,7 @@ impl FetchSession {
         &self,
         connection: &oxbow::client::Connection,
         followed: &[Followed],
-        grown: &[Key],
+        grown: &HashSet<Key>,
         timeout: Duration,
     ) {
         let mut topics: Vec<FetchTopic> = Vec::new();
@@ -389,7 +389,7 @@ impl FetchSession {
             match result {
                 Some(Ok(Ok(position))) => {
                     if before.is_some_and(|before| position.log_end_offset > before) {
-                        stored.grown.push(key.clone());
+                        stored.grown.insert(key.clone());
                     }
                     self.positions.insert(key, position);
                 }
