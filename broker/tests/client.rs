@@ -212,10 +212,10 @@ async fn pipelined_batches_of_a_partition_are_stored_in_order_and_max_in_flight_
     admin.create_topic("pipelined", 1, 1, BTreeMap::new()).await.unwrap();
     // Acknowledged after fsync: every batch written while an fsync runs must get the next one.
     admin.create_topic("pipelined-durable", 1, 1, [("flush.ms".to_string(), "0".to_string())].into()).await.unwrap();
-    for (topic, max_in_flight) in [("pipelined", 1), ("pipelined", 5), ("pipelined-durable", 5)] {
+    for (topic, max_in_flight) in [("pipelined", 1), ("pipelined", 16), ("pipelined-durable", 16)] {
         let producer = broker
             .producer(|config| {
-                config.batch_bytes = 256; // about ten records a batch: hundreds of batches, five in flight
+                config.batch_bytes = 256; // about ten records a batch: hundreds of batches, up to 16 in flight
                 config.linger = Duration::ZERO;
                 config.max_in_flight = max_in_flight;
                 // A batch left waiting shows up as a failure, not as a retry that hides it.
@@ -241,13 +241,14 @@ async fn pipelined_batches_of_a_partition_are_stored_in_order_and_max_in_flight_
     assert_eq!(records.len(), 10_000);
     let values: Vec<String> =
         records.iter().map(|r| String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap()).collect();
-    let expected: Vec<String> = [1, 5].iter().flat_map(|m| (0..5_000).map(move |n| format!("{m}-{n}"))).collect();
+    let expected: Vec<String> = [1, 16].iter().flat_map(|m| (0..5_000).map(move |n| format!("{m}-{n}"))).collect();
     assert_eq!(values, expected);
 
-    // More than five in flight cannot keep an idempotent producer's retries exact: refused.
+    // More than the broker remembers (16) cannot keep an idempotent producer's retries exact: refused.
     let mut config =
         oxbow::client::ProducerConfig { client: broker.client_config(), ..oxbow::client::ProducerConfig::new("") };
-    config.max_in_flight = 6;
+    assert_eq!(config.max_in_flight, 5, "Kafka's default");
+    config.max_in_flight = 17;
     let error = oxbow::client::Producer::connect(config).await.err().expect("refused");
     assert!(error.to_string().contains("max_in_flight"), "{error}");
 }

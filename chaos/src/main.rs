@@ -65,6 +65,13 @@ struct Args {
     /// The producers' delivery timeout.
     #[arg(long, default_value_t = 120_000)]
     delivery_timeout_ms: u64,
+    /// Batches per partition a producer may have in flight (the library's default unless given; up to 16).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// The producers' linger in milliseconds (the library's default unless given; 0 sends each record as soon
+    /// as the partition has room, so a fast producer keeps its whole window in flight).
+    #[arg(long)]
+    linger_ms: Option<u64>,
     /// Extra broker settings, `KEY=VALUE` (`OXBOW__CLUSTER__SESSION_TIMEOUT_MS=1500`).
     #[arg(long = "broker-env")]
     broker_env: Vec<String>,
@@ -182,6 +189,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let config = {
             let mut config = ProducerConfig { client: client.clone(), ..ProducerConfig::new("") };
             config.delivery_timeout = Duration::from_millis(args.delivery_timeout_ms);
+            if let Some(max_in_flight) = args.max_in_flight {
+                config.max_in_flight = max_in_flight;
+            }
+            if let Some(linger_ms) = args.linger_ms {
+                config.linger = Duration::from_millis(linger_ms);
+            }
             config
         };
         producers.push(tokio::spawn(produce(producer, config, args.rate, recorder.clone(), stop_producers.clone())));

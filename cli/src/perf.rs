@@ -59,7 +59,7 @@ pub struct ProduceArgs {
     /// Batch compression: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: Compression,
-    /// Batches per partition in flight (1-5 with --acks all, which is idempotent).
+    /// Batches per partition in flight (1-16 with --acks all, which is idempotent).
     #[arg(long, default_value_t = 5)]
     max_in_flight: usize,
     /// Hand records to the producer this many at a time with one completion for the group

@@ -65,8 +65,8 @@ pub struct ProducerConfig {
     /// Idempotent producer (with acks=all; ignored otherwise): the broker gives this producer an id, every batch carries a
     /// per-partition sequence number, and a batch retried after a timeout or a leader change is stored once.
     pub idempotence: bool,
-    /// Batches per partition sent and not yet answered (1 to 5 with idempotence: the broker remembers
-    /// the last five batches of a producer to recognise a retried one).
+    /// Batches per partition sent and not yet answered (default 5; 1 to 16 with idempotence: the broker
+    /// remembers the last 16 batches of a producer to recognise a retried one).
     pub max_in_flight: usize,
 }
 
@@ -84,7 +84,7 @@ impl ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
             idempotence: true,
-            max_in_flight: crate::protocol::IDEMPOTENT_IN_FLIGHT_MAX,
+            max_in_flight: crate::protocol::IN_FLIGHT_DEFAULT,
         }
     }
 }

@@ -17,8 +17,12 @@ pub type NodeId = i32;
 
 /// How many batches per partition an idempotent producer may have in flight: the broker remembers this many
 /// recent batches of each producer to recognise a retry, so a producer with more could see a stored batch
-/// refused as a duplicate.
-pub const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
+/// refused as a duplicate. More than Kafka's five: with replication every batch waits for the followers,
+/// and the window bounds how much is on its way (docs/benchmarks.md, "Pipelined follower fetches").
+pub const IDEMPOTENT_IN_FLIGHT_MAX: usize = 16;
+
+/// The producer's default `max_in_flight` (Kafka's `max.in.flight.requests.per.connection`).
+pub const IN_FLIGHT_DEFAULT: usize = 5;
 
 /// How many replicas must hold a produced batch before the broker answers (`acks` of a produce request,
 /// on the wire an i8: 0, 1 or -1).
