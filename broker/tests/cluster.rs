@@ -487,6 +487,15 @@ async fn consumer_groups_survive_a_coordinator_failover_without_losing_commits()
         connection.call(&FindCoordinatorRequest { group_id: "billing".into() }, Duration::from_secs(5)).await.unwrap();
     assert_eq!(found.error_code, ErrorCode::NONE);
     let victim = cluster.index_of(found.node_id);
+    // Only the coordinator describes the group (elsewhere a view could be stale): NOT_COORDINATOR there.
+    for (index, broker) in cluster.brokers.iter().enumerate() {
+        let connection = Connection::connect(&broker.addr, "test", Duration::from_secs(2)).await.unwrap();
+        let request =
+            oxbow::protocol::api::describe_groups::DescribeGroupsRequest { group_ids: vec!["billing".into()] };
+        let described = connection.call(&request, Duration::from_secs(5)).await.unwrap();
+        let expected = if index == victim { ErrorCode::NONE } else { ErrorCode::NOT_COORDINATOR };
+        assert_eq!(described.groups[0].error_code, expected, "broker {index}: {:?}", described.groups[0]);
+    }
     println!("kill -9 the coordinator, broker {}", found.node_id);
     cluster.brokers[victim].kill9();
 

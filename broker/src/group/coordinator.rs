@@ -539,23 +539,26 @@ pub struct GroupInfo {
     pub committed: Vec<(TopicPartition, Committed)>,
 }
 
-/// `None` for a group with neither members nor committed offsets.
+/// `None` for a group with neither members nor committed offsets. Answered only by the group's coordinator
+/// (as OffsetFetch): a broker that does not own the group's offsets partition, has not loaded it, or whose
+/// lease lapsed (a restarted broker whose metadata still names it leader) may hold a stale view.
 #[derive(Message)]
-#[rtype(result = "Option<GroupInfo>")]
+#[rtype(result = "Result<Option<GroupInfo>, CodedError>")]
 pub struct DescribeGroup {
     pub group_id: String,
 }
 
 impl Handler<DescribeGroup> for GroupCoordinator {
-    type Result = MessageResult<DescribeGroup>;
+    type Result = Result<Option<GroupInfo>, CodedError>;
 
     fn handle(&mut self, describe: DescribeGroup, _ctx: &mut Self::Context) -> Self::Result {
+        self.check_owner(&describe.group_id)?;
         let group = self.groups.get(&describe.group_id);
         let mut committed: Vec<_> =
             self.offsets.get(&describe.group_id).into_iter().flatten().map(|(tp, c)| (tp.clone(), c.clone())).collect();
         committed.sort_by(|a, b| a.0.cmp(&b.0));
         if group.is_none_or(|g| g.members().is_empty()) && committed.is_empty() {
-            return MessageResult(None);
+            return Ok(None);
         }
         let info = GroupInfo {
             state: group.map_or(GroupPhase::Empty, GroupState::phase),
@@ -573,7 +576,7 @@ impl Handler<DescribeGroup> for GroupCoordinator {
                 .collect(),
             committed,
         };
-        MessageResult(Some(info))
+        Ok(Some(info))
     }
 }
 

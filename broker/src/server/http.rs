@@ -206,7 +206,7 @@ async fn refresh_gauges(state: &HttpState) {
     metrics.group_lag.clear();
     let Ok(groups) = state.coordinator.send(ListGroups).await else { return };
     for (group_id, _, _) in groups {
-        let Ok(Some(info)) = state.coordinator.send(DescribeGroup { group_id: group_id.clone() }).await else {
+        let Ok(Ok(Some(info))) = state.coordinator.send(DescribeGroup { group_id: group_id.clone() }).await else {
             continue;
         };
         let labels = GroupLabels { group: group_id.clone() };

@@ -132,8 +132,12 @@ impl Admin {
             .into_iter()
             .next()
             .ok_or_else(|| ClientError::Protocol("empty DescribeGroups response".into()))?;
-        if group.error_code != ErrorCode::NONE {
+        if group.error_code == ErrorCode::UNKNOWN_MEMBER_ID {
             return Err(ClientError::broker(group.error_code, Some(format!("group '{group_id}' does not exist"))));
+        }
+        if group.error_code != ErrorCode::NONE {
+            let message = format!("group '{group_id}': the broker asked is not its coordinator (yet); retry");
+            return Err(ClientError::broker(group.error_code, Some(message)));
         }
         Ok(group)
     }

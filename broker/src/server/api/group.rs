@@ -231,8 +231,24 @@ pub async fn describe(request: DescribeGroupsRequest, scope: &RequestScope) -> R
     let context = &scope.context;
     let mut groups = Vec::with_capacity(request.group_ids.len());
     for group_id in request.group_ids {
-        let info =
+        let described =
             context.coordinator.send(group::DescribeGroup { group_id: group_id.clone() }).await.map_err(unavailable)?;
+        let info = match described {
+            Ok(info) => info,
+            // Not the coordinator (or not yet, or its lease lapsed): a view from here could be stale.
+            Err(error) => {
+                groups.push(GroupDescription {
+                    group_id,
+                    error_code: error.code,
+                    state: "Unknown".into(),
+                    strategy: String::new(),
+                    generation_id: -1,
+                    members: vec![],
+                    offsets: vec![],
+                });
+                continue;
+            }
+        };
         let Some(info) = info else {
             groups.push(GroupDescription {
                 group_id,
