@@ -115,7 +115,7 @@ fn perf_refuses_arguments_it_cannot_honour() {
         (&["perf", "produce", "--topic", "x", "--num-records", "10", "--producers", "0"][..], "at least 1"),
         (&["perf", "produce", "--topic", "x", "--num-records", "10", "--linger-ms", "100000"][..], "--linger-ms"),
         (
-            &["perf", "produce", "--topic", "x", "--num-records", "10", "--acks", "all", "--max-in-flight", "6"][..],
+            &["perf", "produce", "--topic", "x", "--num-records", "10", "--acks", "all", "--max-in-flight", "17"][..],
             "max_in_flight",
         ),
         (&["perf", "produce", "--topic", "x", "--num-records", "10", "--acks", "2"][..], "--acks"),
