@@ -149,10 +149,6 @@ impl Received {
         }
         Ok(Received { partitions })
     }
-
-    fn get(&self, key: &Key) -> Option<&ReceivedPartition> {
-        self.partitions.get(key)
-    }
 }
 
 /// What storing an answer did.
@@ -233,7 +229,7 @@ impl FetchSession {
             let stored = self.store(received).await;
             self.registry.metrics().replica_append_seconds.observe(started.elapsed().as_secs_f64());
             if let Some(Ok((connection, _))) = &in_flight {
-                self.report(connection, followed, &stored.grown, timeout).await;
+                self.report(connection, &stored.grown, timeout).await;
             }
             if stored.all_failed && in_flight.is_none() {
                 // Every partition refused (for example the leader has not seen the new epoch yet): back off.
@@ -276,16 +272,17 @@ impl FetchSession {
             let Some(handle) = self.registry.partition(&entry.topic, entry.partition) else { continue };
             let key = (entry.topic.clone(), entry.partition);
             let Some(position) = self.position(entry, &handle).await else { continue };
-            let (fetch_offset, last_fetched_epoch, replica_log_end_offset) = match received.and_then(|r| r.get(&key)) {
-                Some(p) if p.error_code != ErrorCode::NONE || p.diverging_epoch.is_some() => continue,
-                Some(p) if !p.records.is_empty() => match p.end {
-                    Some((end, epoch)) if p.leader_epoch == entry.leader_epoch && end > position.log_end_offset => {
-                        (end, Some(epoch), Some(position.log_end_offset))
-                    }
-                    _ => continue,
-                },
-                _ => (position.log_end_offset, position.last_epoch, None),
-            };
+            let (fetch_offset, last_fetched_epoch, replica_log_end_offset) =
+                match received.and_then(|r| r.partitions.get(&key)) {
+                    Some(p) if p.error_code != ErrorCode::NONE || p.diverging_epoch.is_some() => continue,
+                    Some(p) if !p.records.is_empty() => match p.end {
+                        Some((end, epoch)) if p.leader_epoch == entry.leader_epoch && end > position.log_end_offset => {
+                            (end, Some(epoch), Some(position.log_end_offset))
+                        }
+                        _ => continue,
+                    },
+                    _ => (position.log_end_offset, position.last_epoch, None),
+                };
             let data = FetchPartition {
                 partition: entry.partition,
                 fetch_offset,
@@ -302,31 +299,20 @@ impl FetchSession {
 
     /// Tells the leader how far the partitions in `grown` are stored now: a fetch for no records, whose answer
     /// is not awaited here (the fetch in flight carries everything else).
-    async fn report(
-        &self,
-        connection: &oxbow::client::Connection,
-        followed: &[Followed],
-        grown: &HashSet<Key>,
-        timeout: Duration,
-    ) {
+    async fn report(&self, connection: &oxbow::client::Connection, grown: &HashSet<Key>, timeout: Duration) {
         let mut topics: Vec<FetchTopic> = Vec::new();
-        for entry in followed {
-            let key = (entry.topic.clone(), entry.partition);
-            if !grown.contains(&key) {
-                continue;
-            }
-            let Some(position) = self.positions.get(&key).filter(|p| p.leader_epoch == entry.leader_epoch) else {
-                continue;
-            };
+        for key in grown {
+            // Stored just now, so the position is this replica's, in the epoch it stored in.
+            let Some(position) = self.positions.get(key) else { continue };
             let data = FetchPartition {
-                partition: entry.partition,
+                partition: key.1,
                 fetch_offset: position.log_end_offset,
                 partition_max_bytes: 0,
-                current_leader_epoch: Some(entry.leader_epoch),
+                current_leader_epoch: Some(position.leader_epoch),
                 last_fetched_epoch: position.last_epoch,
                 replica_log_end_offset: None,
             };
-            add_partition(&mut topics, &entry.topic, data);
+            add_partition(&mut topics, &key.0, data);
         }
         if topics.is_empty() {
             return;

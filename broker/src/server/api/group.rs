@@ -234,32 +234,16 @@ pub async fn describe(request: DescribeGroupsRequest, scope: &RequestScope) -> R
         let described =
             context.coordinator.send(group::DescribeGroup { group_id: group_id.clone() }).await.map_err(unavailable)?;
         let info = match described {
-            Ok(info) => info,
-            // Not the coordinator (or not yet, or its lease lapsed): a view from here could be stale.
-            Err(error) => {
-                groups.push(GroupDescription {
-                    group_id,
-                    error_code: error.code,
-                    state: "Unknown".into(),
-                    strategy: String::new(),
-                    generation_id: -1,
-                    members: vec![],
-                    offsets: vec![],
-                });
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                groups.push(undescribed(group_id, ErrorCode::UNKNOWN_MEMBER_ID, "Dead"));
                 continue;
             }
-        };
-        let Some(info) = info else {
-            groups.push(GroupDescription {
-                group_id,
-                error_code: ErrorCode::UNKNOWN_MEMBER_ID,
-                state: "Dead".into(),
-                strategy: String::new(),
-                generation_id: -1,
-                members: vec![],
-                offsets: vec![],
-            });
-            continue;
+            // Not the coordinator (or not yet, or its lease lapsed): a view from here could be stale.
+            Err(error) => {
+                groups.push(undescribed(group_id, error.code, "Unknown"));
+                continue;
+            }
         };
         // Every partition that is committed or assigned, with its lag against the high watermark.
         let mut places: std::collections::BTreeSet<(String, u32)> =
@@ -306,6 +290,19 @@ pub async fn describe(request: DescribeGroupsRequest, scope: &RequestScope) -> R
         });
     }
     Ok(Encoded::new(&DescribeGroupsResponse { groups }))
+}
+
+/// A group described by its error alone.
+fn undescribed(group_id: String, error_code: ErrorCode, state: &str) -> GroupDescription {
+    GroupDescription {
+        group_id,
+        error_code,
+        state: state.into(),
+        strategy: String::new(),
+        generation_id: -1,
+        members: vec![],
+        offsets: vec![],
+    }
 }
 
 fn unavailable(_error: actix::MailboxError) -> CodedError {
