@@ -278,6 +278,60 @@ async fn an_unanswered_send_ends_with_an_unknown_outcome_and_a_refused_one_fails
     broker.kill9();
 }
 
+/// A producer's buffer bounds what it holds: while the broker does not answer, `send` and `send_batch` wait
+/// `max_block` for space and then fail with `BufferFull` (nothing is queued); once the broker answers again,
+/// the space of the answered batches comes back and sending works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_fails_sends_after_max_block_and_frees_up_when_batches_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(&dir.path().join("broker"));
+    broker.admin().await.create_topic("full", 1, 1, BTreeMap::new()).await.unwrap();
+    let max_block = Duration::from_millis(300);
+    let producer = broker
+        .producer(|config| {
+            config.batch_bytes = 1024;
+            config.buffer_bytes = 4096;
+            config.max_block = max_block;
+            config.linger = Duration::ZERO;
+            config.client.request_timeout = Duration::from_secs(30);
+            config.delivery_timeout = Duration::from_secs(60);
+        })
+        .await;
+    producer.send_and_wait(ProducerRecord::new("full", "warm")).await.unwrap();
+    broker.signal("STOP");
+    let value = "v".repeat(200);
+    let mut deliveries = Vec::new();
+    let full = loop {
+        let started = std::time::Instant::now();
+        match producer.send(ProducerRecord::new("full", value.clone())).await {
+            Ok(delivery) => deliveries.push(delivery),
+            Err(error) => break (error, started.elapsed()),
+        }
+        assert!(deliveries.len() < 100, "4 KB of buffer took 100 records of 200 B");
+    };
+    assert!(matches!(full.0, oxbow::client::ClientError::BufferFull(_)), "{}", full.0);
+    assert!(full.1 >= max_block, "failed after {:?}, before max_block", full.1);
+    assert!(deliveries.len() >= 10, "only {} records of 200 B fitted in 4 KB", deliveries.len());
+    let group = vec![ProducerRecord::new("full", "g1"), ProducerRecord::new("full", "g2")];
+    let refused = producer.send_batch(group).await.err().expect("no space for a group either");
+    assert!(matches!(refused, oxbow::client::ClientError::BufferFull(_)), "{refused}");
+    broker.signal("CONT");
+    for delivery in deliveries.drain(..) {
+        delivery.await.unwrap();
+    }
+    // Everything answered: the whole buffer is free again, for one record after another and for a group.
+    for _ in 0..50 {
+        deliveries.push(producer.send(ProducerRecord::new("full", value.clone())).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    let group: Vec<ProducerRecord> = (0..15).map(|_| ProducerRecord::new("full", value.clone())).collect();
+    assert_eq!(producer.send_batch(group).await.unwrap().await.unwrap(), 15);
+    producer.close().await;
+    broker.kill9();
+}
+
 /// A broker with a second, external listener tells the clients that connect there its external address, and
 /// the ones on the main listener its main address (the way a compose stack serves its own network and the
 /// host); both produce and consume.

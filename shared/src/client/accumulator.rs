@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::buffer::Held;
 use super::{ClientError, RecordMetadata};
 use crate::protocol::batch::{self, BatchBuilder, BatchHeader, BATCH_HEADER_BYTES};
 use crate::protocol::compression::Compression;
@@ -170,8 +171,8 @@ struct OpenBatch {
     builder: BatchBuilder,
     created: Instant,
     deliveries: Vec<Delivery>,
-    /// Buffer space of the batch's records, released when the batch completes.
-    permit: Option<OwnedSemaphorePermit>,
+    /// Buffer space of the batch's records, given back when the batch completes.
+    held: Held,
 }
 
 impl OpenBatch {
@@ -181,7 +182,7 @@ impl OpenBatch {
             builder: Some(self.builder),
             records: Bytes::new(),
             deliveries: self.deliveries,
-            _permit: self.permit,
+            _held: self.held,
             attempts: 0,
             created: self.created,
             stamp: None,
@@ -191,13 +192,21 @@ impl OpenBatch {
     }
 }
 
+/// Whose outcome a record is: a `send`'s own, or one of a `send_batch` group's (borrowed, so that a record
+/// joining its group's entry in a batch costs no reference count).
+pub enum Owner<'a> {
+    Record(Completion),
+    Group(&'a Arc<SharedCompletion>),
+}
+
 /// What `append` did with a record.
-pub enum Appended {
+pub enum Appended<'a> {
     /// In its partition's open batch; `wake`: the sender should look (a batch was sealed, or a new one
     /// started its linger).
     Stored { wake: bool },
-    /// The topic's partition count is not known yet: look it up (`set_partition_count`) and append again.
-    NeedsMetadata(Completion, OwnedSemaphorePermit),
+    /// The topic's partition count is not known yet: look it up (`set_partition_count`) and append again
+    /// (the record's buffer space stays where it was).
+    NeedsMetadata(Owner<'a>),
 }
 
 /// A sealed batch, queued or on its way.
@@ -207,7 +216,7 @@ pub struct ReadyBatch {
     builder: Option<BatchBuilder>,
     pub records: Bytes,
     pub deliveries: Vec<Delivery>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _held: Held,
     pub attempts: u32,
     pub created: Instant,
     /// The producer id and first sequence number the batch was sent with (idempotent producer).
@@ -312,23 +321,24 @@ impl Accumulator {
         choose_partition(topic, topic_state, partition, key, spread).map(Some)
     }
 
-    /// Appends a record to its partition's open batch, sealing the batch when it is full. `batch_bytes` is the batch size to aim for; `now()` is
-    /// asked only when a new batch starts.
+    /// Appends a record to its partition's open batch, sealing the batch when it is full: the record's
+    /// `record_bytes` of buffer space move from `held` to the batch. `batch_bytes` is the batch size to aim
+    /// for; `now()` is asked only when a new batch starts.
     #[allow(clippy::too_many_arguments)]
-    pub fn append(
+    pub fn append<'a>(
         &mut self,
         topic: &str,
         partition: Option<u32>,
         record: &RecordParts<'_>,
-        completion: Completion,
-        permit: OwnedSemaphorePermit,
+        owner: Owner<'a>,
+        held: &mut Held,
         batch_bytes: usize,
         spread: impl FnOnce() -> u32,
         now: impl FnOnce() -> Instant,
-    ) -> Result<Appended, ClientError> {
+    ) -> Result<Appended<'a>, ClientError> {
         // At most one map lookup per record: the partition choice and the batch come from the same entry.
         let Some(topic_slot) = self.topic_slot(topic).filter(|&slot| self.topics[slot].1.n_partitions > 0) else {
-            return Ok(Appended::NeedsMetadata(completion, permit));
+            return Ok(Appended::NeedsMetadata(owner));
         };
         let topic_state = &mut self.topics[topic_slot].1;
         let partition = choose_partition(topic, topic_state, partition, record.key, spread)?;
@@ -348,23 +358,27 @@ impl Accumulator {
                 builder: BatchBuilder::new(batch_bytes.max(record.record_bytes + BATCH_HEADER_BYTES)),
                 created: now(),
                 deliveries: Vec::new(),
-                permit: None,
+                held: held.empty_like(),
             }
         });
         open.builder.append(record.timestamp, record.key, record.value, record.headers);
-        match (open.deliveries.last_mut(), completion) {
+        match (open.deliveries.last_mut(), owner) {
             // The next record of the same group: one entry for the group's run of records in this batch.
-            (Some(Delivery { completion: Completion::Shared(last), records, .. }), Completion::Shared(shared))
-                if Arc::ptr_eq(last, &shared) =>
+            (Some(Delivery { completion: Completion::Shared(last), records, .. }), Owner::Group(group))
+                if Arc::ptr_eq(last, group) =>
             {
                 *records += 1
             }
-            (_, completion) => open.deliveries.push(Delivery { completion, timestamp: record.timestamp, records: 1 }),
+            (_, Owner::Group(group)) => open.deliveries.push(Delivery {
+                completion: Completion::Shared(group.clone()),
+                timestamp: record.timestamp,
+                records: 1,
+            }),
+            (_, Owner::Record(completion)) => {
+                open.deliveries.push(Delivery { completion, timestamp: record.timestamp, records: 1 })
+            }
         }
-        match &mut open.permit {
-            Some(held) => held.merge(permit),
-            None => open.permit = Some(permit),
-        }
+        held.move_to(&mut open.held, record.record_bytes);
         if open.builder.len_bytes() >= batch_bytes {
             topic_state.seal(topic, partition, &mut self.ready);
             wake = true;

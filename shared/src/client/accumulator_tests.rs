@@ -15,11 +15,21 @@ use crate::protocol::ErrorCode;
 const BATCH_BYTES: usize = 256;
 const LINGER: Duration = Duration::from_millis(5);
 
-/// The producer's buffer: one semaphore, as a batch merges its records' permits.
-static BUFFER: std::sync::LazyLock<Arc<Semaphore>> = std::sync::LazyLock::new(|| Arc::new(Semaphore::new(1 << 30)));
+const BUFFER_BYTES: usize = 1 << 30;
 
-fn permit(n: usize) -> OwnedSemaphorePermit {
-    BUFFER.clone().try_acquire_many_owned(n as u32).unwrap()
+thread_local! {
+    /// The producer's buffer (one per test thread, so that a test can count what it took and gave back).
+    static BUFFER: Arc<Semaphore> = Arc::new(Semaphore::new(BUFFER_BYTES));
+}
+
+/// `n` bytes of this thread's buffer.
+fn hold(n: usize) -> Held {
+    BUFFER.with(|buffer| Held::try_take(buffer, n as u32).expect("the buffer is large enough"))
+}
+
+/// Bytes of this thread's buffer held now.
+fn buffer_taken() -> usize {
+    BUFFER_BYTES - BUFFER.with(|buffer| buffer.available_permits())
 }
 
 /// Appends a record of `value_bytes` to `topic/partition`; its completion adds `id` to `answered`.
@@ -37,7 +47,9 @@ fn append(
     let answered = answered.clone();
     let completion = Completion::Callback(Box::new(move |result| answered.lock().unwrap().push((id, result.is_ok()))));
     let (topic, partition) = topic_partition;
-    match acc.append(topic, Some(partition), &parts, completion, permit(record_bytes), BATCH_BYTES, || 0, || now) {
+    let mut held = hold(record_bytes);
+    let owner = Owner::Record(completion);
+    match acc.append(topic, Some(partition), &parts, owner, &mut held, BATCH_BYTES, || 0, || now) {
         Ok(Appended::Stored { wake }) => wake,
         _ => panic!("the topic is known and the partition exists"),
     }
@@ -70,6 +82,8 @@ fn answer(acc: &mut Accumulator, mut batch: ReadyBatch, ok: bool) {
         });
     }
     acc.finished(&batch, n_records);
+    // Its records' buffer space goes back as the batch is dropped (uncompressed: its bytes past the header).
+    BYTES_ANSWERED.with(|n| n.set(n.get() + batch.records.len() - BATCH_HEADER_BYTES));
 }
 
 #[test]
@@ -284,6 +298,12 @@ const MAX_IN_FLIGHT: usize = 3;
 thread_local! {
     /// Records of groups whose outcome `answer` delivered (on this test's thread).
     static GROUP_RECORDS_ANSWERED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Buffer space of the records of the batches `answer` answered.
+    static BYTES_ANSWERED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn record_bytes(value_bytes: usize) -> usize {
+    BatchBuilder::record_bytes(None, Some(&vec![0; value_bytes]), &[])
 }
 
 /// Appends a `send_batch` group: one shared completion for all its records.
@@ -294,21 +314,27 @@ fn append_group(
 ) -> oneshot::Receiver<Result<u64, ClientError>> {
     let (answer, answered) = oneshot::channel();
     let group = SharedCompletion::new(records.len(), answer);
-    for &(partition, value_bytes) in records {
-        let value = vec![b'g'; value_bytes];
-        let record_bytes = BatchBuilder::record_bytes(None, Some(&value), &[]);
-        let parts = RecordParts { key: None, value: Some(&value), headers: &[], timestamp: 1_000, record_bytes };
-        let completion = Completion::Shared(group.clone());
-        match acc.append("t", Some(partition), &parts, completion, permit(record_bytes), BATCH_BYTES, || 0, || now) {
+    let values: Vec<Vec<u8>> = records.iter().map(|&(_, value_bytes)| vec![b'g'; value_bytes]).collect();
+    let sizes: Vec<usize> = values.iter().map(|value| BatchBuilder::record_bytes(None, Some(value), &[])).collect();
+    // One hold for the group, as `send_batch` takes it; each record moves its part to its batch.
+    let mut held = hold(sizes.iter().sum());
+    for ((&(partition, _), value), &record_bytes) in records.iter().zip(&values).zip(&sizes) {
+        let parts = RecordParts { key: None, value: Some(value), headers: &[], timestamp: 1_000, record_bytes };
+        match acc.append("t", Some(partition), &parts, Owner::Group(&group), &mut held, BATCH_BYTES, || 0, || now) {
             Ok(Appended::Stored { .. }) => {}
             _ => panic!("the topic is known and the partition exists"),
         }
     }
+    assert_eq!(held.bytes(), 0, "every record's space went to its batch");
     answered
 }
 
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     GROUP_RECORDS_ANSWERED.with(|n| n.set(0));
+    BYTES_ANSWERED.with(|n| n.set(0));
+    let taken_before = buffer_taken();
+    // Buffer space of the records appended (and `BYTES_ANSWERED`, of those answered).
+    let mut bytes_appended = 0usize;
     let answered: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
     // Each group's answer, and how many records it has.
     let mut groups: Vec<(oneshot::Receiver<Result<u64, ClientError>>, u64)> = Vec::new();
@@ -330,10 +356,12 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Append { partition, value_bytes } => {
                 append(&mut acc, ("t", partition), value_bytes, now, &answered, appended);
                 appended += 1;
+                bytes_appended += record_bytes(value_bytes);
             }
             Step::AppendGroup { records } => {
                 groups.push((append_group(&mut acc, &records, now), records.len() as u64));
                 group_records += records.len() as u64;
+                bytes_appended += records.iter().map(|&(_, value_bytes)| record_bytes(value_bytes)).sum::<usize>();
             }
             Step::Drain { advance_ms } => {
                 now += Duration::from_millis(advance_ms);
@@ -414,6 +442,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             appended + group_records - delivered,
             "records lost or counted twice"
         );
+        prop_assert_eq!(
+            buffer_taken() - taken_before,
+            bytes_appended - BYTES_ANSWERED.with(|n| n.get()),
+            "buffer space is held by exactly the records not yet answered"
+        );
     }
     // Wind down: a producer id, a flush, and every batch answered.
     if acc.producer().is_none() {
@@ -436,6 +469,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         }
     }
     prop_assert_eq!(acc.outstanding_records(), 0);
+    prop_assert_eq!(buffer_taken(), taken_before, "every record's buffer space came back, once");
     let mut ids: Vec<u64> = answered.lock().unwrap().iter().map(|(id, _)| *id).collect();
     ids.sort_unstable();
     prop_assert_eq!(ids, (0..appended).collect::<Vec<_>>(), "every record answered exactly once");

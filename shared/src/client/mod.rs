@@ -2,6 +2,7 @@
 
 mod accumulator;
 mod admin;
+mod buffer;
 mod cluster;
 mod connection;
 mod consumer;

@@ -24,8 +24,9 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::accumulator::{
-    Accumulator, Appended, Completion, ReadyBatch, RecordParts, SharedCompletion, TopicPartition,
+    Accumulator, Appended, Completion, Owner, ReadyBatch, RecordParts, SharedCompletion, TopicPartition,
 };
+use super::buffer::Held;
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
@@ -235,19 +236,7 @@ impl Producer {
                 Some(format!("record of {record_bytes} bytes is over the buffer size")),
             ));
         }
-        // Fast path without a timer; wait (up to max_block) only when the buffer is full. Either way the
-        // call counts against tokio's cooperative budget, so a tight send loop still lets the sender run.
-        tokio::task::consume_budget().await;
-        let permit = match shared.buffer.clone().try_acquire_many_owned(record_bytes as u32) {
-            Ok(permit) => permit,
-            Err(_) => tokio::time::timeout(
-                shared.config.max_block,
-                shared.buffer.clone().acquire_many_owned(record_bytes as u32),
-            )
-            .await
-            .map_err(|_| ClientError::BufferFull(shared.config.max_block))?
-            .map_err(|_| ClientError::Closed)?,
-        };
+        let mut held = self.hold(record_bytes).await?;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let parts = RecordParts {
             key: record.key.as_deref(),
@@ -256,14 +245,14 @@ impl Producer {
             timestamp,
             record_bytes,
         };
-        let (mut completion, mut permit) = (completion, permit);
+        let mut owner = Owner::Record(completion);
         loop {
             let appended = shared.state.lock().expect("producer lock").append(
                 &record.topic,
                 record.partition,
                 &parts,
-                completion,
-                permit,
+                owner,
+                &mut held,
                 shared.config.batch_bytes,
                 || now_ms() as u32,
                 Instant::now,
@@ -275,12 +264,25 @@ impl Producer {
                     }
                     return Ok(());
                 }
-                Appended::NeedsMetadata(returned_completion, returned_permit) => {
-                    (completion, permit) = (returned_completion, returned_permit);
-                }
+                Appended::NeedsMetadata(returned) => owner = returned,
             }
             // Metadata may be briefly unavailable (a broker failover): wait, up to max_block.
             self.learn_partition_count(&record.topic).await?;
+        }
+    }
+
+    /// Takes `bytes` of buffer space: at once when they are free (no timer), else waiting up to `max_block`.
+    /// Either way the call counts against tokio's cooperative budget, so a tight send loop still lets the
+    /// sender run.
+    async fn hold(&self, bytes: usize) -> Result<Held, ClientError> {
+        let shared = &self.shared;
+        tokio::task::consume_budget().await;
+        match Held::try_take(&shared.buffer, bytes as u32) {
+            Some(held) => Ok(held),
+            None => tokio::time::timeout(shared.config.max_block, Held::take(&shared.buffer, bytes as u32))
+                .await
+                .map_err(|_| ClientError::BufferFull(shared.config.max_block))?
+                .map_err(|_| ClientError::Closed),
         }
     }
 
@@ -310,16 +312,7 @@ impl Producer {
                 shared.config.buffer_bytes
             )));
         }
-        tokio::task::consume_budget().await;
-        let mut permit = match shared.buffer.clone().try_acquire_many_owned(total as u32) {
-            Ok(permit) => permit,
-            Err(_) => {
-                tokio::time::timeout(shared.config.max_block, shared.buffer.clone().acquire_many_owned(total as u32))
-                    .await
-                    .map_err(|_| ClientError::BufferFull(shared.config.max_block))?
-                    .map_err(|_| ClientError::Closed)?
-            }
-        };
+        let mut held = self.hold(total).await?;
         let completion = SharedCompletion::new(records.len(), answer);
         let now = now_ms();
         let mut next = 0;
@@ -337,20 +330,18 @@ impl Producer {
                         timestamp: record.timestamp.unwrap_or(now),
                         record_bytes: sizes[next],
                     };
-                    let part = permit.split(sizes[next]).expect("the permit holds every record's bytes");
                     match state.append(
                         &record.topic,
                         record.partition,
                         &parts,
-                        Completion::Shared(completion.clone()),
-                        part,
+                        Owner::Group(&completion),
+                        &mut held,
                         shared.config.batch_bytes,
                         || now as u32,
                         Instant::now,
                     )? {
                         Appended::Stored { wake: woke } => wake |= woke,
-                        Appended::NeedsMetadata(_, returned) => {
-                            permit.merge(returned);
+                        Appended::NeedsMetadata(_) => {
                             missing_topic = Some(record.topic.clone());
                             break;
                         }
