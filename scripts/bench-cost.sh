@@ -15,7 +15,8 @@ if [ -z "${1:-}" ]; then cargo build --release -p oxbow-broker -p oxbow-cli; fi
 BIN=$(cd "${1:-target/release}" && pwd)
 DATA=$(mktemp -d)
 PIDS=()
-trap 'kill ${PIDS[*]} 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA"' EXIT
+# `|| true`: under `set -e` a failing command (kill of an empty list, wait on a killed broker) ends the trap early.
+trap 'kill ${PIDS[*]} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DATA"' EXIT
 TICKS=$(getconf CLK_TCK)
 
 wait_up() { for _ in $(seq 300); do "$BIN/oxbow" topic list >/dev/null 2>&1 && return; sleep 0.1; done; }

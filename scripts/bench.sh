@@ -21,7 +21,8 @@ PORT=${BENCH_PORT:-9391}
 export OXBOW_BOOTSTRAP_SERVER=127.0.0.1:$PORT
 "$BIN/oxbow-broker" --data-dir "$DATA/single" --listen "127.0.0.1:$PORT" >/dev/null 2>"$DATA/broker.log" &
 BROKER=$!
-trap 'kill $BROKER 2>/dev/null; wait $BROKER 2>/dev/null; rm -rf "$DATA"' EXIT
+# `|| true`: under `set -e` a failing command (wait on a killed broker) ends the trap early.
+trap 'kill $BROKER 2>/dev/null || true; wait $BROKER 2>/dev/null || true; rm -rf "$DATA"' EXIT
 for _ in $(seq 100); do "$BIN/oxbow" topic list >/dev/null 2>&1 && break; sleep 0.1; done
 # The broker's resident memory, sampled every second for the whole single-broker run.
 ( while kill -0 $BROKER 2>/dev/null; do awk '/VmRSS/ {print $2}' "/proc/$BROKER/status" 2>/dev/null; sleep 1; done ) >"$DATA/rss.txt" &
@@ -103,7 +104,7 @@ for i in 0 1 2; do
     --listen "127.0.0.1:${PORTS[$i]}" >/dev/null 2>"$DATA/rf3-$i.log" &
   PIDS+=($!)
 done
-trap 'kill ${PIDS[*]} 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill ${PIDS[*]} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DATA"' EXIT
 export OXBOW_BOOTSTRAP_SERVER=127.0.0.1:${PORTS[0]},127.0.0.1:${PORTS[1]},127.0.0.1:${PORTS[2]}
 for _ in $(seq 300); do
   "$BIN/oxbow" topic create rf3 --replication-factor 3 --config min.insync.replicas=2 >/dev/null 2>&1 && break
