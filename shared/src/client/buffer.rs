@@ -75,9 +75,8 @@ mod tests {
         assert_eq!(buffer.available_permits(), 750);
         drop(group);
         assert_eq!(buffer.available_permits(), 1000);
-        let emptied = Held::try_take(&buffer, 10).expect("free");
+        let mut emptied = Held::try_take(&buffer, 10).expect("free");
         let mut other = emptied.empty_like();
-        let mut emptied = emptied;
         emptied.move_to(&mut other, 10);
         drop(emptied);
         assert_eq!(buffer.available_permits(), 990, "an emptied hold gives back nothing");
