@@ -60,7 +60,7 @@ pub async fn handle(
     request.max_bytes = request.max_bytes.min(share.saturating_sub(overshoot).max(1) as u32);
     let (encoded, throttle) = long_poll(request, scope, principal).await?;
     // Over its fetch quota the principal gets the answer late, not never.
-    tokio::time::sleep(throttle).await;
+    crate::security::quota::hold_back(throttle).await;
     Ok(Answer::Budgeted(encoded, permit))
 }
 

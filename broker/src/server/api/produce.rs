@@ -143,7 +143,7 @@ impl PendingProduce {
             }
             response.topics.push(ProduceTopicResponse { name, partitions: results });
         }
-        tokio::time::sleep(throttle).await;
+        crate::security::quota::hold_back(throttle).await;
         (self.acks != Acks::None).then(|| Encoded::new(&response).into_frame(correlation_id))
     }
 }
