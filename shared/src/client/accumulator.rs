@@ -229,13 +229,13 @@ pub struct ReadyBatch {
 }
 
 impl ReadyBatch {
-    /// Compresses a freshly sealed batch's records, once: the sender does this after `drain`, so that
-    /// `send` callers never wait on the compression of other batches.
     /// How many records the batch holds.
     pub fn record_count(&self) -> u64 {
         self.deliveries.iter().map(|delivery| u64::from(delivery.records)).sum()
     }
 
+    /// Compresses a freshly sealed batch's records, once: the sender does this after `drain`, so that
+    /// `send` callers never wait on the compression of other batches.
     pub fn compress(&mut self) {
         if let Some(codec) = self.pending_compression.take() {
             let header = BatchHeader::parse(&self.records).expect("a batch this producer sealed");

@@ -8,6 +8,7 @@ mod connection;
 mod consumer;
 mod error;
 mod group;
+mod precise;
 mod producer;
 mod tls;
 

@@ -27,13 +27,14 @@ use super::accumulator::{
     Accumulator, Appended, Completion, Owner, ReadyBatch, RecordParts, SharedCompletion, TopicPartition,
 };
 use super::buffer::Held;
+use super::precise::PreciseTimer;
 use super::{ClientConfig, ClientError, Cluster};
 use crate::protocol::api::produce::{ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic};
 use crate::protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
 use crate::protocol::compression::Compression;
 use crate::protocol::{Acks, ApiKey, ErrorCode, NodeId};
 
-/// Linger waits shorter than this sleep on a blocking thread rather than on tokio's millisecond timer.
+/// Linger waits shorter than this use a `PreciseTimer` rather than tokio's millisecond timer.
 const PRECISE_WAIT_BELOW: Duration = Duration::from_millis(2);
 /// How long a produce request goes unanswered before the producer checks whether its leader was replaced.
 const LEADER_CHECK_AFTER: Duration = Duration::from_millis(1_000);
@@ -426,6 +427,7 @@ impl Drop for Producer {
 }
 
 async fn sender_loop(shared: Arc<Shared>) {
+    let timer = PreciseTimer::new();
     loop {
         let needs_producer_id = {
             let state = shared.state.lock().expect("producer lock");
@@ -493,11 +495,10 @@ async fn sender_loop(shared: Arc<Shared>) {
                 let wait = deadline.saturating_duration_since(Instant::now());
                 if wait < PRECISE_WAIT_BELOW {
                     // tokio's timer ticks in whole milliseconds, so a sub-millisecond linger would last until
-                    // the next tick: up to a millisecond more than asked. The OS sleeps to the microsecond.
-                    let precise = tokio::task::spawn_blocking(move || std::thread::sleep(wait));
+                    // the next tick: up to a millisecond more than asked.
                     tokio::select! {
                         _ = wake => {}
-                        _ = precise => {}
+                        _ = timer.sleep(wait) => {}
                     }
                 } else {
                     tokio::select! {
