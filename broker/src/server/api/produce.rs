@@ -104,8 +104,8 @@ pub async fn hand_off(body: &Bytes, scope: &RequestScope, access: &Access) -> Pe
 }
 
 impl PendingProduce {
-    /// Awaits every partition's reply (up to the request's timeout); `None` for acks=0.
-    /// Waits for the partitions' answers; `throttle` (the principal's produce quota) holds the answer back.
+    /// Awaits every partition's reply (up to the request's timeout); `None` for acks=0. `throttle` (the
+    /// principal's produce quota) holds the answer back.
     pub async fn complete(self, correlation_id: u32, throttle: Duration) -> Option<BytesMut> {
         let topics = match self.outcome {
             Ok(topics) => topics,
