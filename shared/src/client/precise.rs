@@ -21,10 +21,9 @@ impl PreciseTimer {
     pub(crate) fn new() -> PreciseTimer {
         #[cfg(target_os = "linux")]
         {
-            let fd = timerfd().unwrap_or_else(|error| {
-                tracing::debug!(%error, "no timerfd: precise waits sleep on the blocking pool");
-                None
-            });
+            let fd = timerfd()
+                .inspect_err(|error| tracing::debug!(%error, "no timerfd: precise waits sleep on the blocking pool"))
+                .ok();
             PreciseTimer { fd }
         }
         #[cfg(not(target_os = "linux"))]
@@ -49,13 +48,13 @@ impl PreciseTimer {
 }
 
 #[cfg(target_os = "linux")]
-fn timerfd() -> std::io::Result<Option<TimerFd>> {
+fn timerfd() -> std::io::Result<TimerFd> {
     use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
     let fd = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)?;
     // SAFETY: the `OwnedFd` is moved into the `AsyncFd`, which owns it from then on: the descriptor stays open
     // and names the same timer until the `AsyncFd` is dropped.
     let registered = unsafe { TimerFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-    Ok(Some(registered.map_err(|error| error.into_parts().1)?))
+    registered.map_err(|error| error.into_parts().1)
 }
 
 #[cfg(target_os = "linux")]
