@@ -4,7 +4,8 @@
 # For each of ROUNDS rounds (default 3) and each BIN_DIR in turn: a fresh broker on a data directory under
 # TMPDIR (TMPDIR=/dev/shm: in memory), then `oxbow perf produce` and `oxbow perf e2e`, NUM_RECORDS (default
 # 4,000,000) of 100 B at RATE records/s (default 800,000), acks=1, LINGER_MS (default 0.5). The client is the
-# first BIN_DIR's, so that only the broker differs. Prints records/s and p50 / p95 / p99 / p99.9 in ms.
+# first BIN_DIR's, so that only the broker differs; with VARY=client the broker is the first BIN_DIR's and the
+# client each BIN_DIR's in turn. Prints records/s and p50 / p95 / p99 / p99.9 in ms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -eq 0 ]; then
@@ -13,7 +14,10 @@ if [ $# -eq 0 ]; then
 fi
 BINS=()
 for dir in "$@"; do BINS+=("$(cd "$dir" && pwd)"); done
+VARY=${VARY:-broker}
+case $VARY in broker | client) ;; *) echo "VARY must be broker or client, not $VARY" >&2; exit 2 ;; esac
 CLIENT=${BINS[0]}/oxbow
+BROKER=${BINS[0]}/oxbow-broker
 RATE=${RATE:-800000}
 NUM_RECORDS=${NUM_RECORDS:-4000000}
 LINGER_MS=${LINGER_MS:-0.5}
@@ -33,8 +37,9 @@ measure() {
 
 for round in $(seq "${ROUNDS:-3}"); do
   for bin in "${BINS[@]}"; do
+    if [ "$VARY" = client ]; then CLIENT=$bin/oxbow; else BROKER=$bin/oxbow-broker; fi
     rm -rf "$DATA/broker"
-    "$bin/oxbow-broker" --data-dir "$DATA/broker" --listen "127.0.0.1:$PORT" >/dev/null 2>"$DATA/broker.log" &
+    "$BROKER" --data-dir "$DATA/broker" --listen "127.0.0.1:$PORT" >/dev/null 2>"$DATA/broker.log" &
     PID=$!
     for _ in $(seq 300); do "$CLIENT" topic list >/dev/null 2>&1 && break; sleep 0.1; done
     echo "round $round, $bin: produce $(measure produce --topic tails --acks 1)"
